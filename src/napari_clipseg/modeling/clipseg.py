@@ -1,0 +1,117 @@
+"""``ClipSeg``: CLIP towers plus the decoder, with transformers' forward signature."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ClipSegConfig
+from . import backbone
+from .decoder import ClipSegDecoder
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Prompt-independent decoder inputs of a batch of images (see ``ClipSeg.encode_image``).
+
+    Attributes:
+        reduced: Decoder-projected vision taps, deepest first, each ``(B, 1 + gh*gw, reduce_dim)``.
+        grid: Patch grid ``(gh, gw)``.
+    """
+
+    reduced: list[torch.Tensor]
+    grid: tuple[int, int]
+
+
+class ClipSeg(nn.Module):
+    """CLIPSeg on open_clip towers.
+
+    ``clip`` holds the open_clip ``CLIP`` module (OpenAI key names), ``decoder`` the CLIPSeg
+    decoder (original key names). The CLIP towers are frozen: they run without autograd even
+    when the decoder is trained.
+    """
+
+    def __init__(self, config: ClipSegConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = backbone.build_clip(config)
+        self.decoder = ClipSegDecoder(config)
+        self.clip.requires_grad_(False)
+        #: Where the weights came from (set by :func:`napari_clipseg.load_model`); None = random.
+        self.weights_info = None
+        #: Reduced-precision dtype used under autocast by the predictor (None = fp32).
+        self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.film_mul.weight.device
+
+    def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
+        """Run the vision tower up to the deepest extract layer and reduce the taps."""
+        with torch.no_grad():
+            taps, grid = backbone.vision_taps(self.clip.visual, pixel_values, self.config.extract_layers)
+        return ImageFeatures(self.decoder.reduce(taps), grid)
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Conditional vectors ``(B, projection_dim)`` of token ids ``(B, L)``, ``L <= context``."""
+        with torch.no_grad():
+            return backbone.text_embedding(
+                self.clip, input_ids, self.config.text.eos_token_id, attention_mask
+            )
+
+    def encode_support(self, conditional_pixel_values: torch.Tensor) -> torch.Tensor:
+        """Conditional vectors ``(B, projection_dim)`` of normalised support images (visual prompts)."""
+        with torch.no_grad():
+            return backbone.image_embedding(self.clip.visual, conditional_pixel_values)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        conditional_pixel_values: torch.Tensor | None = None,
+        conditional_embeddings: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Segmentation logits, like transformers' ``CLIPSegForImageSegmentation(...).logits``.
+
+        Exactly one conditional is given: text ``input_ids`` ``(B, L)`` (with optional
+        ``attention_mask``), support images ``conditional_pixel_values`` ``(B, 3, h, w)``, or
+        precomputed ``conditional_embeddings`` ``(B, projection_dim)``.
+
+        Args:
+            pixel_values: ``(B, 3, H, W)`` query images, ImageNet-normalised (H, W multiples of
+                the patch size; 352 for the released weights).
+
+        Returns:
+            ``(B, H', W')`` logits (``H' = H`` for the released configs). A single query image
+            (``B == 1``) may be paired with several conditionals; the output then has one map
+            per conditional.
+        """
+        given = [c is not None for c in (input_ids, conditional_pixel_values, conditional_embeddings)]
+        if sum(given) != 1:
+            raise ValueError(
+                "pass exactly one of input_ids, conditional_pixel_values, conditional_embeddings"
+            )
+        if input_ids is not None:
+            conditional = self.encode_text(input_ids, attention_mask)
+        elif conditional_pixel_values is not None:
+            conditional = self.encode_support(conditional_pixel_values)
+        else:
+            conditional = conditional_embeddings
+            if conditional.ndim != 2 or conditional.shape[1] != self.config.projection_dim:
+                raise ValueError(
+                    f"conditional_embeddings must be (batch, {self.config.projection_dim}); "
+                    f"got {tuple(conditional.shape)}"
+                )
+        n_images, n_cond = pixel_values.shape[0], conditional.shape[0]
+        if n_images != n_cond and n_images != 1:
+            raise ValueError(
+                f"got {n_images} query images but {n_cond} conditionals: pass as many conditionals "
+                "as images, or a single image"
+            )
+        features = self.encode_image(pixel_values)
+        return self.decoder.decode(features.reduced, conditional.to(features.reduced[0].dtype), features.grid)

@@ -1,0 +1,122 @@
+"""Segmentation as a generator of progress events, shared by the API, the CLI and the widget.
+
+``iter_segment`` yields :class:`Progress` between steps and *returns* a
+:class:`SegmentationResult`; ``run`` drains it. A GUI runs the same generator in a worker thread
+and stops it between steps to cancel, so a cancelled run never produces a partial result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .constants import DEFAULT_THRESHOLD
+from .postprocess import labels_from_probabilities
+from .predictor import ClipSegPredictor
+from .prompts import clean_prompts
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a run: ``step`` of ``total`` done, now in ``stage`` (a short description)."""
+
+    step: int
+    total: int
+    stage: str
+
+
+@dataclass
+class SegmentationResult:
+    """What a run produced.
+
+    Attributes:
+        prompts: The prompts, in label order (label ``i + 1`` = ``prompts[i]``).
+        probabilities: ``(P, Y, X)`` float32 in [0, 1].
+        labels: ``(Y, X)`` label image (0 = background).
+        threshold, min_size: The post-processing used for ``labels``.
+    """
+
+    prompts: list[str]
+    probabilities: np.ndarray
+    labels: np.ndarray
+    threshold: float | list[float] = DEFAULT_THRESHOLD
+    min_size: int = 0
+    metadata: dict = field(default_factory=dict)
+
+    def relabel(self, threshold: float | Sequence[float], min_size: int = 0) -> np.ndarray:
+        """New labels from the cached probabilities (no model call); updates ``labels``."""
+        self.labels = labels_from_probabilities(self.probabilities, threshold, min_size)
+        self.threshold, self.min_size = threshold, min_size
+        return self.labels
+
+
+def iter_segment(
+    image: np.ndarray,
+    prompts: str | Sequence[str],
+    predictor: ClipSegPredictor,
+    *,
+    threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
+    min_size: int = 0,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment one 2D image; yields :class:`Progress`, returns a :class:`SegmentationResult`.
+
+    Raises:
+        ValueError: bad image or prompts (raised before any model work).
+    """
+    prompts = clean_prompts(prompts)
+    total = 3
+    yield Progress(0, total, "encoding image")
+    predictor.set_image(image)
+    yield Progress(1, total, f"decoding {len(prompts)} prompt(s)")
+    probabilities = predictor.predict(prompts)
+    yield Progress(2, total, "post-processing")
+    labels = labels_from_probabilities(probabilities, threshold, min_size)
+    yield Progress(3, total, "done")
+    return SegmentationResult(prompts, probabilities, labels, threshold, min_size)
+
+
+def run(
+    generator: Generator[Progress, None, SegmentationResult],
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SegmentationResult:
+    """Drain a pipeline generator (optionally reporting progress) and return its result."""
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(event)
+
+
+def segment(
+    image: np.ndarray,
+    prompts: str | Sequence[str],
+    *,
+    model=None,
+    predictor: ClipSegPredictor | None = None,
+    threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
+    min_size: int = 0,
+) -> np.ndarray:
+    """Label image for ``prompts``: 0 = background, ``i + 1`` = ``prompts[i]``.
+
+    Args:
+        image: ``(Y, X)`` or ``(Y, X, C)`` image, any dtype.
+        prompts: One text or several (each one class).
+        model: A loaded model; ``None`` loads the default weights (``CIDAS/clipseg-rd64-refined``).
+        predictor: Reuse a predictor (and its caches) instead of ``model``.
+        threshold: Probability a pixel needs to be labelled (default 0.4; one per prompt allowed).
+        min_size: Remove components smaller than this many pixels.
+
+    Returns:
+        ``(Y, X)`` labels, uint8 for fewer than 256 prompts.
+    """
+    if predictor is None:
+        if model is None:
+            from .weights import load_model
+
+            model = load_model()
+        predictor = ClipSegPredictor(model)
+    return run(iter_segment(image, prompts, predictor, threshold=threshold, min_size=min_size)).labels

@@ -1,0 +1,425 @@
+"""Finding, reading and checking weights, and building a loaded :class:`ClipSeg`.
+
+Sources (:func:`load_model`):
+
+1. a Hugging Face hub id (``CIDAS/clipseg-rd64-refined``, ``-rd64``, ``-rd16``), fetched once
+   through huggingface_hub's cache (``HF_HOME`` / ``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` works
+   from that cache alone);
+2. a directory written by transformers' ``save_pretrained`` (``config.json`` plus
+   ``model.safetensors``, ``pytorch_model.bin`` or a sharded index), or by :func:`save_pretrained`;
+3. an original decoder checkpoint (``rd64-uni-refined.pth``, ``rd64-uni.pth``, ``rd16-uni.pth``)
+   plus the CLIP ViT-B/16 backbone: open_clip's 'openai' weights from the hub, or a local
+   open_clip / OpenAI state-dict file passed as ``backbone``.
+
+Nothing pickled is executed: safetensors, or ``torch.load(weights_only=True)``. Keys and shapes
+are checked against the architecture exactly, and every failure says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from . import keymap
+from .config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, get_config, to_hf_config
+from .constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
+from .devices import resolve_device, resolve_dtype
+from .modeling import ClipSeg
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be loaded; the message says why and what to do."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """The weights are not on disk and could not be downloaded."""
+
+
+class CorruptWeightsError(WeightsError):
+    """A weights file cannot be read (truncated, damaged, or not a weights file)."""
+
+
+class UnsafeWeightsError(WeightsError):
+    """A file holds pickled code, which is never executed."""
+
+
+class ArchitectureMismatchError(WeightsError):
+    """A checkpoint does not fit the architecture it is loaded into."""
+
+
+class WeightsInfo:
+    """Where a model's weights came from; :attr:`sha256` fingerprints the files (lazily)."""
+
+    def __init__(self, source: str, kind: str, files: tuple[str, ...]) -> None:
+        self.source, self.kind, self.files = source, kind, files
+        self._sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 over the weight files in order (a single file's own SHA-256)."""
+        if self._sha256 is None:
+            digests = [_file_sha256(f) for f in self.files]
+            self._sha256 = (
+                digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+            )
+        return self._sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "files": list(self.files), "sha256": self.sha256}
+
+    def __repr__(self) -> str:
+        return f"WeightsInfo(source={self.source!r}, kind={self.kind!r})"
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, without running pickled code.
+
+    Raises:
+        WeightsUnavailableError: the file does not exist.
+        CorruptWeightsError: unreadable, truncated, or not a dict of tensors.
+        UnsafeWeightsError: a pickle that needs code to load (never executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state = safetensors.torch.load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise UnsafeWeightsError(
+                f"{path} contains pickled Python objects that would run code when loaded; refusing. "
+                "Use a safetensors file or a plain state dict saved with torch.save(model.state_dict())."
+            ) from None
+        raise CorruptWeightsError(_corrupt_message(path, e)) from None
+    except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types for damaged files
+        raise CorruptWeightsError(_corrupt_message(path, e)) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CorruptWeightsError(f"{path} does not contain a state dict of tensors")
+    return state
+
+
+def _corrupt_message(path: Path, error: Exception) -> str:
+    return (
+        f"cannot read weights file {path} ({type(error).__name__}: {str(error)[:200]}). It is probably "
+        "truncated or damaged: delete it and download it again (for hub models, delete the "
+        "model's folder in the Hugging Face cache)."
+    )
+
+
+def _hub_download(repo_id: str, filename: str, revision: str | None, tqdm_class: Any) -> str:
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo_id, filename, revision=revision, tqdm_class=tqdm_class)
+
+
+def _hub_error(repo_id: str, error: Exception) -> WeightsUnavailableError:
+    from huggingface_hub import constants, errors
+
+    if isinstance(error, errors.LocalEntryNotFoundError):
+        why = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        return WeightsUnavailableError(
+            f"weights for '{repo_id}' are not in the local cache ({constants.HF_HUB_CACHE}) and {why}. "
+            "Connect to the internet once (or allow huggingface.co through the firewall) to download "
+            "them, or pass a local directory / file to load_model."
+        )
+    if isinstance(error, errors.RepositoryNotFoundError | errors.HFValidationError):
+        return WeightsUnavailableError(
+            f"'{repo_id}' is neither an existing local path nor a model on the Hugging Face hub "
+            f"(e.g. {DEFAULT_HUB_ID})."
+        )
+    return WeightsUnavailableError(f"could not fetch '{repo_id}' from the hub: {error}")
+
+
+def _fetch_hub_model(repo_id: str, revision: str | None, tqdm_class: Any) -> tuple[Path, list[str]]:
+    from huggingface_hub import errors
+
+    try:
+        config_path = _hub_download(repo_id, "config.json", revision, tqdm_class)
+    except Exception as e:  # noqa: BLE001 - translated into an actionable message
+        raise _hub_error(repo_id, e) from None
+    first_error: Exception | None = None
+    for name in _HF_WEIGHT_FILES:
+        try:
+            return Path(config_path), [_hub_download(repo_id, name, revision, tqdm_class)]
+        except errors.EntryNotFoundError as e:
+            first_error = first_error or e
+        except Exception as e:  # noqa: BLE001
+            raise _hub_error(repo_id, e) from None
+    raise _hub_error(repo_id, first_error)
+
+
+def _hf_directory_files(directory: Path) -> list[str]:
+    for index in _HF_INDEX_FILES:
+        if (directory / index).is_file():
+            weight_map = json.loads((directory / index).read_text())["weight_map"]
+            return [str(directory / f) for f in sorted(set(weight_map.values()))]
+    for name in _HF_WEIGHT_FILES:
+        if (directory / name).is_file():
+            return [str(directory / name)]
+    raise WeightsUnavailableError(
+        f"{directory} has no weights: expected one of {', '.join(_HF_WEIGHT_FILES + _HF_INDEX_FILES)}"
+    )
+
+
+def _read_hf_config(path: Path) -> ClipSegConfig:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path} not found: a transformers checkpoint needs its config.json")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptWeightsError(f"{path} is not valid JSON ({e})") from None
+    if raw.get("model_type", "clipseg") != "clipseg":
+        raise ArchitectureMismatchError(f"{path} describes a '{raw['model_type']}' model, not CLIPSeg")
+    try:
+        return from_hf_config(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArchitectureMismatchError(f"{path} is not a usable CLIPSeg config: {e}") from None
+
+
+def _read_hf_weights(files: list[str], config: ClipSegConfig) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(read_state_dict(f))
+    try:
+        return keymap.hf_to_ours(state, config)
+    except keymap.KeyMismatchError as e:
+        raise ArchitectureMismatchError(f"the checkpoint does not match its config.json: {e}") from None
+
+
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return len({m.group(1) for k in state if (m := pattern.match(k))})
+
+
+def infer_original_config(state: dict[str, torch.Tensor]) -> ClipSegConfig:
+    """Config of an original-format model from tensor shapes (our keys).
+
+    Shapes fix every size except head counts (OpenAI CLIP uses 64-wide heads, the decoder 4) and
+    the extract layers (the released weights use (3, 6, 9)); pass ``config`` to
+    :func:`load_model` when a checkpoint differs.
+    """
+    try:
+        conv = state["clip.visual.conv1.weight"]
+        width, patch = conv.shape[0], conv.shape[-1]
+        grid = round((state["clip.visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        text_width = state["clip.token_embedding.weight"].shape[1]
+        n_reduces = _count_blocks(state, "decoder.reduces.")
+        vision = VisionConfig(
+            width=width,
+            layers=_count_blocks(state, "clip.visual.transformer.resblocks."),
+            heads=max(1, width // 64),
+            mlp_dim=state["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            patch_size=patch,
+            image_size=grid * patch,
+        )
+        text = TextConfig(
+            width=text_width,
+            layers=_count_blocks(state, "clip.transformer.resblocks."),
+            heads=max(1, text_width // 64),
+            mlp_dim=state["clip.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            vocab_size=state["clip.token_embedding.weight"].shape[0],
+            context_length=state["clip.positional_embedding"].shape[0],
+        )
+        if n_reduces != 3:
+            raise ArchitectureMismatchError(
+                f"the decoder has {n_reduces} layers; pass config= with its extract_layers"
+            )
+        return ClipSegConfig(
+            vision=vision,
+            text=text,
+            projection_dim=state["clip.visual.proj"].shape[1],
+            reduce_dim=state["decoder.film_mul.weight"].shape[0],
+            decoder_mlp_dim=state["decoder.blocks.0.linear1.weight"].shape[0],
+            refined="decoder.trans_conv.0.weight" in state,
+        )
+    except KeyError as e:
+        raise ArchitectureMismatchError(
+            f"not a CLIPSeg decoder / CLIP backbone checkpoint: no key {e}"
+        ) from None
+
+
+def _read_original(
+    path: Path, backbone: str | os.PathLike | None, revision: str | None, tqdm_class: Any
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    state = keymap.original_decoder_to_ours(read_state_dict(path))
+    files = [str(path)]
+    if not any(k.startswith("clip.") for k in state):
+        if backbone is None:
+            try:
+                backbone = _hub_download(OPENAI_BACKBONE_HUB_ID, OPENAI_BACKBONE_FILE, revision, tqdm_class)
+            except Exception as e:  # noqa: BLE001
+                raise _hub_error(OPENAI_BACKBONE_HUB_ID, e) from None
+        state.update(keymap.open_clip_to_ours(read_state_dict(backbone)))
+        files.append(str(backbone))
+    return state, files
+
+
+def _is_hf_state(state_keys: Any) -> bool:
+    return any(k.startswith(("clip.vision_model.", "decoder.layers.")) for k in state_keys)
+
+
+def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: WeightsInfo) -> ClipSeg:
+    with torch.device("meta"):
+        model = ClipSeg(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    )
+    if missing or unexpected or mismatched:
+        error = keymap.KeyMismatchError(missing, unexpected, mismatched)
+        raise ArchitectureMismatchError(
+            f"{info.source} does not match the CLIPSeg architecture ({error}). Check that the "
+            "checkpoint and the config (or backbone) belong together."
+        )
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    model.clip.requires_grad_(False)
+    model.weights_info = info
+    return model.eval()
+
+
+def load_model(
+    source: str | os.PathLike = DEFAULT_HUB_ID,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    backbone: str | os.PathLike | None = None,
+    config: str | ClipSegConfig | None = None,
+    revision: str | None = None,
+    tqdm_class: Any = None,
+) -> ClipSeg:
+    """Load CLIPSeg weights from a hub id, a transformers directory, or an original checkpoint.
+
+    Args:
+        source: Hub id (default ``CIDAS/clipseg-rd64-refined``), a directory written by
+            ``save_pretrained``, an original ``rd*-uni*.pth`` decoder checkpoint, or a single
+            transformers weights file with its ``config.json`` beside it.
+        device: ``"cpu"`` (default), ``"cuda"``, ``"mps"`` or ``"auto"`` (best available).
+        dtype: ``None``/``"float32"``, or ``"float16"``/``"bfloat16"`` to run under autocast on a
+            GPU (bfloat16 also on CPU). Weights stay float32.
+        backbone: For original decoder checkpoints: a local open_clip/OpenAI ViT-B/16 state dict
+            (``.safetensors``, ``.bin``, ``.pt``). ``None`` fetches open_clip's 'openai' weights.
+        config: For original checkpoints whose sizes cannot be read from shapes: a config name
+            (see ``napari_clipseg.config.CONFIGS``) or a :class:`ClipSegConfig`.
+        revision: Hub revision (branch, tag or commit) for hub sources.
+        tqdm_class: Progress-bar class for downloads (huggingface_hub's default when None).
+
+    Returns:
+        The model in eval mode on ``device``, with ``weights_info`` describing the source.
+
+    Raises:
+        WeightsUnavailableError, CorruptWeightsError, UnsafeWeightsError, ArchitectureMismatchError.
+    """
+    torch_device = resolve_device(device)
+    autocast_dtype = resolve_dtype(dtype, torch_device)
+    cfg = get_config(config) if isinstance(config, str) else config
+    path = Path(source).expanduser()
+    if path.is_dir():
+        model_config = cfg or _read_hf_config(path / "config.json")
+        files = _hf_directory_files(path)
+        state, info = (
+            _read_hf_weights(files, model_config),
+            WeightsInfo(str(path), "hf-directory", tuple(files)),
+        )
+    elif path.is_file():
+        raw = read_state_dict(path)
+        if _is_hf_state(raw):
+            model_config = cfg or _read_hf_config(path.parent / "config.json")
+            state, info = (
+                _read_hf_weights([str(path)], model_config),
+                WeightsInfo(str(path), "hf-file", (str(path),)),
+            )
+        else:
+            state, files = _read_original(path, backbone, revision, tqdm_class)
+            model_config = cfg or infer_original_config(state)
+            info = WeightsInfo(str(path), "original", tuple(files))
+    elif _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
+        config_path, files = _fetch_hub_model(str(source), revision, tqdm_class)
+        model_config = cfg or _read_hf_config(config_path)
+        state, info = _read_hf_weights(files, model_config), WeightsInfo(str(source), "hub", tuple(files))
+    else:
+        raise WeightsUnavailableError(f"no such file or directory: {path}")
+    model = _assemble(model_config, state, info).to(torch_device)
+    model.autocast_dtype = autocast_dtype
+    logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
+    return model
+
+
+def build_model(
+    config: str | ClipSegConfig = "rd64-refined",
+    *,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+) -> ClipSeg:
+    """A randomly initialised model (tests, benchmarks, training from scratch); eval mode."""
+    cfg = get_config(config) if isinstance(config, str) else config
+    if seed is not None:
+        torch.manual_seed(seed)
+    return ClipSeg(cfg).eval().to(resolve_device(device))
+
+
+def save_pretrained(model: ClipSeg, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``model`` in transformers' format (``config.json`` + ``model.safetensors``).
+
+    The result loads with :func:`load_model` and with
+    ``transformers.CLIPSegForImageSegmentation.from_pretrained``. Files are written to a temporary
+    name and renamed, so an interrupted save never leaves a half-written checkpoint.
+
+    Raises:
+        FileExistsError: the directory already holds a checkpoint and ``overwrite`` is False.
+    """
+    directory = Path(directory)
+    targets = [directory / "config.json", directory / "model.safetensors"]
+    if not overwrite and any(t.exists() for t in targets):
+        raise FileExistsError(f"{directory} already contains a checkpoint; pass overwrite=True to replace it")
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().cpu().contiguous()
+        for k, v in keymap.ours_to_hf(model.state_dict(), model.config).items()
+    }
+    hf_config = {**to_hf_config(model.config), "architectures": ["CLIPSegForImageSegmentation"]}
+    for target, write in (
+        (targets[1], lambda p: safetensors.torch.save_file(state, p, metadata={"format": "pt"})),
+        (targets[0], lambda p: Path(p).write_text(json.dumps(hf_config, indent=2))),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return directory
