@@ -72,9 +72,7 @@ class ClipSegConfig:
         refined: Refined (conv + two transposed convs) or simple (one transposed conv) head.
     """
 
-    vision: VisionConfig = field(
-        default_factory=lambda: VisionConfig(width=768, layers=12, heads=12, mlp_dim=3072)
-    )
+    vision: VisionConfig = field(default_factory=lambda: VisionConfig(width=768, layers=12, heads=12, mlp_dim=3072))
     text: TextConfig = field(default_factory=lambda: TextConfig(width=512, layers=12, heads=8, mlp_dim=2048))
     projection_dim: int = 512
     extract_layers: tuple[int, ...] = EXTRACT_LAYERS

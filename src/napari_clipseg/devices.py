@@ -30,9 +30,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(available_devices()[0])
     kind = device.split(":")[0]
     if kind in ("cuda", "mps") and kind not in available_devices():
-        raise ValueError(
-            f"device '{device}' is not available here; use one of {available_devices()} or 'auto'"
-        )
+        raise ValueError(f"device '{device}' is not available here; use one of {available_devices()} or 'auto'")
     return torch.device(device)
 
 

@@ -36,9 +36,7 @@ class KeyRow:
 class KeyMismatchError(ValueError):
     """A state dict does not have exactly the keys (or shapes) the architecture needs."""
 
-    def __init__(
-        self, missing: list[str], unexpected: list[str], mismatched: list[str] | None = None
-    ) -> None:
+    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[str] | None = None) -> None:
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched or []
         parts = []
         for label, keys in (

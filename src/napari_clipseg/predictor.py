@@ -101,9 +101,7 @@ class ClipSegPredictor:
         maps = []
         with self.inference():
             for chunk in conditionals.split(DECODE_BATCH):
-                logits = self.model.decoder.decode(
-                    features.reduced, chunk.to(features.reduced[0].dtype), features.grid
-                )
+                logits = self.model.decoder.decode(features.reduced, chunk.to(features.reduced[0].dtype), features.grid)
                 maps.append(resize(logits[:, None].float(), self._image_shape)[:, 0])
         return torch.cat(maps)
 

@@ -22,18 +22,12 @@ def _check_shape(image: np.ndarray) -> None:
     elif image.ndim == 2:
         spatial = image.shape
     else:
-        raise ValueError(
-            f"image must be (Y, X) grey or (Y, X, C) with C in 1..4 channels; got shape {image.shape}"
-        )
+        raise ValueError(f"image must be (Y, X) grey or (Y, X, C) with C in 1..4 channels; got shape {image.shape}")
     if min(spatial) < MIN_SIDE:
-        raise ValueError(
-            f"image is {spatial[0]}x{spatial[1]} pixels; CLIPSeg needs at least {MIN_SIDE}x{MIN_SIDE}"
-        )
+        raise ValueError(f"image is {spatial[0]}x{spatial[1]} pixels; CLIPSeg needs at least {MIN_SIDE}x{MIN_SIDE}")
 
 
-def normalize_intensity(
-    image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
-) -> np.ndarray:
+def normalize_intensity(image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
     """Scale intensities to float32 in [0, 1].
 
     uint8 is divided by 255 and bool maps to {0, 1}; floats already in [0, 1] are kept, so photos

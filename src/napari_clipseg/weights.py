@@ -75,9 +75,7 @@ class WeightsInfo:
         """SHA-256 over the weight files in order (a single file's own SHA-256)."""
         if self._sha256 is None:
             digests = [_file_sha256(f) for f in self.files]
-            self._sha256 = (
-                digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-            )
+            self._sha256 = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
         return self._sha256
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,9 +248,7 @@ def infer_original_config(state: dict[str, torch.Tensor]) -> ClipSegConfig:
             context_length=state["clip.positional_embedding"].shape[0],
         )
         if n_reduces != 3:
-            raise ArchitectureMismatchError(
-                f"the decoder has {n_reduces} layers; pass config= with its extract_layers"
-            )
+            raise ArchitectureMismatchError(f"the decoder has {n_reduces} layers; pass config= with its extract_layers")
         return ClipSegConfig(
             vision=vision,
             text=text,
@@ -262,9 +258,7 @@ def infer_original_config(state: dict[str, torch.Tensor]) -> ClipSegConfig:
             refined="decoder.trans_conv.0.weight" in state,
         )
     except KeyError as e:
-        raise ArchitectureMismatchError(
-            f"not a CLIPSeg decoder / CLIP backbone checkpoint: no key {e}"
-        ) from None
+        raise ArchitectureMismatchError(f"not a CLIPSeg decoder / CLIP backbone checkpoint: no key {e}") from None
 
 
 def _read_original(
@@ -405,10 +399,7 @@ def save_pretrained(model: ClipSeg, directory: str | os.PathLike, *, overwrite: 
     if not overwrite and any(t.exists() for t in targets):
         raise FileExistsError(f"{directory} already contains a checkpoint; pass overwrite=True to replace it")
     directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().cpu().contiguous()
-        for k, v in keymap.ours_to_hf(model.state_dict(), model.config).items()
-    }
+    state = {k: v.detach().cpu().contiguous() for k, v in keymap.ours_to_hf(model.state_dict(), model.config).items()}
     hf_config = {**to_hf_config(model.config), "architectures": ["CLIPSegForImageSegmentation"]}
     for target, write in (
         (targets[1], lambda p: safetensors.torch.save_file(state, p, metadata={"format": "pt"})),

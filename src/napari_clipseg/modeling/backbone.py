@@ -72,7 +72,7 @@ def rescaled_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.
     Bicubic, ``align_corners=False``, no antialias: the reference's ``rescaled_pos_emb``.
     """
     n = pos_embed.shape[0] - 1
-    side = int(round(n**0.5))
+    side = round(n**0.5)
     if side * side != n:
         raise ValueError(f"position embedding of {n} patches is not a square grid")
     if grid == (side, side):
@@ -143,9 +143,7 @@ def _text_attention_mask(
         padding = attention_mask.to(device=device) == 0  # (B, L): keys the query may not see
         blocked = (blocked[None] | padding[:, None, :]).repeat_interleave(heads, dim=0)
     # A finite minimum (not -inf) keeps rows that block every key free of NaN, as transformers does.
-    return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill_(
-        blocked, torch.finfo(dtype).min
-    )
+    return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill_(blocked, torch.finfo(dtype).min)
 
 
 def text_embedding(
@@ -163,9 +161,7 @@ def text_embedding(
     context = clip.positional_embedding.shape[0]
     if length > context:
         raise ValueError(f"token sequence of length {length} exceeds the text context ({context})")
-    x = clip.token_embedding(input_ids) + clip.positional_embedding[:length].to(
-        clip.token_embedding.weight.dtype
-    )
+    x = clip.token_embedding(input_ids) + clip.positional_embedding[:length].to(clip.token_embedding.weight.dtype)
     heads = clip.transformer.resblocks[0].attn.num_heads
     mask = _text_attention_mask(attention_mask, length, heads, x.dtype, x.device)
     for block in clip.transformer.resblocks:

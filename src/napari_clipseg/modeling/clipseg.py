@@ -54,14 +54,10 @@ class ClipSeg(nn.Module):
             taps, grid = backbone.vision_taps(self.clip.visual, pixel_values, self.config.extract_layers)
         return ImageFeatures(self.decoder.reduce(taps), grid)
 
-    def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Conditional vectors ``(B, projection_dim)`` of token ids ``(B, L)``, ``L <= context``."""
         with torch.no_grad():
-            return backbone.text_embedding(
-                self.clip, input_ids, self.config.text.eos_token_id, attention_mask
-            )
+            return backbone.text_embedding(self.clip, input_ids, self.config.text.eos_token_id, attention_mask)
 
     def encode_support(self, conditional_pixel_values: torch.Tensor) -> torch.Tensor:
         """Conditional vectors ``(B, projection_dim)`` of normalised support images (visual prompts)."""
@@ -93,9 +89,7 @@ class ClipSeg(nn.Module):
         """
         given = [c is not None for c in (input_ids, conditional_pixel_values, conditional_embeddings)]
         if sum(given) != 1:
-            raise ValueError(
-                "pass exactly one of input_ids, conditional_pixel_values, conditional_embeddings"
-            )
+            raise ValueError("pass exactly one of input_ids, conditional_pixel_values, conditional_embeddings")
         if input_ids is not None:
             conditional = self.encode_text(input_ids, attention_mask)
         elif conditional_pixel_values is not None:

@@ -66,9 +66,7 @@ class ClipSegDecoder(nn.Module):
         """
         return [reduce(tap) for reduce, tap in zip(self.reduces, taps[::-1], strict=True)]
 
-    def decode(
-        self, reduced: list[torch.Tensor], conditional: torch.Tensor, grid: tuple[int, int]
-    ) -> torch.Tensor:
+    def decode(self, reduced: list[torch.Tensor], conditional: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Logits from reduced taps and conditional vectors.
 
         Args:
@@ -91,8 +89,6 @@ class ClipSegDecoder(nn.Module):
         a = a[:, 1:].transpose(1, 2).reshape(batch, -1, *grid)  # drop CLS, tokens -> feature map
         return self.trans_conv(a)[:, 0]
 
-    def forward(
-        self, taps: list[torch.Tensor], conditional: torch.Tensor, grid: tuple[int, int]
-    ) -> torch.Tensor:
+    def forward(self, taps: list[torch.Tensor], conditional: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """``decode(reduce(taps), conditional, grid)``."""
         return self.decode(self.reduce(taps), conditional, grid)
