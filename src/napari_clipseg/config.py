@@ -217,7 +217,7 @@ def _released(reduce_dim: int, refined: bool) -> ClipSegConfig:
 def _tiny(refined: bool = True) -> ClipSegConfig:
     """A few-second CPU model for tests: real tokenizer vocabulary, tiny widths."""
     return ClipSegConfig(
-        vision=VisionConfig(width=32, layers=4, heads=4, mlp_dim=64, patch_size=16, image_size=224),
+        vision=VisionConfig(width=32, layers=5, heads=4, mlp_dim=64, patch_size=16, image_size=224),
         text=TextConfig(width=32, layers=2, heads=4, mlp_dim=64),
         projection_dim=32,
         extract_layers=(1, 2, 3),

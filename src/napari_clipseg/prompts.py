@@ -38,6 +38,15 @@ def clean_prompts(prompts: str | Sequence[str]) -> list[str]:
     return cleaned
 
 
+def split_prompts(text: str) -> list[str]:
+    """Prompts typed as one text: one per line or comma-separated; blanks are dropped.
+
+    >>> split_prompts("nucleus, cell membrane\nmitochondria")
+    ['nucleus', 'cell membrane', 'mitochondria']
+    """
+    return [p.strip() for line in text.splitlines() for p in line.split(",") if p.strip()]
+
+
 def tokenize(prompts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
     """Token ids ``(P, L)``, cut after the longest prompt's end-of-text token.
 

@@ -147,7 +147,7 @@ def _hub_error(repo_id: str, error: Exception) -> WeightsUnavailableError:
         return WeightsUnavailableError(
             f"weights for '{repo_id}' are not in the local cache ({constants.HF_HUB_CACHE}) and {why}. "
             "Connect to the internet once (or allow huggingface.co through the firewall) to download "
-            "them, or pass a local directory / file to load_model."
+            "them, or use a local directory or file as the model source."
         )
     if isinstance(error, errors.RepositoryNotFoundError | errors.HFValidationError):
         return WeightsUnavailableError(

@@ -1,0 +1,87 @@
+"""Shared fixtures: offline hub, tiny random models in every on-disk format."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Never touch the network, and never read a developer's real cache: set before huggingface_hub loads.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="ncs-hf-cache-")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+
+import napari_clipseg as ncs
+
+TINY_HF = {
+    "text_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4},
+    "vision_config": {
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "patch_size": 16,
+        "image_size": 224,
+    },
+    "projection_dim": 24,
+    "extract_layers": [1, 2, 3],
+    "reduce_dim": 16,
+    "decoder_num_attention_heads": 4,
+    "decoder_intermediate_size": 40,
+    "use_complex_transposed_convolution": True,
+}
+
+
+def perturb_(module: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> torch.nn.Module:
+    """Add noise to every parameter, so unit LayerNorms and zero biases cannot hide a mix-up."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return module
+
+
+def make_hf_model(overrides: dict | None = None, seed: int = 0):
+    """A random transformers CLIPSegForImageSegmentation (the oracle), in eval mode."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    cfg = {**TINY_HF, **(overrides or {})}
+    for tower in ("text_config", "vision_config"):
+        cfg[tower] = {**TINY_HF[tower], **(overrides or {}).get(tower, {})}
+    torch.manual_seed(seed)
+    return perturb_(CLIPSegForImageSegmentation(CLIPSegConfig(**cfg)), seed).eval()
+
+
+def relative_error(reference: torch.Tensor, ours: torch.Tensor) -> float:
+    return float((reference - ours).abs().max() / reference.abs().max())
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny random model (real tokenizer vocabulary) with perturbed weights."""
+    return perturb_(ncs.build_model("tiny", seed=0)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model, tmp_path_factory):
+    """``tiny_model`` saved in transformers' format."""
+    return ncs.save_pretrained(tiny_model, tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def tree_snapshot(root) -> dict:
+    """{relative path: (size, mtime_ns)} of every file under root, to prove nothing changed."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            st = os.stat(p)
+            out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
+    return out
