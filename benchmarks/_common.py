@@ -62,10 +62,14 @@ def write_results(name: str, results: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     record = {
         "benchmark": name,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+        },
         **results,
-    }  # fmt: skip
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))

@@ -29,8 +29,12 @@ from _common import full_size_pair, interleaved_medians, write_results
 from napari_clipseg.prompts import tokenize
 from napari_clipseg.transforms import to_model_input
 
-TARGETS = {"new_prompt_cached_image": 15, "repeated_prompt": 30, "eight_prompts_new_image": 6,
-           "first_prompt_new_image": 1.3}  # fmt: skip
+TARGETS = {
+    "new_prompt_cached_image": 15,
+    "repeated_prompt": 30,
+    "eight_prompts_new_image": 6,
+    "first_prompt_new_image": 1.3,
+}
 
 
 def main() -> None:
@@ -98,8 +102,9 @@ def main() -> None:
         },
         r,
     )
-    t |= interleaved_medians({"transformers_eight_prompts": hf_eight, "eight_prompts_new_image": eight_new_image},
-                             max(3, r // 2))  # fmt: skip
+    t |= interleaved_medians(
+        {"transformers_eight_prompts": hf_eight, "eight_prompts_new_image": eight_new_image}, max(3, r // 2)
+    )
     ratios = {
         "new_prompt_cached_image": t["transformers_one_prompt"] / t["new_prompt_cached_image"],
         "repeated_prompt": t["transformers_one_prompt"] / t["repeated_prompt"],
@@ -107,13 +112,16 @@ def main() -> None:
         "first_prompt_new_image": t["transformers_one_prompt"] / t["first_prompt_new_image"],
         "first_prompt_new_image_bf16": t["transformers_one_prompt"] / t["first_prompt_new_image_bf16"],
     }
-    write_results("predictor", {
-        "seconds": t,
-        "ratios": ratios,
-        "targets": TARGETS,
-        "met": {k: ratios[k] >= v for k, v in TARGETS.items()},
-        "bf16_max_relative_logit_error": bf16_error,
-    })  # fmt: skip
+    write_results(
+        "predictor",
+        {
+            "seconds": t,
+            "ratios": ratios,
+            "targets": TARGETS,
+            "met": {k: ratios[k] >= v for k, v in TARGETS.items()},
+            "bf16_max_relative_logit_error": bf16_error,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import tempfile
 # Never touch the network, and never read a developer's real cache: set before huggingface_hub loads.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="ncs-hf-cache-")
+os.environ["NAPARI_CLIPSEG_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ncs-settings-")  # never the user's settings
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
@@ -85,3 +86,11 @@ def tree_snapshot(root) -> dict:
             st = os.stat(p)
             out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item: napari's make_napari_viewer reads ``rep_call``."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

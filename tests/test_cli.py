@@ -13,8 +13,25 @@ from napari_clipseg.export import read_array, write_array
 
 def test_segment_sample_writes_labels_sidecar_and_probabilities(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "labels.tif"
-    code = main(["segment", "--sample", "coffee", "-p", "cup, saucer", "-p", "spoon", "-m", str(tiny_model_dir),
-                 "-o", str(out), "--threshold", "0.3", "--probabilities", str(tmp_path / "p.npy")])  # fmt: skip
+    code = main(
+        [
+            "segment",
+            "--sample",
+            "coffee",
+            "-p",
+            "cup, saucer",
+            "-p",
+            "spoon",
+            "-m",
+            str(tiny_model_dir),
+            "-o",
+            str(out),
+            "--threshold",
+            "0.3",
+            "--probabilities",
+            str(tmp_path / "p.npy"),
+        ]
+    )
     assert code == 0
     labels, probs = read_array(out), np.load(tmp_path / "p.npy")
     assert labels.shape == (400, 600) and labels.dtype == np.uint8 and probs.shape == (3, 400, 600)

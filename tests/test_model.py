@@ -14,8 +14,10 @@ from napari_clipseg.prompts import tokenize
 
 def test_vision_tower_stops_after_deepest_extract_layer(tiny_model):
     calls = []
-    hooks = [b.register_forward_hook(lambda *_, i=i: calls.append(i))
-             for i, b in enumerate(tiny_model.clip.visual.transformer.resblocks)]  # fmt: skip
+    hooks = [
+        b.register_forward_hook(lambda *_, i=i: calls.append(i))
+        for i, b in enumerate(tiny_model.clip.visual.transformer.resblocks)
+    ]
     try:
         with torch.inference_mode():
             tiny_model.encode_image(torch.randn(1, 3, 64, 64))

@@ -11,7 +11,7 @@ from napari_clipseg.transforms import normalize_intensity, to_model_input, to_rg
 
 
 def test_uint8_divides_by_255_and_bool_maps_to_01():
-    np.testing.assert_array_equal(normalize_intensity(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])
+    np.testing.assert_array_equal(normalize_intensity(np.array([0, 51, 255], np.uint8)), np.float32([0, 0.2, 1]))
     np.testing.assert_array_equal(normalize_intensity(np.array([True, False])), [1, 0])
 
 

@@ -129,8 +129,12 @@ def test_original_full_state_dict_needs_no_backbone(tmp_path):
 def test_open_clip_training_checkpoint_wrapping_is_unwrapped(tmp_path):
     model = perturb_(ncs.build_model("tiny", seed=3))
     pth, _ = _write_original(model, tmp_path)
-    wrapped = {"state_dict": {"module." + k.removeprefix("clip."): v for k, v in model.state_dict().items()
-                              if k.startswith("clip.")}, "epoch": torch.tensor(3)}  # fmt: skip
+    wrapped = {
+        "state_dict": {
+            "module." + k.removeprefix("clip."): v for k, v in model.state_dict().items() if k.startswith("clip.")
+        },
+        "epoch": torch.tensor(3),
+    }
     torch.save(wrapped, tmp_path / "epoch_3.pt")
     loaded = ncs.load_model(pth, backbone=tmp_path / "epoch_3.pt", config="tiny")
     assert torch.equal(_logits(loaded), _logits(model))

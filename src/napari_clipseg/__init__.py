@@ -13,6 +13,11 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
+from ._gl_guard import guard_triton
+
+# Before anything imports torch: see _gl_guard (napari on software OpenGL would segfault).
+guard_triton()
+
 try:
     __version__ = version("napari-clipseg")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -45,6 +50,7 @@ def __getattr__(name: str):
     # Lazy exports: torch and open_clip load on first use, which keeps `import napari_clipseg`
     # (done by napari when it reads the plugin manifest) fast and free of GPU/GL side effects.
     if name in _EXPORTS:
+        guard_triton()  # napari may have drawn (and loaded Mesa's LLVM) since this package was imported
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -25,11 +25,20 @@ def _parser() -> argparse.ArgumentParser:
     source = seg.add_mutually_exclusive_group(required=True)
     source.add_argument("image", nargs="?", help="image file (TIFF, PNG, JPEG, ...)")
     source.add_argument("--sample", choices=sorted(SAMPLES), help="use a sample image shipped with scikit-image")
-    seg.add_argument("-p", "--prompt", action="append", required=True,
-                     help="prompt(s); repeat or separate with commas: -p 'nucleus, membrane'")  # fmt: skip
+    seg.add_argument(
+        "-p",
+        "--prompt",
+        action="append",
+        required=True,
+        help="prompt(s); repeat or separate with commas: -p 'nucleus, membrane'",
+    )
     seg.add_argument("-o", "--output", required=True, type=Path, help="label image to write (.tif, .png, .npy)")
-    seg.add_argument("-m", "--model", default=DEFAULT_HUB_ID,
-                     help=f"hub id, transformers directory, or original .pth (default {DEFAULT_HUB_ID})")  # fmt: skip
+    seg.add_argument(
+        "-m",
+        "--model",
+        default=DEFAULT_HUB_ID,
+        help=f"hub id, transformers directory, or original .pth (default {DEFAULT_HUB_ID})",
+    )
     seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
     seg.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability threshold (0.4)")
     seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
@@ -90,8 +99,10 @@ def _random_weights(args: argparse.Namespace) -> int:
     from .weights import build_model, save_pretrained
 
     save_pretrained(build_model(args.config, seed=args.seed), args.directory)
-    print(f"{PROG}: wrote RANDOM weights ({args.config}) to {args.directory}; masks from them are meaningless",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{PROG}: wrote RANDOM weights ({args.config}) to {args.directory}; masks from them are meaningless",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import torch
 
-_DTYPES = {"float32": None, "fp32": None, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # fmt: skip
+_DTYPES = {
+    "float32": None,
+    "fp32": None,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def available_devices() -> list[str]:

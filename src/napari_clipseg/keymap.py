@@ -61,10 +61,20 @@ def _block_rows(ours: str, hf: str, width_names: dict[str, str]) -> list[KeyRow]
     return rows
 
 
-_CLIP_BLOCK = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
-               "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}  # fmt: skip
-_DECODER_BLOCK = {"self_attn.out_proj": "self_attn.out_proj", "layer_norm1": "norm1", "layer_norm2": "norm2",
-                  "mlp.fc1": "linear1", "mlp.fc2": "linear2"}  # fmt: skip
+_CLIP_BLOCK = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_DECODER_BLOCK = {
+    "self_attn.out_proj": "self_attn.out_proj",
+    "layer_norm1": "norm1",
+    "layer_norm2": "norm2",
+    "mlp.fc1": "linear1",
+    "mlp.fc2": "linear2",
+}
 
 
 def _linear(ours: str, hf: str) -> list[KeyRow]:

@@ -12,6 +12,7 @@ class Sample:
     name: str
     description: str
     prompts: tuple[str, ...]
+    loader: str = ""  # skimage.data function, when it differs from the name
 
 
 SAMPLES = {
@@ -20,7 +21,12 @@ SAMPLES = {
         Sample("astronaut", "Astronaut Eileen Collins (RGB photo)", ("person", "flag", "rocket")),
         Sample("coffee", "A cup of coffee (RGB photo)", ("coffee", "cup", "saucer", "spoon")),
         Sample("chelsea", "Chelsea the cat (RGB photo)", ("cat",)),
-        Sample("ihc", "Immunohistochemistry of colonic tissue (RGB microscopy)", ("cell nuclei", "tissue")),
+        Sample(
+            "ihc",
+            "Immunohistochemistry of colonic tissue (RGB microscopy)",
+            ("cell nuclei", "tissue"),
+            loader="immunohistochemistry",
+        ),
         Sample("cell", "Phase-contrast cell (grey microscopy)", ("cell",)),
     )
 }
@@ -36,4 +42,4 @@ def load_sample(name: str) -> np.ndarray:
         raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
     from skimage import data
 
-    return np.asarray(getattr(data, name)())
+    return np.asarray(getattr(data, SAMPLES[name].loader or name)())

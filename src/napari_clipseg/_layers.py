@@ -1,0 +1,93 @@
+"""napari layer helpers for the widget: the plane to segment, output layers, class tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import napari
+
+META_KEY = "clipseg"
+
+
+@dataclass(frozen=True)
+class PlaneRequest:
+    """The 2D data to segment and where it sits in the image layer.
+
+    Attributes:
+        data: ``(Y, X)`` or ``(Y, X, C)`` numpy array (lazy layers are read for this plane only).
+        index: Indices of the leading (non-displayed) axes; empty for 2D images.
+        spatial_shape: The image's shape without the RGB axis: the output Labels' shape.
+    """
+
+    data: np.ndarray
+    index: tuple[int, ...]
+    spatial_shape: tuple[int, ...]
+
+
+def image_plane(layer: napari.layers.Image, current_step: tuple[int, ...]) -> PlaneRequest:
+    """The plane of ``layer`` shown at the viewer's ``current_step`` (its last two spatial axes).
+
+    Multiscale layers use their finest level.
+    """
+    data = layer.data[0] if layer.multiscale else layer.data
+    spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
+    n_leading = len(spatial_shape) - 2
+    step = tuple(current_step)[-len(spatial_shape) :] if current_step else ()
+    index = tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], spatial_shape[:n_leading], strict=False))
+    plane = np.asarray(data[index] if index else data)
+    return PlaneRequest(plane, index, spatial_shape)
+
+
+def spatial_kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
+    """Scale, translation, rotation, shear, affine, units and axis labels to copy to outputs."""
+    kwargs: dict[str, Any] = {
+        "scale": layer.scale,
+        "translate": layer.translate,
+        "rotate": layer.rotate,
+        "shear": layer.shear,
+        "affine": layer.affine.affine_matrix,
+    }
+    for name in ("units", "axis_labels"):
+        if hasattr(layer, name):
+            kwargs[name] = getattr(layer, name)
+    return kwargs
+
+
+def output_name(prompts: list[str]) -> str:
+    return f"clipseg: {', '.join(prompts)}"
+
+
+def class_features(prompts: list[str]) -> pd.DataFrame:
+    """One row per label value (0 = background), as napari's Labels ``features`` expects."""
+    return pd.DataFrame({"index": np.arange(len(prompts) + 1), "class": ["background", *prompts]})
+
+
+def class_table_text(prompts: list[str]) -> str:
+    return "  ".join(f"{i + 1} = {p}" for i, p in enumerate(prompts))
+
+
+def clipseg_meta(layer: napari.layers.Layer) -> dict[str, Any] | None:
+    """The plugin's record on a layer it made (None for other layers)."""
+    meta = layer.metadata.get(META_KEY)
+    return meta if isinstance(meta, dict) else None
+
+
+def mark_edits(layer: napari.layers.Labels) -> None:
+    """Flag the layer as edited as soon as the user paints, fills or erases on it."""
+
+    def on_paint(event: Any = None) -> None:
+        meta = clipseg_meta(layer)
+        if meta is not None:
+            meta["edited"] = True
+
+    layer.events.paint.connect(on_paint)
+
+
+def is_edited(layer: napari.layers.Layer) -> bool:
+    meta = clipseg_meta(layer)
+    return bool(meta and meta.get("edited"))

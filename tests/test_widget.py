@@ -1,0 +1,277 @@
+"""The dock widget, driven as a user would: type, click Run, wait for the worker, inspect layers.
+
+The model is the tiny random checkpoint saved to a temporary folder and typed in as the source.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+import napari_clipseg as ncs
+from napari_clipseg import _widget
+from napari_clipseg._widget import ClipSegWidget
+from napari_clipseg.export import read_array
+from napari_clipseg.predictor import ClipSegPredictor
+from napari_clipseg.samples import load_sample
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every notification the widget sends, as (level, text)."""
+    seen = []
+    for level in ("info", "warning", "error"):
+        monkeypatch.setattr(_widget, f"show_{level}", lambda text, level=level: seen.append((level, text)))
+    return seen
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, tiny_model_dir, messages, qtbot):
+    w = ClipSegWidget(viewer)
+    viewer.window.add_dock_widget(w, name="CLIPSeg")
+    w._source.value = str(tiny_model_dir)
+    yield w
+    if w.is_running:
+        w.cancel()
+        qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def astronaut(viewer):
+    return viewer.add_image(
+        load_sample("astronaut"),
+        name="astronaut",
+        rgb=True,
+        scale=(0.5, 2.0),
+        translate=(10.0, -3.0),
+        units=("µm", "µm"),
+    )
+
+
+def click_run(widget, qtbot):
+    widget._run_btn.native.click()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+
+
+def labels_layers(viewer):
+    return [layer for layer in viewer.layers if layer.__class__.__name__ == "Labels"]
+
+
+def test_run_makes_a_labels_layer_in_the_image_frame(widget, viewer, astronaut, qtbot):
+    widget._prompts.value = "person, flag\nrocket"
+    widget._threshold.value = 0.5
+    click_run(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    assert layer.name == "clipseg: person, flag, rocket"
+    assert layer.data.shape == (512, 512) and layer.data.dtype == np.uint8
+    np.testing.assert_array_equal(layer.scale, astronaut.scale)
+    np.testing.assert_array_equal(layer.translate, astronaut.translate)
+    assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in astronaut.units)
+    assert list(layer.features["class"]) == ["background", "person", "flag", "rocket"]
+    meta = layer.metadata["clipseg"]
+    assert meta["prompts"] == ["person", "flag", "rocket"] and meta["model"]["source"] == widget._source.value
+    assert widget._classes.value == "1 = person  2 = flag  3 = rocket"
+    # the labels are exactly the core's result for the same inputs
+    pred = ClipSegPredictor(ncs.load_model(widget._source.value))
+    pred.set_image(astronaut.data)
+    np.testing.assert_array_equal(layer.data, ncs.labels_from_probabilities(pred.predict(meta["prompts"]), 0.5))
+
+
+def test_threshold_and_min_size_relabel_without_the_model(widget, viewer, astronaut, qtbot, monkeypatch):
+    widget._prompts.value = "person, rocket"
+    click_run(widget, qtbot)
+    result, layer, _ = widget._last
+    calls = []
+    for name in ("set_image", "predict", "predict_logits", "embed_prompts"):
+        original = getattr(ClipSegPredictor, name)
+        monkeypatch.setattr(
+            ClipSegPredictor, name, lambda self, *a, _o=original, **k: calls.append(1) or _o(self, *a, **k)
+        )
+    threshold = float(np.quantile(result.probabilities, 0.7))
+    widget._threshold.value = round(threshold, 2)
+    widget._min_size.value = 20
+    expected = ncs.labels_from_probabilities(result.probabilities, round(threshold, 2), 20)
+    np.testing.assert_array_equal(layer.data, expected)
+    assert calls == [] and layer.metadata["clipseg"]["min_size"] == 20
+
+
+@pytest.fixture
+def blocked_set_image(monkeypatch):
+    """Hold the worker inside set_image until released, to act while it runs."""
+    entered, release = threading.Event(), threading.Event()
+    original = ClipSegPredictor.set_image
+
+    def slow(self, image):
+        entered.set()
+        release.wait(30)
+        return original(self, image)
+
+    monkeypatch.setattr(ClipSegPredictor, "set_image", slow)
+    return entered, release
+
+
+def test_cancel_mid_run_leaves_no_layer(widget, viewer, astronaut, qtbot, blocked_set_image):
+    entered, release = blocked_set_image
+    widget._prompts.value = "person"
+    widget._run_btn.native.click()
+    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
+    assert widget._cancel_btn.enabled and not widget._run_btn.enabled
+    widget._cancel_btn.native.click()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    assert labels_layers(viewer) == [] and "Cancelled" in widget._status.value
+    assert widget._run_btn.enabled
+
+
+def test_second_run_is_refused_while_one_runs(widget, viewer, astronaut, qtbot, blocked_set_image, messages):
+    entered, release = blocked_set_image
+    widget._prompts.value = "person"
+    widget._run_btn.native.click()
+    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
+    widget.run()  # e.g. Enter pressed again
+    assert any("already in progress" in text for _, text in messages)
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    assert len(labels_layers(viewer)) == 1
+
+
+def test_rerun_never_overwrites_edits(widget, viewer, astronaut, qtbot):
+    widget._prompts.value = "person"
+    click_run(widget, qtbot)
+    (first,) = labels_layers(viewer)
+    click_run(widget, qtbot)  # untouched: updated in place, no layer spam
+    assert labels_layers(viewer) == [first]
+    first.paint((100, 100), 7)  # the user paints
+    edited = first.data.copy()
+    assert edited[100, 100] == 7
+    widget._threshold.value = 0.0  # the slider no longer touches an edited layer
+    np.testing.assert_array_equal(first.data, edited)
+    assert "your edits" in widget._status.value
+    click_run(widget, qtbot)
+    layers = labels_layers(viewer)
+    assert len(layers) == 2 and layers[0] is first
+    np.testing.assert_array_equal(first.data, edited)
+    assert "edits" in widget._status.value and layers[1].name != first.name
+
+
+def test_export_masks_round_trip_and_no_silent_overwrite(widget, viewer, astronaut, qtbot, tmp_path, monkeypatch):
+    import json
+
+    widget._prompts.value = "person, rocket"
+    widget._threshold.value = 0.5
+    click_run(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    monkeypatch.setattr(widget, "_ask_folder", lambda: str(tmp_path))
+    answers = []
+    monkeypatch.setattr(widget, "_confirm", lambda question: answers.pop(0))
+    widget._export_btn.native.click()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["01_person.tif", "02_rocket.tif", "clipseg.json", "labels.tif"]
+    np.testing.assert_array_equal(read_array(tmp_path / "labels.tif"), layer.data)
+    np.testing.assert_array_equal(read_array(tmp_path / "02_rocket.tif") > 0, layer.data == 2)
+    record = json.loads((tmp_path / "clipseg.json").read_text())
+    assert [c["name"] for c in record["classes"]] == ["person", "rocket"] and record["model"]["sha256"]
+
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    answers.append(False)  # "Overwrite?" -> No
+    widget._export_btn.native.click()
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    assert "cancelled" in widget._status.value
+    layer.paint((0, 0), 2)
+    answers.append(True)  # -> Yes
+    widget._export_btn.native.click()
+    np.testing.assert_array_equal(read_array(tmp_path / "labels.tif"), layer.data)
+    assert json.loads((tmp_path / "clipseg.json").read_text())["edited"] is True
+
+
+def test_no_image_layer(widget, viewer, qtbot, messages):
+    widget._prompts.value = "cat"
+    widget._run_btn.native.click()
+    assert messages and messages[-1][0] == "warning" and "Image layer" in messages[-1][1]
+    assert not widget.is_running
+
+
+def test_labels_layer_selected(widget, viewer, qtbot, messages):
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="my labels")
+    widget._prompts.value = "cat"
+    widget._run_btn.native.click()
+    assert "'my labels' is a Labels layer" in messages[-1][1]
+
+
+def test_empty_prompt(widget, viewer, astronaut, qtbot, messages):
+    widget._prompts.value = " , \n "
+    widget._run_btn.native.click()
+    assert "at least one prompt" in messages[-1][1] and not widget.is_running
+
+
+def test_tiny_image_is_reported_not_crashing(widget, viewer, qtbot, messages):
+    viewer.add_image(np.ones((1, 1), np.float32), name="dot")
+    widget._prompts.value = "cat"
+    click_run(widget, qtbot)
+    assert messages[-1][0] == "error" and "at least 16x16" in messages[-1][1]
+    assert labels_layers(viewer) == [] and widget._run_btn.enabled
+
+
+def test_offline_model_miss_is_reported(widget, viewer, astronaut, qtbot, messages):
+    widget._source.value = "CIDAS/clipseg-rd64-refined"
+    widget._prompts.value = "cat"
+    click_run(widget, qtbot)
+    assert messages[-1][0] == "error" and "HF_HUB_OFFLINE=1" in messages[-1][1]
+
+
+def test_enter_runs_and_shift_enter_adds_a_line(widget, viewer, astronaut, qtbot):
+    widget._prompts.value = "person"
+    qtbot.keyClick(widget._prompts.native, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    assert not widget.is_running and labels_layers(viewer) == []
+    qtbot.keyClick(widget._prompts.native, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: len(labels_layers(viewer)) == 1 and not widget.is_running, timeout=TIMEOUT)
+
+
+def test_image_selector_follows_the_active_layer(widget, viewer, astronaut):
+    other = viewer.add_image(np.zeros((32, 32)), name="other")
+    viewer.layers.selection.active = other
+    assert widget._image.value is other
+    viewer.layers.selection.active = astronaut
+    assert widget._image.value is astronaut
+
+
+def test_probability_maps_as_image_layers(widget, viewer, astronaut, qtbot):
+    widget._prompts.value = "person, rocket"
+    widget._show_probs.value = True
+    click_run(widget, qtbot)
+    probs = [layer for layer in viewer.layers if layer.name.startswith("clipseg p: ")]
+    assert [p.name for p in probs] == ["clipseg p: person", "clipseg p: rocket"]
+    np.testing.assert_array_equal(probs[0].data, widget._last[0].probabilities[0])
+    np.testing.assert_array_equal(probs[0].scale, astronaut.scale)
+
+
+def test_stack_segments_the_current_plane(widget, viewer, qtbot, rng):
+    stack = rng.integers(0, 4000, (4, 48, 64), dtype=np.uint16)
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 2)
+    widget._prompts.value = "cell"
+    widget._threshold.value = 0.0
+    click_run(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    assert layer.data.shape == (4, 48, 64) and layer.metadata["clipseg"]["plane"] == [2]
+    assert np.all(layer.data[2] == 1) and not layer.data[[0, 1, 3]].any()
+
+
+def test_settings_persist_between_sessions(widget, viewer, make_napari_viewer):
+    widget._threshold.value = 0.63
+    widget._device.value = "cpu"
+    widget._prompts.value = "nucleus"
+    widget._save_settings()
+    again = ClipSegWidget(viewer)
+    assert again._threshold.value == pytest.approx(0.63) and again._device.value == "cpu"
+    assert again._prompts.value == "nucleus" and again._source.value == widget._source.value
