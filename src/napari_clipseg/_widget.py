@@ -85,6 +85,7 @@ class ClipSegWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
+        _settle_heavy_imports()
         from .devices import available_devices
 
         self._viewer = viewer
@@ -245,9 +246,7 @@ class ClipSegWidget(Container):
         if context is None:
             return
         key = (self._source.value.strip(), self._device.value, self._precision.value)
-        job = partial(
-            self._job, key, context.plane.data, context.prompts, float(self._threshold.value), int(self._min_size.value)
-        )
+        job = partial(self._job, key, context, float(self._threshold.value), int(self._min_size.value))
         self._set_running(True)
         if SYNC:
             self._run_inline(job, context)
@@ -256,7 +255,7 @@ class ClipSegWidget(Container):
 
         worker = create_worker(job, _progress={"total": STEPS, "desc": "CLIPSeg"}, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(partial(self._on_result, context=context))
+        worker.returned.connect(lambda value: self._on_result(*value, context=context))
         worker.errored.connect(self._on_error)
         worker.aborted.connect(lambda: self._say("Cancelled: no layer was changed."))
         worker.finished.connect(partial(self._set_running, False))
@@ -269,7 +268,7 @@ class ClipSegWidget(Container):
             while True:
                 self._on_progress(next(generator))
         except StopIteration as stop:
-            self._on_result(stop.value, context)
+            self._on_result(*stop.value, context=context)
         except Exception as e:  # noqa: BLE001 - reported like the worker's errored signal
             self._on_error(e)
         finally:
@@ -289,29 +288,50 @@ class ClipSegWidget(Container):
         if running:
             self._progress.value = 0
 
-    def _job(self, key: tuple, image: np.ndarray, prompts: list[str], threshold: float, min_size: int):
-        """Worker-thread generator: load the model (once per key), then the core pipeline."""
+    def _job(self, key: tuple, context: RunContext, threshold: float, min_size: int):
+        """Worker-thread generator: load the model (once per key), run the core pipeline, and
+        build the provenance record (hashing the weights file is slow: never on the main thread).
+
+        Returns ``(SegmentationResult, record)``.
+        """
         try:
-            return (yield from self._steps(key, image, prompts, threshold, min_size))
+            return (yield from self._steps(key, context, threshold, min_size))
         except Exception as e:
             raise _JobError(str(e)) from e
 
-    def _steps(self, key: tuple, image: np.ndarray, prompts: list[str], threshold: float, min_size: int):
+    def _steps(self, key: tuple, context: RunContext, threshold: float, min_size: int):
+        from napari.utils import progress as napari_progress
+
+        from .export import provenance
+
         yield Progress(0, STEPS - 1, "loading model" if key != self._model_key else "model ready")
         if key != self._model_key:
             from .predictor import ClipSegPredictor
             from .weights import load_model
 
             source, device, precision = key
-            model = load_model(source, device=device, dtype=precision)
+            # downloads report to napari's activity dock
+            model = load_model(source, device=device, dtype=precision, tqdm_class=napari_progress)
             self._predictor, self._model_key = ClipSegPredictor(model), key
-        segment = iter_segment(image, prompts, self._predictor, threshold=threshold, min_size=min_size)
+        segment = iter_segment(
+            context.plane.data, context.prompts, self._predictor, threshold=threshold, min_size=min_size
+        )
         while True:
             try:
                 event = next(segment)
             except StopIteration as stop:
-                return stop.value
+                result = stop.value
+                break
             yield Progress(event.step + 1, STEPS - 1, event.stage)
+        record = provenance(
+            self._predictor.model,
+            image=context.image_name,
+            prompts=context.prompts,
+            plane=list(context.plane.index),
+            threshold=threshold,
+            min_size=min_size,
+        )
+        return result, record
 
     def _on_progress(self, event: Progress) -> None:
         self._progress.value = event.step
@@ -324,17 +344,7 @@ class ClipSegWidget(Container):
 
     # --- results --------------------------------------------------------------------------------
 
-    def _on_result(self, result: SegmentationResult, context: RunContext) -> None:
-        from .export import provenance
-
-        meta = provenance(
-            self._predictor.model,
-            image=context.image_name,
-            prompts=context.prompts,
-            plane=list(context.plane.index),
-            threshold=result.threshold,
-            min_size=result.min_size,
-        )
+    def _on_result(self, result: SegmentationResult, meta: dict, context: RunContext) -> None:
         layer, note = self._write_labels(result.labels, context, meta)
         self._last = (result, layer, context)
         if self._show_probs.value:
@@ -460,6 +470,22 @@ class ClipSegWidget(Container):
         save_settings(Settings(**{**self._settings().__dict__, "export_folder": str(folder)}))
         self._say(f"Exported {len(paths)} files to {folder}.")
         return paths
+
+
+def _settle_heavy_imports() -> None:
+    """Import torch and open_clip now, then run one full garbage collection.
+
+    The imports add ~400k Python objects, after which a full (stop-the-world) collection takes
+    ~250 ms. Done here, while opening the widget already pauses napari for the import, the
+    collector has nothing pending when a run starts; otherwise it fires inside the first run and
+    freezes the event loop from the worker thread. (gc.freeze would avoid it for good but would
+    keep the user's deleted layers alive if they sit in reference cycles.)
+    """
+    import gc
+
+    from . import predictor, weights  # noqa: F401 - torch, open_clip, safetensors
+
+    gc.collect()
 
 
 def _describe_error(error: Exception, device: str) -> str:

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 
@@ -106,7 +107,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsUnavailableError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            state = safetensors.torch.load_file(str(path))
+            # Tensor by tensor, not load_file: that holds the GIL for the whole file (~200 ms for
+            # ViT-B/16), freezing napari's event loop while a worker thread loads weights.
+            with safetensors.safe_open(str(path), framework="pt") as f:
+                state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
