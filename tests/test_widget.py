@@ -275,3 +275,21 @@ def test_settings_persist_between_sessions(widget, viewer, make_napari_viewer):
     again = ClipSegWidget(viewer)
     assert again._threshold.value == pytest.approx(0.63) and again._device.value == "cpu"
     assert again._prompts.value == "nucleus" and again._source.value == widget._source.value
+
+
+def test_probability_maps_are_never_offered_as_input(widget, viewer, astronaut, qtbot):
+    widget._prompts.value = "person"
+    widget._show_probs.value = True
+    click_run(widget, qtbot)
+    probability = viewer.layers["clipseg p: person"]
+    viewer.layers.selection.active = probability
+    assert widget._image.value is astronaut
+    assert [name for name, _ in widget._image_choices()] == ["astronaut"]
+
+
+def test_show_probabilities_ignores_a_deleted_result(widget, viewer, astronaut, qtbot):
+    widget._prompts.value = "person"
+    click_run(widget, qtbot)
+    viewer.layers.remove("clipseg: person")
+    widget._show_probs.value = True
+    assert [layer.name for layer in viewer.layers] == ["astronaut"]

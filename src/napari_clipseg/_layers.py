@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import napari
 
 META_KEY = "clipseg"
+PROBABILITY_KEY = "clipseg_probability"
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,10 @@ def mark_edits(layer: napari.layers.Labels) -> None:
 def is_edited(layer: napari.layers.Layer) -> bool:
     meta = clipseg_meta(layer)
     return bool(meta and meta.get("edited"))
+
+
+def is_input_image(layer: Any) -> bool:
+    """An Image layer the user can segment: not one of our probability maps."""
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and PROBABILITY_KEY not in layer.metadata

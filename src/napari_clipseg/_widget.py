@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import napari
 
 logger = logging.getLogger(__name__)
-STEPS = 5  # model, image, prompts, post-processing, done
+STEPS = 5  # events: model, image, prompts, post-processing, done (progress runs 0..STEPS - 1)
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
 
 
@@ -112,7 +112,7 @@ class ClipSegWidget(Container):
         self._min_size = SpinBox(label="Min. size (px)", min=0, max=10_000_000, value=s.min_size)
         self._show_probs = CheckBox(text="Show probability maps", value=s.show_probabilities)
         self._run_btn, self._cancel_btn = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
-        self._progress = ProgressBar(label="Progress", min=0, max=STEPS, value=0)
+        self._progress = ProgressBar(label="Progress", min=0, max=STEPS - 1, value=0)
         self._status = Label(label="Status", value="Ready.")
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
@@ -136,8 +136,17 @@ class ClipSegWidget(Container):
                 row(widgets=[self._export_format, self._export_btn], label="Export"),
             ]
         )
+        self._polish()
         self._connect()
         self._on_active()
+
+    def _polish(self) -> None:
+        """Compact layout: wrapped messages (so the dock stays narrow) and a short prompt box."""
+        self._prompts.native.setPlaceholderText("e.g. nucleus, cell membrane")
+        self._prompts.native.setMaximumHeight(96)
+        for label in (self._status, self._classes):
+            label.native.setWordWrap(True)
+        self.native.setMaximumWidth(460)
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -170,11 +179,11 @@ class ClipSegWidget(Container):
             w.changed.connect(lambda *_: self._save_timer.start())
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+        return [(layer.name, layer) for layer in self._viewer.layers if _layers.is_input_image(layer)]
 
     def _on_active(self, event: Any = None) -> None:
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image):
+        if _layers.is_input_image(active):
             self._image.reset_choices()
             self._image.value = active
 
@@ -403,7 +412,7 @@ class ClipSegWidget(Container):
         meta.update(threshold=result.threshold, min_size=result.min_size)
 
     def _on_show_probs(self, value: bool) -> None:
-        if value and self._last is not None:
+        if value and self._last is not None and self._last[1] in self._viewer.layers:
             self._show_probabilities(self._last[0], self._last[2])
 
     def _show_probabilities(self, result: SegmentationResult, context: RunContext) -> None:
@@ -420,6 +429,7 @@ class ClipSegWidget(Container):
                 self._viewer.add_image(
                     data,
                     name=name,
+                    metadata={_layers.PROBABILITY_KEY: prompt},
                     colormap=colormaps[i % len(colormaps)],
                     blending="additive",
                     contrast_limits=(0.0, 1.0),
