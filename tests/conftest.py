@@ -94,3 +94,9 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(tmp_path_factory, monkeypatch):
+    """Each test starts from default widget settings (they persist on disk by design)."""
+    monkeypatch.setenv("NAPARI_CLIPSEG_CONFIG_DIR", str(tmp_path_factory.mktemp("settings")))

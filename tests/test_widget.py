@@ -293,3 +293,33 @@ def test_show_probabilities_ignores_a_deleted_result(widget, viewer, astronaut, 
     viewer.layers.remove("clipseg: person")
     widget._show_probs.value = True
     assert [layer.name for layer in viewer.layers] == ["astronaut"]
+
+
+def test_model_is_loaded_once_and_reloaded_only_when_settings_change(widget, viewer, astronaut, qtbot, monkeypatch):
+    from napari_clipseg import weights
+
+    loads = []
+    original = weights.load_model
+    monkeypatch.setattr(weights, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    widget._prompts.value = "person"
+    click_run(widget, qtbot)
+    widget._prompts.value = "rocket"
+    click_run(widget, qtbot)
+    assert len(loads) == 1
+    widget._device.value = "cpu"  # a different device means a different model instance
+    click_run(widget, qtbot)
+    assert len(loads) == 2
+
+
+def test_out_of_memory_becomes_advice(widget, viewer, astronaut, qtbot, monkeypatch, messages):
+    import torch
+
+    def oom(self, image):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(ClipSegPredictor, "set_image", oom)
+    widget._prompts.value = "person"
+    click_run(widget, qtbot)
+    level, text = messages[-1]
+    assert level == "error" and "Out of memory" in text and "bfloat16" in text
+    assert labels_layers(viewer) == []
