@@ -19,8 +19,12 @@ import numpy as np
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
-def _atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> Path:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
+def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    An interrupted write never leaves a partial ``path``; an existing ``path`` is kept unless
+    ``overwrite`` (FileExistsError).
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
@@ -65,7 +69,7 @@ def write_array(path: str | os.PathLike, array: np.ndarray, *, overwrite: bool =
                 np.save(f, array)
     else:
         raise ValueError(f"unsupported file type {suffix!r}; use one of {', '.join(LABEL_SUFFIXES)}")
-    return _atomic_write(path, write, overwrite)
+    return atomic_write(path, write, overwrite)
 
 
 def read_array(path: str | os.PathLike) -> np.ndarray:
@@ -86,7 +90,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
 def write_json(path: str | os.PathLike, record: dict[str, Any], *, overwrite: bool = False) -> Path:
     """Write ``record`` as indented JSON, atomically."""
     text = json.dumps(record, indent=2, default=str)
-    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text), overwrite)
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text), overwrite)
 
 
 def safe_name(text: str) -> str:

@@ -23,7 +23,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from . import keymap
 from .config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, get_config, to_hf_config
 from .constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
 from .devices import resolve_device, resolve_dtype
+from .export import atomic_write
 from .modeling import ClipSeg
 
 logger = logging.getLogger(__name__)
@@ -405,16 +405,6 @@ def save_pretrained(model: ClipSeg, directory: str | os.PathLike, *, overwrite: 
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in keymap.ours_to_hf(model.state_dict(), model.config).items()}
     hf_config = {**to_hf_config(model.config), "architectures": ["CLIPSegForImageSegmentation"]}
-    for target, write in (
-        (targets[1], lambda p: safetensors.torch.save_file(state, p, metadata={"format": "pt"})),
-        (targets[0], lambda p: Path(p).write_text(json.dumps(hf_config, indent=2))),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    atomic_write(targets[1], lambda p: safetensors.torch.save_file(state, p, metadata={"format": "pt"}), overwrite)
+    atomic_write(targets[0], lambda p: Path(p).write_text(json.dumps(hf_config, indent=2)), overwrite)
     return directory
