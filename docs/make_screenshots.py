@@ -57,7 +57,7 @@ def main(model: str) -> None:
     viewer.open_sample("napari-clipseg", "astronaut")
     widget._prompts.value = "person\nflag\nrocket"
     run(widget)
-    result = widget._last[0]
+    result = widget._results.last[0]
     widget._threshold.value = round(float(np.quantile(result.probabilities.max(0), 0.6)), 2)
     settle()
     save(viewer, "widget-text-prompts.png")

@@ -90,7 +90,7 @@ def test_run_makes_a_labels_layer_in_the_image_frame(widget, viewer, astronaut, 
 def test_threshold_and_min_size_relabel_without_the_model(widget, viewer, astronaut, qtbot, monkeypatch):
     widget._prompts.value = "person, rocket"
     click_run(widget, qtbot)
-    result, layer, _ = widget._last
+    result, layer, _ = widget._results.last
     calls = []
     for name in ("set_image", "predict", "predict_logits", "embed_prompts"):
         original = getattr(ClipSegPredictor, name)
@@ -251,7 +251,7 @@ def test_probability_maps_as_image_layers(widget, viewer, astronaut, qtbot):
     click_run(widget, qtbot)
     probs = [layer for layer in viewer.layers if layer.name.startswith("clipseg p: ")]
     assert [p.name for p in probs] == ["clipseg p: person", "clipseg p: rocket"]
-    np.testing.assert_array_equal(probs[0].data, widget._last[0].probabilities[0])
+    np.testing.assert_array_equal(probs[0].data, widget._results.last[0].probabilities[0])
     np.testing.assert_array_equal(probs[0].scale, astronaut.scale)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,9 @@ from napari.utils.notifications import show_error, show_info, show_warning  # no
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer  # noqa: E402
 
 from . import _layers  # noqa: E402
-from .pipeline import Progress, SegmentationResult, iter_segment  # noqa: E402
+from ._jobs import STEPS, ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
+from ._results import ResultLayers, RunContext  # noqa: E402
+from .pipeline import Progress, SegmentationResult  # noqa: E402
 from .prompts import split_prompts  # noqa: E402
 from .settings import Settings, load_settings, save_settings  # noqa: E402
 
@@ -43,26 +44,7 @@ if TYPE_CHECKING:
     import napari
 
 logger = logging.getLogger(__name__)
-STEPS = 5  # events: model, image, prompts, post-processing, done (progress runs 0..STEPS - 1)
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What a run needs to place its result, captured when Run is pressed."""
-
-    image_name: str
-    prompts: list[str]
-    plane: _layers.PlaneRequest
-    spatial: dict[str, Any]
-
-
-class _JobError(Exception):
-    """Carries a failure out of the worker thread.
-
-    superqt treats a RuntimeError leaving a generator worker as "aborted thread": it only warns,
-    and neither ``errored`` nor ``finished`` fire. Weights errors and torch's OOM are RuntimeErrors.
-    """
 
 
 class _EnterRuns(QObject):
@@ -85,15 +67,14 @@ class ClipSegWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
-        _settle_heavy_imports()
+        settle_heavy_imports()
         from .devices import available_devices
 
         self._viewer = viewer
         s = load_settings()
         self._worker = None
-        self._predictor = None
-        self._model_key: tuple | None = None
-        self._last: tuple[SegmentationResult, Labels, RunContext] | None = None
+        self._runner = ModelRunner()
+        self._results = ResultLayers(viewer)
 
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
         self._prompts = TextEdit(
@@ -158,7 +139,7 @@ class ClipSegWidget(Container):
         self._browse_dir.changed.connect(partial(self._browse, folder=True))
         self._threshold.changed.connect(self._relabel)
         self._min_size.changed.connect(self._relabel)
-        self._show_probs.changed.connect(self._on_show_probs)
+        self._show_probs.changed.connect(lambda show: show and self._results.show_probabilities())
         self._enter_filter = _EnterRuns(self.run)
         self._prompts.native.installEventFilter(self._enter_filter)
         layers = self._viewer.layers
@@ -255,7 +236,7 @@ class ClipSegWidget(Container):
         if context is None:
             return
         key = (self._source.value.strip(), self._device.value, self._precision.value)
-        job = partial(self._job, key, context, float(self._threshold.value), int(self._min_size.value))
+        job = partial(self._runner.job, key, context, float(self._threshold.value), int(self._min_size.value))
         self._set_running(True)
         if SYNC:
             self._run_inline(job, context)
@@ -297,145 +278,26 @@ class ClipSegWidget(Container):
         if running:
             self._progress.value = 0
 
-    def _job(self, key: tuple, context: RunContext, threshold: float, min_size: int):
-        """Worker-thread generator: load the model (once per key), run the core pipeline, and
-        build the provenance record (hashing the weights file is slow: never on the main thread).
-
-        Returns ``(SegmentationResult, record)``.
-        """
-        try:
-            return (yield from self._steps(key, context, threshold, min_size))
-        except Exception as e:
-            raise _JobError(str(e)) from e
-
-    def _steps(self, key: tuple, context: RunContext, threshold: float, min_size: int):
-        from napari.utils import progress as napari_progress
-
-        from .export import provenance
-
-        yield Progress(0, STEPS - 1, "loading model" if key != self._model_key else "model ready")
-        if key != self._model_key:
-            from .predictor import ClipSegPredictor
-            from .weights import load_model
-
-            source, device, precision = key
-            # downloads report to napari's activity dock
-            model = load_model(source, device=device, dtype=precision, tqdm_class=napari_progress)
-            self._predictor, self._model_key = ClipSegPredictor(model), key
-        segment = iter_segment(
-            context.plane.data, context.prompts, self._predictor, threshold=threshold, min_size=min_size
-        )
-        while True:
-            try:
-                event = next(segment)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            yield Progress(event.step + 1, STEPS - 1, event.stage)
-        record = provenance(
-            self._predictor.model,
-            image=context.image_name,
-            prompts=context.prompts,
-            plane=list(context.plane.index),
-            threshold=threshold,
-            min_size=min_size,
-        )
-        return result, record
-
     def _on_progress(self, event: Progress) -> None:
         self._progress.value = event.step
         self._status.value = f"{event.stage}…" if event.step < event.total else "done"
 
     def _on_error(self, error: Exception) -> None:
-        if isinstance(error, _JobError) and error.__cause__ is not None:
-            error = error.__cause__
-        self._say(_describe_error(error, self._device.value), "error")
+        self._say(describe_error(error, self._device.value), "error")
 
     # --- results --------------------------------------------------------------------------------
 
     def _on_result(self, result: SegmentationResult, meta: dict, context: RunContext) -> None:
-        layer, note = self._write_labels(result.labels, context, meta)
-        self._last = (result, layer, context)
-        if self._show_probs.value:
-            self._show_probabilities(result, context)
+        layer, note = self._results.add(result, meta, context, probabilities=self._show_probs.value)
         self._classes.value = _layers.class_table_text(context.prompts)
         counts = ", ".join(f"{p} {int((result.labels == i + 1).sum())} px" for i, p in enumerate(context.prompts))
         self._say(f"'{layer.name}': {counts}.{note}")
 
-    def _write_labels(self, labels: np.ndarray, context: RunContext, meta: dict) -> tuple[Labels, str]:
-        """Update our untouched layer of the same name in place, else add a new one."""
-        name, index = _layers.output_name(context.prompts), context.plane.index
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
-        reusable = (
-            isinstance(existing, Labels)
-            and _layers.clipseg_meta(existing) is not None
-            and not _layers.is_edited(existing)
-            and existing.data.shape == context.plane.spatial_shape
-        )
-        if reusable:
-            data = existing.data
-            data[index] = labels
-            existing.metadata[_layers.META_KEY] = {**meta, "edited": False}
-            existing.features = _layers.class_features(context.prompts)
-            existing.refresh()
-            return existing, ""
-        full = np.zeros(context.plane.spatial_shape, labels.dtype) if index else labels
-        if index:
-            full[index] = labels
-        layer = self._viewer.add_labels(
-            full,
-            name=name,
-            metadata={_layers.META_KEY: {**meta, "edited": False}},
-            features=_layers.class_features(context.prompts),
-            **context.spatial,
-        )
-        _layers.mark_edits(layer)
-        note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
-        return layer, note
-
     def _relabel(self, _value: Any = None) -> None:
-        """Threshold / min-size changed: recompute labels from cached probabilities (no model call)."""
-        if self._last is None:
-            return
-        result, layer, context = self._last
-        if layer not in self._viewer.layers:
-            self._last = None
-            return
-        if _layers.is_edited(layer):
-            self._status.value = f"'{layer.name}' has your edits, so it is left alone: run again for a new layer."
-            return
-        labels = result.relabel(float(self._threshold.value), int(self._min_size.value))
-        data = layer.data
-        data[context.plane.index] = labels
-        layer.refresh()
-        meta = _layers.clipseg_meta(layer)
-        meta.update(threshold=result.threshold, min_size=result.min_size)
-
-    def _on_show_probs(self, value: bool) -> None:
-        if value and self._last is not None and self._last[1] in self._viewer.layers:
-            self._show_probabilities(self._last[0], self._last[2])
-
-    def _show_probabilities(self, result: SegmentationResult, context: RunContext) -> None:
-        colormaps = ("magenta", "green", "cyan", "yellow", "red", "blue")
-        for i, prompt in enumerate(result.prompts):
-            name = f"clipseg p: {prompt}"
-            plane = result.probabilities[i]
-            data = np.zeros(context.plane.spatial_shape, np.float32) if context.plane.index else plane
-            if context.plane.index:
-                data[context.plane.index] = plane
-            if name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
-                self._viewer.layers[name].data = data
-            else:
-                self._viewer.add_image(
-                    data,
-                    name=name,
-                    metadata={_layers.PROBABILITY_KEY: prompt},
-                    colormap=colormaps[i % len(colormaps)],
-                    blending="additive",
-                    contrast_limits=(0.0, 1.0),
-                    opacity=0.6,
-                    **context.spatial,
-                )
+        """Threshold / min size changed: new labels from cached probabilities (no model call)."""
+        blocked = self._results.relabel(float(self._threshold.value), int(self._min_size.value))
+        if blocked:
+            self._status.value = blocked
 
     # --- export ---------------------------------------------------------------------------------
 
@@ -455,7 +317,7 @@ class ClipSegWidget(Container):
         from .export import export_masks
 
         active = self._viewer.layers.selection.active
-        layer = active if isinstance(active, Labels) else (self._last[1] if self._last else None)
+        layer = active if isinstance(active, Labels) else self._results.last_layer
         if layer is None or layer not in self._viewer.layers:
             self._say("Select a Labels layer to export.", "warning")
             return []
@@ -480,31 +342,3 @@ class ClipSegWidget(Container):
         save_settings(Settings(**{**self._settings().__dict__, "export_folder": str(folder)}))
         self._say(f"Exported {len(paths)} files to {folder}.")
         return paths
-
-
-def _settle_heavy_imports() -> None:
-    """Import torch and open_clip now, then run one full garbage collection.
-
-    The imports add ~400k Python objects, after which a full (stop-the-world) collection takes
-    ~250 ms. Done here, while opening the widget already pauses napari for the import, the
-    collector has nothing pending when a run starts; otherwise it fires inside the first run and
-    freezes the event loop from the worker thread. (gc.freeze would avoid it for good but would
-    keep the user's deleted layers alive if they sit in reference cycles.)
-    """
-    import gc
-
-    from . import predictor, weights  # noqa: F401 - torch, open_clip, safetensors
-
-    gc.collect()
-
-
-def _describe_error(error: Exception, device: str) -> str:
-    """A message a user can act on, for any failure in the worker."""
-    from .weights import WeightsError
-
-    if isinstance(error, WeightsError | ValueError | FileNotFoundError):
-        return str(error)
-    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
-        return f"Out of memory on '{device}': try a smaller image or crop, the CPU device, or bfloat16 precision."
-    logger.exception("CLIPSeg run failed", exc_info=error)
-    return f"CLIPSeg failed ({type(error).__name__}): {error}"

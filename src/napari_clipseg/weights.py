@@ -34,34 +34,34 @@ from . import keymap
 from .config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, get_config, to_hf_config
 from .constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
 from .devices import resolve_device, resolve_dtype
+from .errors import (
+    ArchitectureMismatchError,
+    CorruptWeightsError,
+    UnsafeWeightsError,
+    WeightsError,
+    WeightsUnavailableError,
+)
 from .export import atomic_write
+from .hub import HF_WEIGHT_FILES, fetch_file, fetch_hub_model
 from .modeling import ClipSeg
 
 logger = logging.getLogger(__name__)
+__all__ = [
+    "ArchitectureMismatchError",
+    "CorruptWeightsError",
+    "UnsafeWeightsError",
+    "WeightsError",
+    "WeightsInfo",
+    "WeightsUnavailableError",
+    "build_model",
+    "load_model",
+    "read_state_dict",
+    "save_pretrained",
+]
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
 _HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-class WeightsError(RuntimeError):
-    """Weights could not be loaded; the message says why and what to do."""
-
-
-class WeightsUnavailableError(WeightsError):
-    """The weights are not on disk and could not be downloaded."""
-
-
-class CorruptWeightsError(WeightsError):
-    """A weights file cannot be read (truncated, damaged, or not a weights file)."""
-
-
-class UnsafeWeightsError(WeightsError):
-    """A file holds pickled code, which is never executed."""
-
-
-class ArchitectureMismatchError(WeightsError):
-    """A checkpoint does not fit the architecture it is loaded into."""
 
 
 class WeightsInfo:
@@ -137,58 +137,16 @@ def _corrupt_message(path: Path, error: Exception) -> str:
     )
 
 
-def _hub_download(repo_id: str, filename: str, revision: str | None, tqdm_class: Any) -> str:
-    from huggingface_hub import hf_hub_download
-
-    return hf_hub_download(repo_id, filename, revision=revision, tqdm_class=tqdm_class)
-
-
-def _hub_error(repo_id: str, error: Exception) -> WeightsUnavailableError:
-    from huggingface_hub import constants, errors
-
-    if isinstance(error, errors.LocalEntryNotFoundError):
-        why = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        return WeightsUnavailableError(
-            f"weights for '{repo_id}' are not in the local cache ({constants.HF_HUB_CACHE}) and {why}. "
-            "Connect to the internet once (or allow huggingface.co through the firewall) to download "
-            "them, or use a local directory or file as the model source."
-        )
-    if isinstance(error, errors.RepositoryNotFoundError | errors.HFValidationError):
-        return WeightsUnavailableError(
-            f"'{repo_id}' is neither an existing local path nor a model on the Hugging Face hub "
-            f"(e.g. {DEFAULT_HUB_ID})."
-        )
-    return WeightsUnavailableError(f"could not fetch '{repo_id}' from the hub: {error}")
-
-
-def _fetch_hub_model(repo_id: str, revision: str | None, tqdm_class: Any) -> tuple[Path, list[str]]:
-    from huggingface_hub import errors
-
-    try:
-        config_path = _hub_download(repo_id, "config.json", revision, tqdm_class)
-    except Exception as e:  # noqa: BLE001 - translated into an actionable message
-        raise _hub_error(repo_id, e) from None
-    first_error: Exception | None = None
-    for name in _HF_WEIGHT_FILES:
-        try:
-            return Path(config_path), [_hub_download(repo_id, name, revision, tqdm_class)]
-        except errors.EntryNotFoundError as e:
-            first_error = first_error or e
-        except Exception as e:  # noqa: BLE001
-            raise _hub_error(repo_id, e) from None
-    raise _hub_error(repo_id, first_error)
-
-
 def _hf_directory_files(directory: Path) -> list[str]:
     for index in _HF_INDEX_FILES:
         if (directory / index).is_file():
             weight_map = json.loads((directory / index).read_text())["weight_map"]
             return [str(directory / f) for f in sorted(set(weight_map.values()))]
-    for name in _HF_WEIGHT_FILES:
+    for name in HF_WEIGHT_FILES:
         if (directory / name).is_file():
             return [str(directory / name)]
     raise WeightsUnavailableError(
-        f"{directory} has no weights: expected one of {', '.join(_HF_WEIGHT_FILES + _HF_INDEX_FILES)}"
+        f"{directory} has no weights: expected one of {', '.join(HF_WEIGHT_FILES + _HF_INDEX_FILES)}"
     )
 
 
@@ -272,10 +230,7 @@ def _read_original(
     files = [str(path)]
     if not any(k.startswith("clip.") for k in state):
         if backbone is None:
-            try:
-                backbone = _hub_download(OPENAI_BACKBONE_HUB_ID, OPENAI_BACKBONE_FILE, revision, tqdm_class)
-            except Exception as e:  # noqa: BLE001
-                raise _hub_error(OPENAI_BACKBONE_HUB_ID, e) from None
+            backbone = fetch_file(OPENAI_BACKBONE_HUB_ID, OPENAI_BACKBONE_FILE, revision, tqdm_class)
         state.update(keymap.open_clip_to_ours(read_state_dict(backbone)))
         files.append(str(backbone))
     return state, files
@@ -364,7 +319,7 @@ def load_model(
             model_config = cfg or infer_original_config(state)
             info = WeightsInfo(str(path), "original", tuple(files))
     elif _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
-        config_path, files = _fetch_hub_model(str(source), revision, tqdm_class)
+        config_path, files = fetch_hub_model(str(source), revision, tqdm_class)
         model_config = cfg or _read_hf_config(config_path)
         state, info = _read_hf_weights(files, model_config), WeightsInfo(str(source), "hub", tuple(files))
     else:

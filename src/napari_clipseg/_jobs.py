@@ -1,0 +1,109 @@
+"""The worker side of the widget: the model cache and the job generator run in a thread.
+
+Qt-free apart from napari's progress class (used so downloads show in the activity dock).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .pipeline import Progress, iter_segment
+
+if TYPE_CHECKING:
+    from ._results import RunContext
+    from .predictor import ClipSegPredictor
+
+logger = logging.getLogger(__name__)
+STEPS = 5  # events: model, image, prompts, post-processing, done (progress runs 0..STEPS - 1)
+
+
+class JobError(Exception):
+    """Carries a failure out of the worker thread.
+
+    superqt treats a RuntimeError leaving a generator worker as "aborted thread": it only warns,
+    and neither ``errored`` nor ``finished`` fire. Weights errors and torch's OOM are RuntimeErrors.
+    """
+
+
+class ModelRunner:
+    """Keeps one loaded model (reloaded only when source, device or precision change) and runs jobs."""
+
+    def __init__(self) -> None:
+        self.predictor: ClipSegPredictor | None = None
+        self.key: tuple | None = None
+
+    def job(self, key: tuple, context: RunContext, threshold: float, min_size: int):
+        """Worker-thread generator: load the model (once per key), run the core pipeline, and
+        build the provenance record (hashing the weights file is slow: never on the main thread).
+
+        Returns ``(SegmentationResult, record)``.
+        """
+        try:
+            return (yield from self._steps(key, context, threshold, min_size))
+        except Exception as e:
+            raise JobError(str(e)) from e
+
+    def _steps(self, key: tuple, context: RunContext, threshold: float, min_size: int):
+        from napari.utils import progress as napari_progress
+
+        from .export import provenance
+
+        yield Progress(0, STEPS - 1, "loading model" if key != self.key else "model ready")
+        if key != self.key:
+            from .predictor import ClipSegPredictor
+            from .weights import load_model
+
+            source, device, precision = key
+            # downloads report to napari's activity dock
+            model = load_model(source, device=device, dtype=precision, tqdm_class=napari_progress)
+            self.predictor, self.key = ClipSegPredictor(model), key
+        segment = iter_segment(
+            context.plane.data, context.prompts, self.predictor, threshold=threshold, min_size=min_size
+        )
+        while True:
+            try:
+                event = next(segment)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            yield Progress(event.step + 1, STEPS - 1, event.stage)
+        record = provenance(
+            self.predictor.model,
+            image=context.image_name,
+            prompts=context.prompts,
+            plane=list(context.plane.index),
+            threshold=threshold,
+            min_size=min_size,
+        )
+        return result, record
+
+
+def settle_heavy_imports() -> None:
+    """Import torch and open_clip now, then run one full garbage collection.
+
+    The imports add ~400k Python objects, after which a full (stop-the-world) collection takes
+    ~250 ms. Done here, while opening the widget already pauses napari for the import, the
+    collector has nothing pending when a run starts; otherwise it fires inside the first run and
+    freezes the event loop from the worker thread. (gc.freeze would avoid it for good but would
+    keep the user's deleted layers alive if they sit in reference cycles.)
+    """
+    import gc
+
+    from . import predictor, weights  # noqa: F401 - torch, open_clip, safetensors
+
+    gc.collect()
+
+
+def describe_error(error: Exception, device: str) -> str:
+    """A message a user can act on, for any failure in the worker."""
+    from .weights import WeightsError
+
+    if isinstance(error, JobError) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, WeightsError | ValueError | FileNotFoundError):
+        return str(error)
+    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
+        return f"Out of memory on '{device}': try a smaller image or crop, the CPU device, or bfloat16 precision."
+    logger.exception("CLIPSeg run failed", exc_info=error)
+    return f"CLIPSeg failed ({type(error).__name__}): {error}"

@@ -1,0 +1,119 @@
+"""The layers a widget writes: one Labels layer per run, probability maps, and live relabelling.
+
+An untouched result layer is updated in place when the same prompts run again; a layer the user
+has painted on is never written to again (a new layer is added instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from . import _layers
+from .pipeline import SegmentationResult
+
+if TYPE_CHECKING:
+    import napari
+
+_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run needs to place its result, captured when Run is pressed."""
+
+    image_name: str
+    prompts: list[str]
+    plane: _layers.PlaneRequest
+    spatial: dict[str, Any]
+
+
+class ResultLayers:
+    """Creates and updates the output layers of one widget in one viewer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._viewer = viewer
+        #: (result, labels layer, context) of the last run, for relabelling and probability maps.
+        self.last: tuple[SegmentationResult, Labels, RunContext] | None = None
+
+    @property
+    def last_layer(self) -> Labels | None:
+        """The last run's Labels layer, if the user has not deleted it."""
+        if self.last is None or self.last[1] not in self._viewer.layers:
+            return None
+        return self.last[1]
+
+    def add(self, result: SegmentationResult, meta: dict, context: RunContext, *, probabilities: bool) -> tuple:
+        """Show a run's result; returns ``(labels layer, note for the user)``."""
+        layer, note = self._write_labels(result.labels, context, meta)
+        self.last = (result, layer, context)
+        if probabilities:
+            self.show_probabilities()
+        return layer, note
+
+    def _write_labels(self, labels: np.ndarray, context: RunContext, meta: dict) -> tuple[Labels, str]:
+        name, index = _layers.output_name(context.prompts), context.plane.index
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
+        reusable = (
+            isinstance(existing, Labels)
+            and _layers.clipseg_meta(existing) is not None
+            and not _layers.is_edited(existing)
+            and existing.data.shape == context.plane.spatial_shape
+        )
+        record = {_layers.META_KEY: {**meta, "edited": False}}
+        if reusable:
+            existing.data[index] = labels
+            existing.metadata.update(record)
+            existing.features = _layers.class_features(context.prompts)
+            existing.refresh()
+            return existing, ""
+        layer = self._viewer.add_labels(
+            _in_frame(labels, context), name=name, metadata=record,
+            features=_layers.class_features(context.prompts), **context.spatial,
+        )  # fmt: skip
+        _layers.mark_edits(layer)
+        note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
+        return layer, note
+
+    def relabel(self, threshold: float, min_size: int) -> str | None:
+        """New labels for the last run from its cached probabilities (no model call).
+
+        Returns a message when the layer was left alone because the user edited it.
+        """
+        layer = self.last_layer
+        if layer is None:
+            return None
+        if _layers.is_edited(layer):
+            return f"'{layer.name}' has your edits, so it is left alone: run again for a new layer."
+        result, _, context = self.last
+        layer.data[context.plane.index] = result.relabel(threshold, min_size)
+        layer.refresh()
+        _layers.clipseg_meta(layer).update(threshold=result.threshold, min_size=result.min_size)
+        return None
+
+    def show_probabilities(self) -> None:
+        """One Image layer per prompt of the last run (``clipseg p: <prompt>``), updated in place."""
+        if self.last_layer is None:
+            return
+        result, _, context = self.last
+        for i, prompt in enumerate(result.prompts):
+            name, data = f"clipseg p: {prompt}", _in_frame(result.probabilities[i], context)
+            if name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
+                self._viewer.layers[name].data = data
+                continue
+            self._viewer.add_image(
+                data, name=name, metadata={_layers.PROBABILITY_KEY: prompt}, colormap=_COLORMAPS[i % len(_COLORMAPS)],
+                blending="additive", contrast_limits=(0.0, 1.0), opacity=0.6, **context.spatial,
+            )  # fmt: skip
+
+
+def _in_frame(plane: np.ndarray, context: RunContext) -> np.ndarray:
+    """``plane`` placed at its index in an array of the image's full (spatial) shape."""
+    if not context.plane.index:
+        return plane
+    full = np.zeros(context.plane.spatial_shape, plane.dtype)
+    full[context.plane.index] = plane
+    return full
