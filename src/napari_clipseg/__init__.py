@@ -41,6 +41,8 @@ _EXPORTS = {
     "Progress": "pipeline",
     "SegmentationResult": "pipeline",
     "labels_from_probabilities": "postprocess",
+    "VisualPrompt": "visual",
+    "engineer_visual_prompt": "visual",
 }
 
 __all__ = ["__version__", *_EXPORTS]

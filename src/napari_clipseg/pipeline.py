@@ -15,7 +15,7 @@ import numpy as np
 from .constants import DEFAULT_THRESHOLD
 from .postprocess import labels_from_probabilities
 from .predictor import ClipSegPredictor
-from .prompts import clean_prompts
+from .prompts import Prompts, clean_prompts, prompt_label
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class SegmentationResult:
     """What a run produced.
 
     Attributes:
-        prompts: The prompts, in label order (label ``i + 1`` = ``prompts[i]``).
+        prompts: Class names in label order (label ``i + 1`` = ``prompts[i]``): the texts, and
+            each visual prompt's name.
         probabilities: ``(P, Y, X)`` float32 in [0, 1].
         labels: ``(Y, X)`` label image (0 = background).
         threshold, min_size: The post-processing used for ``labels``.
@@ -54,7 +55,7 @@ class SegmentationResult:
 
 def iter_segment(
     image: np.ndarray,
-    prompts: str | Sequence[str],
+    prompts: Prompts,
     predictor: ClipSegPredictor,
     *,
     threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
@@ -74,7 +75,7 @@ def iter_segment(
     yield Progress(2, total, "post-processing")
     labels = labels_from_probabilities(probabilities, threshold, min_size)
     yield Progress(3, total, "done")
-    return SegmentationResult(prompts, probabilities, labels, threshold, min_size)
+    return SegmentationResult([prompt_label(p) for p in prompts], probabilities, labels, threshold, min_size)
 
 
 def run(
@@ -93,7 +94,7 @@ def run(
 
 def segment(
     image: np.ndarray,
-    prompts: str | Sequence[str],
+    prompts: Prompts,
     *,
     model=None,
     predictor: ClipSegPredictor | None = None,
@@ -104,7 +105,7 @@ def segment(
 
     Args:
         image: ``(Y, X)`` or ``(Y, X, C)`` image, any dtype.
-        prompts: One text or several (each one class).
+        prompts: One text or VisualPrompt, or several (each one class).
         model: A loaded model; ``None`` loads the default weights (``CIDAS/clipseg-rd64-refined``).
         predictor: Reuse a predictor (and its caches) instead of ``model``.
         threshold: Probability a pixel needs to be labelled (default 0.4; one per prompt allowed).

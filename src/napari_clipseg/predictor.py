@@ -8,15 +8,16 @@ decoder, batched over prompts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from .constants import DEFAULT_PERCENTILES, INPUT_SIZE
 from .modeling import ClipSeg, ImageFeatures
-from .prompts import TextEmbeddingCache, clean_prompts
+from .prompts import Prompts, TextEmbeddingCache, clean_prompts
 from .transforms import resize, to_model_input
+from .visual import VisualPrompt, support_pixels
 
 #: Prompts decoded together; bounds memory for long prompt lists.
 DECODE_BATCH = 16
@@ -41,6 +42,7 @@ class ClipSegPredictor:
         self.text_cache = TextEmbeddingCache()
         self._features: ImageFeatures | None = None
         self._image_shape: tuple[int, int] | None = None
+        self._image: np.ndarray | None = None  # for visual prompts drawn on the current image
 
     @property
     def is_image_set(self) -> bool:
@@ -78,21 +80,44 @@ class ClipSegPredictor:
         self.reset_image()
         with self.inference():
             self._features = self.model.encode_image(pixels)
-        self._image_shape = tuple(np.asarray(image).shape[:2])
+        self._image = np.asarray(image)
+        self._image_shape = tuple(self._image.shape[:2])
 
     def reset_image(self) -> None:
         """Forget the current image (exactly what :meth:`set_image` sets)."""
         self._features = None
         self._image_shape = None
+        self._image = None
 
     def _require_image(self) -> None:
         if self._features is None:
             raise RuntimeError("no image is set: call set_image(image) before predict(...)")
 
-    def embed_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
-        """Conditional vectors ``(P, projection_dim)`` of text prompts (cached per string)."""
+    def embed_prompts(self, prompts: Prompts) -> torch.Tensor:
+        """Conditional vectors ``(P, projection_dim)``, float32, one per prompt.
+
+        Texts are encoded in one batch and cached per string. A :class:`VisualPrompt` costs one
+        image-tower pass per support region; several regions are averaged, and a text given with
+        it is mixed in as ``weight * visual + (1 - weight) * text``.
+        """
+        items = clean_prompts(prompts)
+        texts = [p for p in items if isinstance(p, str)]
+        texts += [p.text for p in items if isinstance(p, VisualPrompt) and p.text is not None and p.weight < 1]
         with self.inference():
-            return self.text_cache.embed(self.model, clean_prompts(prompts))
+            unique = list(dict.fromkeys(texts))
+            text = dict(zip(unique, self.text_cache.embed(self.model, unique), strict=True)) if unique else {}
+            return torch.stack([text[p] if isinstance(p, str) else self._visual_conditional(p, text) for p in items])
+
+    def _visual_conditional(self, prompt: VisualPrompt, text: dict[str, torch.Tensor]) -> torch.Tensor:
+        images = prompt.images(self._image)
+        supports = torch.stack([
+            support_pixels(image, mask, prompt.mode, device=self.model.device, percentiles=self.percentiles)
+            for image, mask in zip(images, prompt.masks, strict=True)
+        ])  # fmt: skip
+        visual = self.model.encode_support(supports).float().mean(dim=0)
+        if prompt.text is None or prompt.weight >= 1:
+            return visual
+        return prompt.weight * visual + (1 - prompt.weight) * text[prompt.text]
 
     def predict_logits(self, conditionals: torch.Tensor) -> torch.Tensor:
         """Logits ``(P, Y, X)`` in the image's frame for conditional vectors ``(P, D)``."""
@@ -105,11 +130,11 @@ class ClipSegPredictor:
                 maps.append(resize(logits[:, None].float(), self._image_shape)[:, 0])
         return torch.cat(maps)
 
-    def predict(self, prompts: str | Sequence[str]) -> np.ndarray:
+    def predict(self, prompts: Prompts) -> np.ndarray:
         """Per-prompt probabilities for the current image.
 
         Args:
-            prompts: One text or a list of texts (each becomes one map).
+            prompts: A text, a :class:`VisualPrompt`, or a list mixing both (one map each).
 
         Returns:
             ``(P, Y, X)`` float32 in [0, 1], in the image's frame.

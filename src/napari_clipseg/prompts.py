@@ -5,10 +5,17 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 from .constants import CONTEXT_LENGTH
+
+if TYPE_CHECKING:
+    from .visual import VisualPrompt
+
+Prompt = Union[str, "VisualPrompt"]
+Prompts = Union[str, "VisualPrompt", Sequence[Prompt]]
 
 
 @functools.lru_cache(maxsize=1)
@@ -19,23 +26,36 @@ def get_tokenizer():
     return SimpleTokenizer(context_length=CONTEXT_LENGTH)
 
 
-def clean_prompts(prompts: str | Sequence[str]) -> list[str]:
-    """Strip prompts and check there is at least one and none is empty.
+def clean_prompts(prompts: Prompts) -> list[Prompt]:
+    """Strip text prompts and check there is at least one prompt and no empty text.
+
+    Visual prompts (:class:`~napari_clipseg.visual.VisualPrompt`) pass through unchanged.
 
     Raises:
-        ValueError: no prompt, or an empty/blank one.
+        ValueError: no prompt, or an empty/blank text.
+        TypeError: something that is neither a string nor a VisualPrompt.
     """
-    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    from .visual import VisualPrompt
+
+    items = [prompts] if isinstance(prompts, str | VisualPrompt) else list(prompts)
     if not items:
         raise ValueError("give at least one prompt")
-    cleaned = []
+    cleaned: list[Prompt] = []
     for p in items:
-        if not isinstance(p, str):
-            raise TypeError(f"prompts must be strings; got {type(p).__name__}")
-        if not p.strip():
+        if isinstance(p, VisualPrompt):
+            cleaned.append(p)
+        elif not isinstance(p, str):
+            raise TypeError(f"prompts must be strings or VisualPrompt; got {type(p).__name__}")
+        elif not p.strip():
             raise ValueError("prompts must not be empty")
-        cleaned.append(p.strip())
+        else:
+            cleaned.append(p.strip())
     return cleaned
+
+
+def prompt_label(prompt: Prompt) -> str:
+    """The class name of a prompt: the text itself, or a visual prompt's name."""
+    return prompt if isinstance(prompt, str) else prompt.label
 
 
 def split_prompts(text: str) -> list[str]:
