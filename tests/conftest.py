@@ -100,3 +100,60 @@ def pytest_runtest_makereport(item, call):
 def fresh_settings(tmp_path_factory, monkeypatch):
     """Each test starts from default widget settings (they persist on disk by design)."""
     monkeypatch.setenv("NAPARI_CLIPSEG_CONFIG_DIR", str(tmp_path_factory.mktemp("settings")))
+
+
+# --- napari widget fixtures (napari is imported only by the tests that use them) ----------------
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every notification the widget sends, as (level, text)."""
+    from napari_clipseg import _widget
+
+    seen = []
+    for level in ("info", "warning", "error"):
+        monkeypatch.setattr(_widget, f"show_{level}", lambda text, level=level: seen.append((level, text)))
+    return seen
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, tiny_model_dir, messages, qtbot):
+    from napari_clipseg._widget import ClipSegWidget
+
+    w = ClipSegWidget(viewer)
+    viewer.window.add_dock_widget(w, name="CLIPSeg")
+    w._source.value = str(tiny_model_dir)
+    yield w
+    if w.is_running:
+        w.cancel()
+        qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def astronaut(viewer):
+    from napari_clipseg.samples import load_sample
+
+    return viewer.add_image(
+        load_sample("astronaut"),
+        name="astronaut",
+        rgb=True,
+        scale=(0.5, 2.0),
+        translate=(10.0, -3.0),
+        units=("µm", "µm"),
+    )
+
+
+def click_run(widget, qtbot):
+    widget._run_btn.native.click()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+
+
+def labels_layers(viewer):
+    return [layer for layer in viewer.layers if layer.__class__.__name__ == "Labels"]

@@ -82,12 +82,18 @@ def test_default_is_the_papers_best():
     assert ncs.VisualPrompt(np.ones((4, 4))).mode == "crop_blur_darken"
 
 
-def test_visual_prompt_equals_the_forward_with_the_engineered_support(tiny_model, rng):
-    image = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
-    mask = np.zeros((120, 200), bool)
-    mask[30:70, 50:120] = True
-    predictor = ncs.ClipSegPredictor(tiny_model)
+def boxed(model, rng, shape, box):
+    """A random RGB image of ``shape``, a box mask ``(y0, y1, x0, x1)`` on it, and a predictor on it."""
+    image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    mask = np.zeros(shape, bool)
+    mask[box[0] : box[1], box[2] : box[3]] = True
+    predictor = ncs.ClipSegPredictor(model)
     predictor.set_image(image)
+    return image, mask, predictor
+
+
+def test_visual_prompt_equals_the_forward_with_the_engineered_support(tiny_model, rng):
+    image, mask, predictor = boxed(tiny_model, rng, (120, 200), (30, 70, 50, 120))
     probs = predictor.predict([ncs.VisualPrompt(mask)])
     support = torch.from_numpy(ncs.engineer_visual_prompt(image, mask))[None]
     with torch.inference_mode():
@@ -119,8 +125,9 @@ def test_several_examples_average_and_text_mixes_linearly(tiny_model, rng):
     a[10:40, 10:40], b[50:90, 30:80] = True, True
     predictor = ncs.ClipSegPredictor(tiny_model)
     predictor.set_image(image)
-    va, vb, both, text = predictor.embed_prompts([ncs.VisualPrompt(a), ncs.VisualPrompt(b),
-                                                  ncs.VisualPrompt([a, b]), "a cat"])  # fmt: skip
+    va, vb, both, text = predictor.embed_prompts(
+        [ncs.VisualPrompt(a), ncs.VisualPrompt(b), ncs.VisualPrompt([a, b]), "a cat"]
+    )
     torch.testing.assert_close(both, (va + vb) / 2, atol=1e-6, rtol=0)
     (mixed,) = predictor.embed_prompts([ncs.VisualPrompt([a, b], text="a cat", weight=0.3)])
     torch.testing.assert_close(mixed, 0.3 * both + 0.7 * text, atol=1e-6, rtol=0)
@@ -129,11 +136,7 @@ def test_several_examples_average_and_text_mixes_linearly(tiny_model, rng):
 
 
 def test_text_and_visual_prompts_mix_in_one_call(tiny_model, rng):
-    image = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
-    mask = np.zeros((64, 80), bool)
-    mask[10:30, 20:50] = True
-    predictor = ncs.ClipSegPredictor(tiny_model)
-    predictor.set_image(image)
+    image, mask, predictor = boxed(tiny_model, rng, (64, 80), (10, 30, 20, 50))
     visual = ncs.VisualPrompt(mask, name="my thing")
     together = predictor.predict(["a cat", visual])
     np.testing.assert_allclose(together[0], predictor.predict("a cat")[0], atol=1e-6)

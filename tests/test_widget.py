@@ -12,59 +12,10 @@ import pytest
 from qtpy.QtCore import Qt
 
 import napari_clipseg as ncs
-from napari_clipseg import _widget
+from conftest import TIMEOUT, click_run, labels_layers
 from napari_clipseg._widget import ClipSegWidget
 from napari_clipseg.export import read_array
 from napari_clipseg.predictor import ClipSegPredictor
-from napari_clipseg.samples import load_sample
-
-TIMEOUT = 60_000
-
-
-@pytest.fixture
-def messages(monkeypatch):
-    """Every notification the widget sends, as (level, text)."""
-    seen = []
-    for level in ("info", "warning", "error"):
-        monkeypatch.setattr(_widget, f"show_{level}", lambda text, level=level: seen.append((level, text)))
-    return seen
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer, tiny_model_dir, messages, qtbot):
-    w = ClipSegWidget(viewer)
-    viewer.window.add_dock_widget(w, name="CLIPSeg")
-    w._source.value = str(tiny_model_dir)
-    yield w
-    if w.is_running:
-        w.cancel()
-        qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT)
-
-
-@pytest.fixture
-def astronaut(viewer):
-    return viewer.add_image(
-        load_sample("astronaut"),
-        name="astronaut",
-        rgb=True,
-        scale=(0.5, 2.0),
-        translate=(10.0, -3.0),
-        units=("µm", "µm"),
-    )
-
-
-def click_run(widget, qtbot):
-    widget._run_btn.native.click()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
-
-
-def labels_layers(viewer):
-    return [layer for layer in viewer.layers if layer.__class__.__name__ == "Labels"]
 
 
 def test_run_makes_a_labels_layer_in_the_image_frame(widget, viewer, astronaut, qtbot):

@@ -71,10 +71,11 @@ class ModelRunner:
         record = provenance(
             self.predictor.model,
             image=context.image_name,
-            prompts=context.prompts,
+            prompts=context.names,
             plane=list(context.plane.index),
             threshold=threshold,
             min_size=min_size,
+            **context.record,
         )
         return result, record
 

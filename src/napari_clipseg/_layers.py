@@ -40,8 +40,13 @@ def image_plane(layer: napari.layers.Image, current_step: tuple[int, ...]) -> Pl
     n_leading = len(spatial_shape) - 2
     step = tuple(current_step)[-len(spatial_shape) :] if current_step else ()
     index = tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], spatial_shape[:n_leading], strict=False))
-    plane = np.asarray(data[index] if index else data)
-    return PlaneRequest(plane, index, spatial_shape)
+    return PlaneRequest(image_plane_at(layer, index), index, spatial_shape)
+
+
+def image_plane_at(layer: Any, index: tuple[int, ...]) -> np.ndarray:
+    """The 2D data of ``layer`` at leading indices ``index`` (finest level of multiscale data)."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return np.asarray(data[index] if index else data)
 
 
 def spatial_kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
@@ -99,3 +104,36 @@ def is_input_image(layer: Any) -> bool:
     from napari.layers import Image
 
     return isinstance(layer, Image) and PROBABILITY_KEY not in layer.metadata
+
+
+def support_masks(layer: Any, value: int, spatial_shape: tuple[int, ...], index: tuple[int, ...]) -> list[np.ndarray]:
+    """Support regions of the plane ``index`` of an image of ``spatial_shape``, as 2D bool masks.
+
+    Shapes: one mask per shape (empty ones, e.g. on other planes, are dropped). Labels: the pixels
+    equal to ``value``.
+
+    Raises:
+        ValueError: the layer does not match the image (shape or transform), or is of another type.
+    """
+    from napari.layers import Labels, Shapes
+
+    if isinstance(layer, Labels):
+        if tuple(layer.data.shape) != tuple(spatial_shape):
+            raise ValueError(f"Labels layer '{layer.name}' is {layer.data.shape}, its image is {spatial_shape}")
+        return [np.asarray(layer.data[index] if index else layer.data) == value]
+    if isinstance(layer, Shapes):
+        if len(layer.data) == 0:
+            raise ValueError(f"Shapes layer '{layer.name}' has no shapes: draw around an example first")
+        masks = np.asarray(layer.to_masks(mask_shape=spatial_shape[-layer.ndim :]))
+        masks = masks[(slice(None), *index[len(index) - (layer.ndim - 2) :])] if layer.ndim > 2 else masks
+        return [m for m in masks if m.any()]
+    raise ValueError(f"'{layer.name}' is a {type(layer).__name__} layer; use a Shapes or Labels layer as the example")
+
+
+def same_transform(a: Any, b: Any) -> bool:
+    """Whether two layers map data to world identically (so their data coordinates agree)."""
+    return (
+        a.ndim == b.ndim
+        and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix)
+        and all(np.allclose(getattr(a, n), getattr(b, n)) for n in ("scale", "translate", "rotate", "shear"))
+    )

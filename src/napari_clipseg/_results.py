@@ -26,9 +26,11 @@ class RunContext:
     """What a run needs to place its result, captured when Run is pressed."""
 
     image_name: str
-    prompts: list[str]
+    prompts: list  # texts and VisualPrompts, in label order
+    names: list[str]  # their class names
     plane: _layers.PlaneRequest
     spatial: dict[str, Any]
+    record: dict[str, Any]  # extra provenance (e.g. the visual example used)
 
 
 class ResultLayers:
@@ -55,7 +57,7 @@ class ResultLayers:
         return layer, note
 
     def _write_labels(self, labels: np.ndarray, context: RunContext, meta: dict) -> tuple[Labels, str]:
-        name, index = _layers.output_name(context.prompts), context.plane.index
+        name, index = _layers.output_name(context.names), context.plane.index
         existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
         reusable = (
             isinstance(existing, Labels)
@@ -67,13 +69,16 @@ class ResultLayers:
         if reusable:
             existing.data[index] = labels
             existing.metadata.update(record)
-            existing.features = _layers.class_features(context.prompts)
+            existing.features = _layers.class_features(context.names)
             existing.refresh()
             return existing, ""
         layer = self._viewer.add_labels(
-            _in_frame(labels, context), name=name, metadata=record,
-            features=_layers.class_features(context.prompts), **context.spatial,
-        )  # fmt: skip
+            _in_frame(labels, context),
+            name=name,
+            metadata=record,
+            features=_layers.class_features(context.names),
+            **context.spatial,
+        )
         _layers.mark_edits(layer)
         note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
         return layer, note
@@ -105,9 +110,15 @@ class ResultLayers:
                 self._viewer.layers[name].data = data
                 continue
             self._viewer.add_image(
-                data, name=name, metadata={_layers.PROBABILITY_KEY: prompt}, colormap=_COLORMAPS[i % len(_COLORMAPS)],
-                blending="additive", contrast_limits=(0.0, 1.0), opacity=0.6, **context.spatial,
-            )  # fmt: skip
+                data,
+                name=name,
+                metadata={_layers.PROBABILITY_KEY: prompt},
+                colormap=_COLORMAPS[i % len(_COLORMAPS)],
+                blending="additive",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.6,
+                **context.spatial,
+            )
 
 
 def _in_frame(plane: np.ndarray, context: RunContext) -> np.ndarray:

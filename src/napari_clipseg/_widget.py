@@ -34,10 +34,11 @@ from napari.utils.notifications import show_error, show_info, show_warning  # no
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer  # noqa: E402
 
 from . import _layers  # noqa: E402
+from ._example_panel import ExamplePanel  # noqa: E402
 from ._jobs import STEPS, ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
 from ._results import ResultLayers, RunContext  # noqa: E402
 from .pipeline import Progress, SegmentationResult  # noqa: E402
-from .prompts import split_prompts  # noqa: E402
+from .prompts import prompt_label, split_prompts  # noqa: E402
 from .settings import Settings, load_settings, save_settings  # noqa: E402
 
 if TYPE_CHECKING:
@@ -98,11 +99,13 @@ class ClipSegWidget(Container):
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
         self._export_btn = PushButton(text="Export masks…")
+        self._example = ExamplePanel(viewer)
         row = partial(Container, layout="horizontal", labels=False)
         self.extend(
             [
                 self._image,
                 self._prompts,
+                self._example,
                 self._source,
                 row(widgets=[self._browse_file, self._browse_dir], label=""),
                 self._device,
@@ -135,6 +138,7 @@ class ClipSegWidget(Container):
         self._run_btn.changed.connect(self.run)
         self._cancel_btn.changed.connect(self.cancel)
         self._export_btn.changed.connect(self.export_masks)
+        self._example.use_result.changed.connect(self._use_result_as_example)
         self._browse_file.changed.connect(partial(self._browse, folder=False))
         self._browse_dir.changed.connect(partial(self._browse, folder=True))
         self._threshold.changed.connect(self._relabel)
@@ -216,16 +220,49 @@ class ClipSegWidget(Container):
             hint = f"'{active.name}' is a {type(active).__name__} layer; " if active is not None else ""
             self._say(f"{hint}CLIPSeg needs an Image layer: open or select an image first.", "warning")
             return None
-        prompts = split_prompts(self._prompts.value)
-        if not prompts:
-            self._say("Type at least one prompt (one per line or comma-separated).", "warning")
+        prompts: list = split_prompts(self._prompts.value)
+        if not prompts and not self._example.active:
+            self._say("Type at least one prompt (one per line or comma-separated), or choose an example.", "warning")
             return None
         try:
             plane = _layers.image_plane(layer, self._viewer.dims.current_step)
         except Exception as e:  # noqa: BLE001 - any failure to read the layer is reported, not raised
             self._say(f"Cannot read image '{layer.name}': {e}", "error")
             return None
-        return RunContext(layer.name, prompts, plane, _layers.spatial_kwargs(layer))
+        record = {}
+        if self._example.active:
+            try:
+                visual = self._example.build(layer, plane.index)
+            except ValueError as e:
+                self._say(str(e), "warning")
+                return None
+            prompts.append(visual)
+            record["example"] = {
+                "layer": self._example.support.value.name,
+                "mode": visual.mode,
+                "weight": visual.weight,
+                "regions": len(visual.masks),
+                "image": (self._example.example_image.value or layer).name,
+            }
+        names = [prompt_label(p) for p in prompts]
+        return RunContext(layer.name, prompts, names, plane, _layers.spatial_kwargs(layer), record)
+
+    def _use_result_as_example(self, _value: Any = None) -> None:
+        """Use the last result (or the selected Labels layer), as corrected, as the example."""
+        active = self._viewer.layers.selection.active
+        layer = active if isinstance(active, Labels) else self._results.last_layer
+        if layer is None:
+            self._say("Run once (or select a Labels layer) first: its selected label becomes the example.", "warning")
+            return
+        image, index = self._image.value, _layers.image_plane(self._image.value, self._viewer.dims.current_step).index
+        if self._results.last is not None and layer is self._results.last_layer:
+            context = self._results.last[2]
+            image = self._viewer.layers[context.image_name] if context.image_name in self._viewer.layers else image  # noqa: SIM401
+            index = context.plane.index
+        value = max(1, int(layer.selected_label))
+        self._example.pin(layer, value, image, index)
+        where = f" (plane {list(index)})" if index else ""
+        self._say(f"Example: label {value} of '{layer.name}'{where}. Pick the next plane or image and press Run.")
 
     def run(self, _value: Any = None) -> None:
         """Start a run for the current inputs (refused while one is running)."""

@@ -110,10 +110,12 @@ class ClipSegPredictor:
 
     def _visual_conditional(self, prompt: VisualPrompt, text: dict[str, torch.Tensor]) -> torch.Tensor:
         images = prompt.images(self._image)
-        supports = torch.stack([
-            support_pixels(image, mask, prompt.mode, device=self.model.device, percentiles=self.percentiles)
-            for image, mask in zip(images, prompt.masks, strict=True)
-        ])  # fmt: skip
+        supports = torch.stack(
+            [
+                support_pixels(image, mask, prompt.mode, device=self.model.device, percentiles=self.percentiles)
+                for image, mask in zip(images, prompt.masks, strict=True)
+            ]
+        )
         visual = self.model.encode_support(supports).float().mean(dim=0)
         if prompt.text is None or prompt.weight >= 1:
             return visual

@@ -146,8 +146,12 @@ def crop_box(mask: torch.Tensor, context: float = CONTEXT) -> tuple[int, int, in
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
     h, w = y1 - y0, x1 - x0
     height, width = mask.shape
-    return (int(max(0, y0 - context * h)), int(min(height, y1 + context * h)),
-            int(max(0, x0 - context * w)), int(min(width, x1 + context * w)))  # fmt: skip
+    return (
+        int(max(0, y0 - context * h)),
+        int(min(height, y1 + context * h)),
+        int(max(0, x0 - context * w)),
+        int(min(width, x1 + context * w)),
+    )
 
 
 def pad_to_square(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,127 @@
+"""Widget controls for segmenting by example (visual prompts), and turning them into a VisualPrompt."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton, SpinBox
+from napari.layers import Labels, Shapes
+
+from . import _layers
+from .visual import DEFAULT_MODE, MODES, VisualPrompt
+
+if TYPE_CHECKING:
+    import napari
+
+
+class ExamplePanel(Container):
+    """Pick a support region (Shapes: each shape one example; Labels: one value) on an image."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.pinned_index: tuple[int, ...] | None = None  # plane of a pinned result, else the current plane
+        self.support = ComboBox(
+            label="Example",
+            choices=self._support_choices,
+            nullable=True,
+            value=None,
+            tooltip="A Shapes layer (each shape one example) or a Labels layer",
+        )
+        self.label_value = SpinBox(label="Label value", min=1, max=2**31 - 1, value=1, visible=False)
+        self.example_image = ComboBox(
+            label="Example image",
+            choices=self._image_choices,
+            nullable=True,
+            value=None,
+            tooltip="The image the example is drawn on (empty: the image being segmented)",
+        )
+        self.class_name = LineEdit(label="Example name", value="example")
+        self.visual_weight = FloatSlider(
+            label="Visual weight",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=1.0,
+            tooltip="1: the example alone; lower values mix in the name as a text prompt",
+        )
+        self.engineering = ComboBox(
+            label="Engineering",
+            choices=list(MODES),
+            value=DEFAULT_MODE,
+            tooltip="Visual prompt engineering (paper Table 2); the default is the paper's best",
+        )
+        self.use_result = PushButton(text="Use result as example")
+        self.extend(
+            [
+                self.support,
+                self.label_value,
+                self.example_image,
+                self.class_name,
+                self.visual_weight,
+                self.engineering,
+                self.use_result,
+            ]
+        )
+        self.support.changed.connect(self._on_layer)
+        layers = viewer.layers
+        for event in (layers.events.inserted, layers.events.removed, layers.events.moved):
+            event.connect(self.reset_choices)
+
+    def _support_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Shapes | Labels)]
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if _layers.is_input_image(layer)]
+
+    def _on_layer(self, layer: Any) -> None:
+        self.label_value.visible = isinstance(layer, Labels)
+        self.pinned_index = None
+
+    def pin(self, labels: Labels, value: int, image: Any, index: tuple[int, ...]) -> None:
+        """Use ``labels == value`` on plane ``index`` of ``image`` as the example (a refined result)."""
+        self.reset_choices()
+        self.support.value = labels  # resets the pin, so pin after it
+        self.label_value.value = max(1, int(value))
+        self.example_image.value = image
+        self.pinned_index = index
+
+    @property
+    def active(self) -> bool:
+        return self.support.value is not None
+
+    def build(self, target: Any, target_index: tuple[int, ...]) -> VisualPrompt | None:
+        """The VisualPrompt for the current settings (None when no example layer is chosen).
+
+        Raises:
+            ValueError: the example does not fit its image, or has no usable region.
+        """
+        support = self.support.value
+        if support is None:
+            return None
+        image = self.example_image.value or target
+        plane = _layers.image_plane(image, self._viewer.dims.current_step)
+        index = self.pinned_index if self.pinned_index is not None else plane.index
+        if isinstance(support, Shapes) and len(support.data) == 0:
+            raise ValueError(f"Shapes layer '{support.name}' has no shapes: draw around an example first")
+        if not _layers.same_transform(support, image):
+            raise ValueError(
+                f"'{support.name}' and '{image.name}' are not aligned (scale, translation, rotation): "
+                "draw the example on a layer with the image's transform"
+            )
+        masks = _layers.support_masks(support, self.label_value.value, plane.spatial_shape, index)
+        if not masks or not any(m.any() for m in masks):
+            raise ValueError(f"the example in '{support.name}' is empty on this plane: mark an example first")
+        if index != plane.index:
+            plane = _layers.PlaneRequest(_layers.image_plane_at(image, index), index, plane.spatial_shape)
+        same = image is target and index == target_index
+        name = self.class_name.value.strip() or "example"
+        weight = float(self.visual_weight.value)
+        return VisualPrompt(
+            masks,
+            image=None if same else plane.data,
+            text=name if weight < 1 else None,
+            weight=weight,
+            mode=self.engineering.value,
+            name=name,
+        )
