@@ -91,6 +91,24 @@ def main() -> None:
         pred_bf16.set_image(images[next(counter) % 4])
         pred_bf16.predict([f"object number {next(counter)}"])
 
+    # Visual prompt on a cached image: should cost one image-tower pass on the support + the decoder.
+    mask = np.zeros((352, 352), bool)
+    mask[80:240, 100:300] = True
+    visual = ncs.VisualPrompt(mask, image=images[1])
+    support = torch.from_numpy(ncs.engineer_visual_prompt(images[1], mask))[None]
+
+    def visual_prompt():
+        pred.predict([visual])
+
+    def support_pass_and_decoder():  # the floor: what the visual prompt cannot avoid
+        with torch.inference_mode():
+            conditional = ours.encode_support(support)
+            pred.predict_logits(conditional)
+
+    def hf_visual():
+        with torch.inference_mode():
+            hf(pixel_values=pixels, conditional_pixel_values=support)
+
     r = args.repeats
     t = interleaved_medians(
         {
@@ -99,6 +117,9 @@ def main() -> None:
             "first_prompt_new_image_bf16": first_prompt_new_image_bf16,
             "new_prompt_cached_image": new_prompt,
             "repeated_prompt": repeated_prompt,
+            "visual_prompt_cached_image": visual_prompt,
+            "support_pass_and_decoder": support_pass_and_decoder,
+            "transformers_visual_prompt": hf_visual,
         },
         r,
     )
@@ -111,6 +132,8 @@ def main() -> None:
         "eight_prompts_new_image": t["transformers_eight_prompts"] / t["eight_prompts_new_image"],
         "first_prompt_new_image": t["transformers_one_prompt"] / t["first_prompt_new_image"],
         "first_prompt_new_image_bf16": t["transformers_one_prompt"] / t["first_prompt_new_image_bf16"],
+        "visual_prompt_vs_transformers": t["transformers_visual_prompt"] / t["visual_prompt_cached_image"],
+        "visual_prompt_over_its_floor": t["visual_prompt_cached_image"] / t["support_pass_and_decoder"],
     }
     write_results(
         "predictor",

@@ -72,7 +72,46 @@ def main(model: str) -> None:
     viewer.layers.selection.active = viewer.layers["clipseg p: cell"]
     settle()
     save(viewer, "widget-probabilities.png")
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    (image,) = viewer.open_sample("napari-clipseg", "coffee")
+    box = np.array([[40, 170], [40, 440], [300, 440], [300, 170]], float)  # around the cup
+    shapes = viewer.add_shapes(
+        [box], shape_type="rectangle", name="example", edge_color="yellow", face_color="transparent", edge_width=4
+    )
+    widget._image.value = image
+    widget._prompts.value = ""
+    widget._show_probs.value = False
+    widget._example.support.value = shapes
+    widget._example.class_name.value = "cup"
+    run(widget)
+    viewer.layers.selection.active = shapes
+    save(viewer, "widget-visual-prompt.png")
     viewer.close()
+    support_strip(image.data, shapes.to_masks(mask_shape=image.data.shape[:2])[0])
+
+
+def support_strip(image: np.ndarray, mask: np.ndarray) -> None:
+    """What the model sees for one support region, for a few engineering modes (no weights involved)."""
+    from PIL import Image, ImageDraw
+
+    from napari_clipseg.constants import IMAGENET_MEAN, IMAGENET_STD
+    from napari_clipseg.visual import engineer_visual_prompt
+
+    tiles = [Image.fromarray(image).resize((352, 352))]
+    ys, xs = np.nonzero(mask)
+    scale_y, scale_x = 352 / image.shape[0], 352 / image.shape[1]
+    ImageDraw.Draw(tiles[0]).rectangle(
+        [xs.min() * scale_x, ys.min() * scale_y, xs.max() * scale_x, ys.max() * scale_y], outline=(255, 220, 0), width=4
+    )
+    for mode in ("crop_blur_darken", "blur_darken", "crop", "mask"):
+        support = engineer_visual_prompt(image, mask, mode).transpose(1, 2, 0)
+        rgb = np.clip(support * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+        tiles.append(Image.fromarray((rgb * 255).astype(np.uint8)))
+    strip = Image.new("RGB", (352 * len(tiles) + 8 * (len(tiles) - 1), 352), (255, 255, 255))
+    for i, tile in enumerate(tiles):
+        strip.paste(tile, (i * 360, 0))
+    strip.save(OUT / "visual-prompt-engineering.png", optimize=True)
 
 
 if __name__ == "__main__":

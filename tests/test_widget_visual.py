@@ -34,6 +34,8 @@ def test_shapes_on_the_same_image_each_shape_one_example(widget, viewer, astrona
     assert layer.name == "clipseg: flag, suit"
     assert list(layer.features["class"]) == ["background", "flag", "suit"]
     assert layer.metadata["clipseg"]["example"]["regions"] == 2
+    assert widget._classes.value == "1 = flag  2 = suit" and "suit" in widget._status.value
+    assert "VisualPrompt" not in widget._status.value
     masks = list(shapes.to_masks(mask_shape=(512, 512)))
     expected = core_labels(tiny_model_dir, astronaut.data, ["flag", ncs.VisualPrompt(masks, name="suit")], 0.5)
     np.testing.assert_array_equal(layer.data, expected)

@@ -326,8 +326,8 @@ class ClipSegWidget(Container):
 
     def _on_result(self, result: SegmentationResult, meta: dict, context: RunContext) -> None:
         layer, note = self._results.add(result, meta, context, probabilities=self._show_probs.value)
-        self._classes.value = _layers.class_table_text(context.prompts)
-        counts = ", ".join(f"{p} {int((result.labels == i + 1).sum())} px" for i, p in enumerate(context.prompts))
+        self._classes.value = _layers.class_table_text(context.names)
+        counts = ", ".join(f"{p} {int((result.labels == i + 1).sum())} px" for i, p in enumerate(context.names))
         self._say(f"'{layer.name}': {counts}.{note}")
 
     def _relabel(self, _value: Any = None) -> None:
