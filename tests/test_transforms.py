@@ -45,8 +45,36 @@ def test_channels_to_rgb():
     assert np.all(two[..., 2] == 0) and np.allclose(two[..., 1], (grey // 2) / 255)
     rgba = np.dstack([grey, grey, grey, np.zeros_like(grey)])
     np.testing.assert_array_equal(to_rgb_float(rgba), rgb)
+    five = np.stack([np.full((20, 20), 10 * i, np.uint16) for i in range(5)], -1)
+    first_three = to_rgb_float(five, value_range=(0, 40))
+    np.testing.assert_allclose(first_three[0, 0], [0, 0.25, 0.5])
+    chosen = to_rgb_float(five, value_range=(0, 40), channels=(4, -1, 1))
+    np.testing.assert_allclose(chosen[0, 0], [1, 0, 0.25])
     with pytest.raises(ValueError, match="channels"):
-        to_rgb_float(np.zeros((20, 20, 5)))
+        to_rgb_float(five, channels=(0, 5, 1))
+    uint16_rgba = np.stack([np.full((20, 20), v, np.uint16) for v in (0, 100, 200, 300)], -1)
+    np.testing.assert_allclose(to_rgb_float(uint16_rgba, value_range=(0, 300))[0, 0], [0, 1 / 3, 2 / 3], atol=1e-6)
+
+
+def test_one_value_range_for_a_whole_image_and_its_parts():
+    from napari_clipseg.transforms import intensity_range
+
+    image = np.arange(100 * 100, dtype=np.uint16).reshape(100, 100)
+    lo, hi = intensity_range(image, (0, 100))
+    assert (lo, hi) == (0, 9999)
+    part = normalize_intensity(image[:10, :10], value_range=(lo, hi))
+    np.testing.assert_allclose(part, image[:10, :10] / 9999, atol=1e-6)  # not stretched on its own
+    assert intensity_range(np.zeros((4, 4), np.uint8)) is None and intensity_range(np.ones((4, 4)) / 2) is None
+
+
+def test_percentiles_of_a_lazy_image_are_sampled_not_loaded():
+    da = pytest.importorskip("dask.array")
+    from napari_clipseg.transforms import PERCENTILE_SAMPLE, intensity_range
+
+    lazy = da.random.default_rng(0).integers(0, 60000, (4000, 4000), chunks=1000).astype(np.uint16)
+    lo, hi = intensity_range(lazy)
+    assert 0 <= lo < 1000 and 59000 < hi <= 60000
+    assert lazy.size > 3 * PERCENTILE_SAMPLE
 
 
 def test_model_input_is_imagenet_normalised_352():

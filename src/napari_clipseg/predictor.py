@@ -65,6 +65,39 @@ class ClipSegPredictor:
                 with torch.autocast(self.model.device.type, dtype=dtype):
                     yield
 
+    def encode(
+        self,
+        images: list[np.ndarray],
+        value_range: tuple[float, float] | str | None = "auto",
+        channels: tuple[int, ...] | None = None,
+    ) -> list[ImageFeatures]:
+        """Prompt-independent features of several 2D images, in one backbone batch (no state kept).
+
+        Args:
+            images: Planes or tiles, each as accepted by :meth:`set_image`.
+            value_range: Intensity range shared by all of them (see ``transforms.intensity_range``);
+                ``"auto"`` computes it per image.
+            channels: Channels to use as R, G, B (see ``transforms.select_channels``).
+        """
+        pixels = torch.cat(
+            [
+                to_model_input(np.asarray(i), INPUT_SIZE, self.model.device, self.percentiles, value_range, channels)
+                for i in images
+            ]
+        )
+        with self.inference():
+            batch = self.model.encode_image(pixels)
+        return [ImageFeatures([r[i : i + 1] for r in batch.reduced], batch.grid) for i in range(len(images))]
+
+    def decode(self, features: ImageFeatures, conditionals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """Logits ``(P, *shape)`` float32 for cached ``features`` and conditionals ``(P, D)``."""
+        maps = []
+        with self.inference():
+            for chunk in conditionals.split(DECODE_BATCH):
+                logits = self.model.decoder.decode(features.reduced, chunk.to(features.reduced[0].dtype), features.grid)
+                maps.append(resize(logits[:, None].float(), shape)[:, 0])
+        return torch.cat(maps)
+
     def set_image(self, image: np.ndarray) -> None:
         """Encode ``image`` and cache its prompt-independent features.
 
@@ -124,13 +157,7 @@ class ClipSegPredictor:
     def predict_logits(self, conditionals: torch.Tensor) -> torch.Tensor:
         """Logits ``(P, Y, X)`` in the image's frame for conditional vectors ``(P, D)``."""
         self._require_image()
-        features = self._features
-        maps = []
-        with self.inference():
-            for chunk in conditionals.split(DECODE_BATCH):
-                logits = self.model.decoder.decode(features.reduced, chunk.to(features.reduced[0].dtype), features.grid)
-                maps.append(resize(logits[:, None].float(), self._image_shape)[:, 0])
-        return torch.cat(maps)
+        return self.decode(self._features, conditionals, self._image_shape)
 
     def predict(self, prompts: Prompts) -> np.ndarray:
         """Per-prompt probabilities for the current image.

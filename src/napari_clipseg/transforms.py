@@ -17,7 +17,7 @@ MIN_SIDE = 16
 
 
 def _check_shape(image: np.ndarray) -> None:
-    if image.ndim == 3 and image.shape[-1] in (1, 2, 3, 4):
+    if image.ndim == 3 and image.shape[-1] >= 1:
         spatial = image.shape[:2]
     elif image.ndim == 2:
         spatial = image.shape
@@ -27,38 +27,92 @@ def _check_shape(image: np.ndarray) -> None:
         raise ValueError(f"image is {spatial[0]}x{spatial[1]} pixels; CLIPSeg needs at least {MIN_SIDE}x{MIN_SIDE}")
 
 
-def normalize_intensity(image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
+#: Pixels read to estimate percentiles of a large or lazy image (a strided sample).
+PERCENTILE_SAMPLE = 4_000_000
+
+
+def intensity_range(image, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float] | None:
+    """The value range mapped to [0, 1], or None where the dtype fixes it.
+
+    None for bool, uint8 (/255) and floats already within [0, 1]; otherwise the given percentiles
+    of the finite values (jointly over channels). Large and lazy (dask, zarr) images are sampled
+    with a stride, so this never loads more than about :data:`PERCENTILE_SAMPLE` pixels. Computing
+    it once for a whole image or stack keeps tiles and planes on one scale (no seams).
+    """
+    dtype = np.dtype(image.dtype)
+    if dtype in (np.dtype(bool), np.dtype(np.uint8)):
+        return None
+    stride = max(1, int(np.ceil((int(np.prod(image.shape)) / PERCENTILE_SAMPLE) ** (1 / max(image.ndim, 1)))))
+    sample = np.asarray(image[(slice(None, None, stride),) * image.ndim], dtype=np.float32)
+    values = sample[np.isfinite(sample)]
+    if values.size == 0:
+        return (0.0, 0.0)
+    if np.issubdtype(dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
+        return None
+    lo, hi = np.percentile(values, percentiles)
+    return float(lo), float(hi)
+
+
+def normalize_intensity(
+    image: np.ndarray,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    value_range: tuple[float, float] | str | None = "auto",
+) -> np.ndarray:
     """Scale intensities to float32 in [0, 1].
 
     uint8 is divided by 255 and bool maps to {0, 1}; floats already in [0, 1] are kept, so photos
     look as they were trained. Everything else (uint16, int, other floats) is stretched between
     the given percentiles of its finite values, jointly over channels (colour balance is kept).
     NaN and inf become 0; a constant image becomes all 0.
+
+    Args:
+        value_range: ``"auto"`` computes :func:`intensity_range` of ``image``; pass one computed
+            for a whole image or stack (or a layer's contrast limits) to scale parts of it alike.
     """
     image = np.asarray(image)
-    if image.dtype == bool:
-        return image.astype(np.float32)
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
+    if isinstance(value_range, str):
+        value_range = intensity_range(image, percentiles)
+    if value_range is None:
+        scale = 255.0 if image.dtype == np.uint8 else 1.0
+        data = image.astype(np.float32) / scale
+        return np.where(np.isfinite(data), data, 0.0).astype(np.float32)
+    lo, hi = value_range
     data = image.astype(np.float32)
-    finite = np.isfinite(data)
-    if not finite.any():
-        return np.zeros_like(data)
-    values = data[finite]
-    if np.issubdtype(image.dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
-        return np.where(finite, data, 0.0).astype(np.float32)
-    lo, hi = np.percentile(values, percentiles)
     if hi <= lo:
         return np.zeros_like(data)
     scaled = (data - lo) / (hi - lo)
-    return np.where(finite, np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)
+    return np.where(np.isfinite(data), np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def to_rgb_float(image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
+def select_channels(image: np.ndarray, channels: tuple[int, ...] | None) -> np.ndarray:
+    """Pick the channels that become R, G, B from a ``(Y, X, C)`` image (-1: an empty channel).
+
+    ``None`` chooses: 1 channel grey, 2 channels (R, G, -), 3 RGB, 4 RGBA for uint8 (alpha
+    dropped) or the first three otherwise, and the first three of 5 or more.
+    """
+    if image.ndim == 2:
+        return image
+    n = image.shape[-1]
+    if channels is None:
+        if n <= 3:
+            return image
+        channels = (0, 1, 2)
+    if len(channels) != 3 or any(c >= n or c < -1 for c in channels):
+        raise ValueError(f"channels must be three indices in [-1, {n - 1}] (-1 = empty); got {channels}")
+    picked = [image[..., c] if c >= 0 else np.zeros_like(image[..., 0]) for c in channels]
+    return np.stack(picked, axis=-1)
+
+
+def to_rgb_float(
+    image: np.ndarray,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    value_range: tuple[float, float] | str | None = "auto",
+    channels: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Any supported 2D image -> ``(Y, X, 3)`` float32 RGB in [0, 1].
 
-    Grey (and single-channel) images are replicated to RGB, two channels map to (R, G, 0) and
-    RGBA drops its alpha.
+    Grey (and single-channel) images are replicated to RGB, two channels map to (R, G, 0), RGBA
+    drops its alpha, and more channels are chosen by ``channels`` (see :func:`select_channels`).
 
     Raises:
         ValueError: unsupported shape, or an image smaller than :data:`MIN_SIDE`.
@@ -67,9 +121,8 @@ def to_rgb_float(image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_P
     if image.size == 0:
         raise ValueError("image is empty")
     _check_shape(image)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    scaled = normalize_intensity(image, percentiles)
+    image = select_channels(image, channels)
+    scaled = normalize_intensity(image, percentiles, value_range)
     if scaled.ndim == 2:
         scaled = scaled[..., None]
     channels = scaled.shape[-1]
@@ -100,10 +153,13 @@ def to_model_input(
     size: int = INPUT_SIZE,
     device: torch.device | str = "cpu",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    value_range: tuple[float, float] | str | None = "auto",
+    channels: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Any supported 2D image -> ``(1, 3, size, size)`` normalised pixels on ``device``.
 
     Order as transformers' processor: resize (bilinear, antialiased), then normalise.
     """
-    rgb = torch.from_numpy(to_rgb_float(image, percentiles)).to(device).permute(2, 0, 1)[None]
+    rgb = torch.from_numpy(to_rgb_float(image, percentiles, value_range, channels)).to(device)
+    rgb = rgb.permute(2, 0, 1)[None]
     return normalize_pixels(resize(rgb, (size, size)))
