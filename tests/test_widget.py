@@ -58,16 +58,16 @@ def test_threshold_and_min_size_relabel_without_the_model(widget, viewer, astron
 
 @pytest.fixture
 def blocked_set_image(monkeypatch):
-    """Hold the worker inside set_image until released, to act while it runs."""
+    """Hold the worker inside the image encoding until released, to act while it runs."""
     entered, release = threading.Event(), threading.Event()
-    original = ClipSegPredictor.set_image
+    original = ClipSegPredictor.encode
 
-    def slow(self, image):
+    def slow(self, *args, **kwargs):
         entered.set()
         release.wait(30)
-        return original(self, image)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ClipSegPredictor, "set_image", slow)
+    monkeypatch.setattr(ClipSegPredictor, "encode", slow)
     return entered, release
 
 
@@ -214,7 +214,7 @@ def test_stack_segments_the_current_plane(widget, viewer, qtbot, rng):
     widget._threshold.value = 0.0
     click_run(widget, qtbot)
     (layer,) = labels_layers(viewer)
-    assert layer.data.shape == (4, 48, 64) and layer.metadata["clipseg"]["plane"] == [2]
+    assert layer.data.shape == (4, 48, 64) and layer.metadata["clipseg"]["planes"] == [[2]]
     assert np.all(layer.data[2] == 1) and not layer.data[[0, 1, 3]].any()
 
 
@@ -265,12 +265,68 @@ def test_model_is_loaded_once_and_reloaded_only_when_settings_change(widget, vie
 def test_out_of_memory_becomes_advice(widget, viewer, astronaut, qtbot, monkeypatch, messages):
     import torch
 
-    def oom(self, image):
+    def oom(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(ClipSegPredictor, "set_image", oom)
+    monkeypatch.setattr(ClipSegPredictor, "encode", oom)
     widget._prompts.value = "person"
     click_run(widget, qtbot)
     level, text = messages[-1]
     assert level == "error" and "Out of memory" in text and "bfloat16" in text
     assert labels_layers(viewer) == []
+
+
+def test_whole_stack_then_reprompt_without_the_backbone(widget, viewer, qtbot, rng):
+    stack = rng.integers(0, 4000, (4, 40, 56), dtype=np.uint16)
+    viewer.add_image(stack, name="stack")
+    widget._options.region.value = "whole stack"
+    widget._prompts.value = "cell"
+    widget._threshold.value = 0.0
+    click_run(widget, qtbot)
+    layer = viewer.layers["clipseg: cell"]
+    assert np.all(layer.data == 1) and layer.metadata["clipseg"]["planes"] == [[0], [1], [2], [3]]
+    calls = []
+    hook = widget._runner.predictor.model.clip.visual.conv1.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        widget._prompts.value = "nucleus"
+        click_run(widget, qtbot)
+    finally:
+        hook.remove()
+    assert calls == [] and viewer.layers["clipseg: nucleus"].data.shape == (4, 40, 56)
+
+
+def test_large_image_is_tiled_in_the_widget(widget, viewer, qtbot, rng):
+    viewer.add_image(rng.integers(0, 255, (760, 900, 3), dtype=np.uint8), rgb=True, name="big")
+    widget._options.tiling.value = "tiled"
+    widget._options.overlap.value = 60
+    widget._prompts.value = "cell"
+    click_run(widget, qtbot)
+    meta = viewer.layers["clipseg: cell"].metadata["clipseg"]
+    assert meta["mode"] == "tiled" and viewer.layers["clipseg: cell"].data.shape == (760, 900)
+    assert widget._progress.value == widget._progress.max
+
+
+def test_channel_choice_and_contrast_limits(widget, viewer, qtbot, messages, rng, tiny_model_dir):
+    from napari_clipseg.planes import iter_segment_nd
+
+    rgb = viewer.add_image(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rgb=True, name="rgb")
+    widget._image.value = rgb
+    widget._prompts.value = "cell"
+    widget._options.channels.value = "0, 9"
+    widget._run_btn.native.click()
+    assert "three indices" in messages[-1][1] and not widget.is_running
+    widget._options.channels.value = "2, 1, -1"
+    widget._threshold.value = 0.46
+    click_run(widget, qtbot)
+    predictor = ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir))
+    expected = ncs.run(iter_segment_nd(rgb.data, ["cell"], predictor, rgb=True, channels=(2, 1, -1), threshold=0.46))
+    np.testing.assert_array_equal(viewer.layers["clipseg: cell"].data, expected.labels)
+
+    grey = viewer.add_image(rng.integers(0, 4000, (40, 40), dtype=np.uint16), name="grey", contrast_limits=(0, 8000))
+    widget._image.value = grey
+    widget._options.channels.value = ""
+    widget._options.contrast.value = True
+    widget._prompts.value = "nucleus"
+    click_run(widget, qtbot)
+    expected = ncs.run(iter_segment_nd(grey.data, ["nucleus"], predictor, value_range=(0, 8000), threshold=0.46))
+    np.testing.assert_array_equal(viewer.layers["clipseg: nucleus"].data, expected.labels)

@@ -90,7 +90,7 @@ class ExamplePanel(Container):
     def active(self) -> bool:
         return self.support.value is not None
 
-    def build(self, target: Any, target_index: tuple[int, ...]) -> VisualPrompt | None:
+    def build(self, target: Any) -> VisualPrompt | None:
         """The VisualPrompt for the current settings (None when no example layer is chosen).
 
         Raises:
@@ -114,12 +114,11 @@ class ExamplePanel(Container):
             raise ValueError(f"the example in '{support.name}' is empty on this plane: mark an example first")
         if index != plane.index:
             plane = _layers.PlaneRequest(_layers.image_plane_at(image, index), index, plane.spatial_shape)
-        same = image is target and index == target_index
         name = self.class_name.value.strip() or "example"
         weight = float(self.visual_weight.value)
         return VisualPrompt(
             masks,
-            image=None if same else plane.data,
+            image=plane.data,
             text=name if weight < 1 else None,
             weight=weight,
             mode=self.engineering.value,

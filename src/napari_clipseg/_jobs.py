@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .pipeline import Progress, iter_segment
+from .pipeline import Progress
 
 if TYPE_CHECKING:
     from ._results import RunContext
     from .predictor import ClipSegPredictor
 
 logger = logging.getLogger(__name__)
-STEPS = 5  # events: model, image, prompts, post-processing, done (progress runs 0..STEPS - 1)
 
 
 class JobError(Exception):
@@ -30,8 +29,11 @@ class ModelRunner:
     """Keeps one loaded model (reloaded only when source, device or precision change) and runs jobs."""
 
     def __init__(self) -> None:
+        from .planes import FeatureCache
+
         self.predictor: ClipSegPredictor | None = None
         self.key: tuple | None = None
+        self.cache = FeatureCache()  # image features of the current model, for re-prompting
 
     def job(self, key: tuple, context: RunContext, threshold: float, min_size: int):
         """Worker-thread generator: load the model (once per key), run the core pipeline, and
@@ -49,7 +51,7 @@ class ModelRunner:
 
         from .export import provenance
 
-        yield Progress(0, STEPS - 1, "loading model" if key != self.key else "model ready")
+        yield Progress(0, 1, "loading model" if key != self.key else "model ready")
         if key != self.key:
             from .predictor import ClipSegPredictor
             from .weights import load_model
@@ -58,8 +60,22 @@ class ModelRunner:
             # downloads report to napari's activity dock
             model = load_model(source, device=device, dtype=precision, tqdm_class=napari_progress)
             self.predictor, self.key = ClipSegPredictor(model), key
-        segment = iter_segment(
-            context.plane.data, context.prompts, self.predictor, threshold=threshold, min_size=min_size
+            self.cache.clear()
+        from .planes import iter_segment_nd
+
+        data = context.data
+        cache_key = (id(data), data.shape, str(data.dtype), repr(sorted(context.options.items())))
+        segment = iter_segment_nd(
+            data,
+            context.prompts,
+            self.predictor,
+            rgb=context.rgb,
+            planes=context.planes,
+            threshold=threshold,
+            min_size=min_size,
+            cache=self.cache,
+            cache_key=cache_key,
+            **context.options,
         )
         while True:
             try:
@@ -67,12 +83,13 @@ class ModelRunner:
             except StopIteration as stop:
                 result = stop.value
                 break
-            yield Progress(event.step + 1, STEPS - 1, event.stage)
+            yield Progress(event.step + 1, event.total + 1, event.stage)
         record = provenance(
             self.predictor.model,
             image=context.image_name,
             prompts=context.names,
-            plane=list(context.plane.index),
+            planes=[list(i) for i in result.metadata["planes"]],
+            mode=result.metadata["mode"],
             threshold=threshold,
             min_size=min_size,
             **context.record,

@@ -30,6 +30,20 @@ class PlaneRequest:
     spatial_shape: tuple[int, ...]
 
 
+def layer_data(layer: Any) -> Any:
+    """The layer's array (finest level of a multiscale layer); lazy arrays stay lazy."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def current_index(layer: Any, current_step: tuple[int, ...]) -> tuple[int, ...]:
+    """Indices of the leading (non-plane) axes of ``layer`` at the viewer's ``current_step``."""
+    data = layer_data(layer)
+    spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
+    n_leading = len(spatial_shape) - 2
+    step = tuple(current_step)[-len(spatial_shape) :] if current_step else ()
+    return tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], spatial_shape[:n_leading], strict=False))
+
+
 def image_plane(layer: napari.layers.Image, current_step: tuple[int, ...]) -> PlaneRequest:
     """The plane of ``layer`` shown at the viewer's ``current_step`` (its last two spatial axes).
 
@@ -45,7 +59,7 @@ def image_plane(layer: napari.layers.Image, current_step: tuple[int, ...]) -> Pl
 
 def image_plane_at(layer: Any, index: tuple[int, ...]) -> np.ndarray:
     """The 2D data of ``layer`` at leading indices ``index`` (finest level of multiscale data)."""
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = layer_data(layer)
     return np.asarray(data[index] if index else data)
 
 

@@ -28,8 +28,12 @@ class RunContext:
     image_name: str
     prompts: list  # texts and VisualPrompts, in label order
     names: list[str]  # their class names
-    plane: _layers.PlaneRequest
-    spatial: dict[str, Any]
+    data: Any  # the image layer's array (may be lazy: read in the worker)
+    rgb: bool
+    spatial_shape: tuple[int, ...]
+    planes: list[tuple[int, ...]] | None  # leading-axis indices to segment; None = every plane
+    options: dict[str, Any]  # planes.iter_segment_nd options (mode, overlap, channels, value_range)
+    spatial: dict[str, Any]  # the image's scale, translation, ... for output layers
     record: dict[str, Any]  # extra provenance (e.g. the visual example used)
 
 
@@ -50,6 +54,7 @@ class ResultLayers:
 
     def add(self, result: SegmentationResult, meta: dict, context: RunContext, *, probabilities: bool) -> tuple:
         """Show a run's result; returns ``(labels layer, note for the user)``."""
+        self.last = (result, None, context)
         layer, note = self._write_labels(result.labels, context, meta)
         self.last = (result, layer, context)
         if probabilities:
@@ -57,23 +62,24 @@ class ResultLayers:
         return layer, note
 
     def _write_labels(self, labels: np.ndarray, context: RunContext, meta: dict) -> tuple[Labels, str]:
-        name, index = _layers.output_name(context.names), context.plane.index
+        name = _layers.output_name(context.names)
         existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
         reusable = (
             isinstance(existing, Labels)
             and _layers.clipseg_meta(existing) is not None
             and not _layers.is_edited(existing)
-            and existing.data.shape == context.plane.spatial_shape
+            and existing.data.shape == context.spatial_shape
         )
         record = {_layers.META_KEY: {**meta, "edited": False}}
         if reusable:
-            existing.data[index] = labels
+            for index in self._planes():
+                existing.data[index] = labels[index]
             existing.metadata.update(record)
             existing.features = _layers.class_features(context.names)
             existing.refresh()
             return existing, ""
         layer = self._viewer.add_labels(
-            _in_frame(labels, context),
+            labels,
             name=name,
             metadata=record,
             features=_layers.class_features(context.names),
@@ -82,6 +88,10 @@ class ResultLayers:
         _layers.mark_edits(layer)
         note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
         return layer, note
+
+    def _planes(self) -> list[tuple[int, ...]]:
+        """The planes the last run segmented (the rest of its layer is left as it was)."""
+        return self.last[0].metadata.get("planes", [()])
 
     def relabel(self, threshold: float, min_size: int) -> str | None:
         """New labels for the last run from its cached probabilities (no model call).
@@ -93,8 +103,10 @@ class ResultLayers:
             return None
         if _layers.is_edited(layer):
             return f"'{layer.name}' has your edits, so it is left alone: run again for a new layer."
-        result, _, context = self.last
-        layer.data[context.plane.index] = result.relabel(threshold, min_size)
+        result = self.last[0]
+        labels = result.relabel(threshold, min_size)
+        for index in self._planes():
+            layer.data[index] = labels[index]
         layer.refresh()
         _layers.clipseg_meta(layer).update(threshold=result.threshold, min_size=result.min_size)
         return None
@@ -105,7 +117,7 @@ class ResultLayers:
             return
         result, _, context = self.last
         for i, prompt in enumerate(result.prompts):
-            name, data = f"clipseg p: {prompt}", _in_frame(result.probabilities[i], context)
+            name, data = f"clipseg p: {prompt}", result.probabilities[i]
             if name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
                 self._viewer.layers[name].data = data
                 continue
@@ -119,12 +131,3 @@ class ResultLayers:
                 opacity=0.6,
                 **context.spatial,
             )
-
-
-def _in_frame(plane: np.ndarray, context: RunContext) -> np.ndarray:
-    """``plane`` placed at its index in an array of the image's full (spatial) shape."""
-    if not context.plane.index:
-        return plane
-    full = np.zeros(context.plane.spatial_shape, plane.dtype)
-    full[context.plane.index] = plane
-    return full

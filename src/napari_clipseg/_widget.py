@@ -35,7 +35,8 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer  # noqa: E402
 
 from . import _layers  # noqa: E402
 from ._example_panel import ExamplePanel  # noqa: E402
-from ._jobs import STEPS, ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
+from ._jobs import ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
+from ._options_panel import REGIONS, OptionsPanel  # noqa: E402
 from ._results import ResultLayers, RunContext  # noqa: E402
 from .pipeline import Progress, SegmentationResult  # noqa: E402
 from .prompts import prompt_label, split_prompts  # noqa: E402
@@ -94,18 +95,20 @@ class ClipSegWidget(Container):
         self._min_size = SpinBox(label="Min. size (px)", min=0, max=10_000_000, value=s.min_size)
         self._show_probs = CheckBox(text="Show probability maps", value=s.show_probabilities)
         self._run_btn, self._cancel_btn = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
-        self._progress = ProgressBar(label="Progress", min=0, max=STEPS - 1, value=0)
+        self._progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self._status = Label(label="Status", value="Ready.")
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
         self._export_btn = PushButton(text="Export masks…")
         self._example = ExamplePanel(viewer)
+        self._options = OptionsPanel()
         row = partial(Container, layout="horizontal", labels=False)
         self.extend(
             [
                 self._image,
                 self._prompts,
                 self._example,
+                self._options,
                 self._source,
                 row(widgets=[self._browse_file, self._browse_dir], label=""),
                 self._device,
@@ -225,14 +228,21 @@ class ClipSegWidget(Container):
             self._say("Type at least one prompt (one per line or comma-separated), or choose an example.", "warning")
             return None
         try:
-            plane = _layers.image_plane(layer, self._viewer.dims.current_step)
+            data = _layers.layer_data(layer)
+            index = _layers.current_index(layer, self._viewer.dims.current_step)
+            options = self._options.read(layer)
+        except ValueError as e:
+            self._say(str(e), "warning")
+            return None
         except Exception as e:  # noqa: BLE001 - any failure to read the layer is reported, not raised
             self._say(f"Cannot read image '{layer.name}': {e}", "error")
             return None
+        spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
+        whole_stack = self._options.region.value == REGIONS[1] and len(spatial_shape) > 2
         record = {}
         if self._example.active:
             try:
-                visual = self._example.build(layer, plane.index)
+                visual = self._example.build(layer)
             except ValueError as e:
                 self._say(str(e), "warning")
                 return None
@@ -245,7 +255,18 @@ class ClipSegWidget(Container):
                 "image": (self._example.example_image.value or layer).name,
             }
         names = [prompt_label(p) for p in prompts]
-        return RunContext(layer.name, prompts, names, plane, _layers.spatial_kwargs(layer), record)
+        return RunContext(
+            layer.name,
+            prompts,
+            names,
+            data,
+            bool(layer.rgb),
+            spatial_shape,
+            None if whole_stack else [index],
+            options,
+            _layers.spatial_kwargs(layer),
+            record,
+        )
 
     def _use_result_as_example(self, _value: Any = None) -> None:
         """Use the last result (or the selected Labels layer), as corrected, as the example."""
@@ -254,11 +275,12 @@ class ClipSegWidget(Container):
         if layer is None:
             self._say("Run once (or select a Labels layer) first: its selected label becomes the example.", "warning")
             return
-        image, index = self._image.value, _layers.image_plane(self._image.value, self._viewer.dims.current_step).index
+        image = self._image.value
+        index = _layers.current_index(image, self._viewer.dims.current_step) if image is not None else ()
         if self._results.last is not None and layer is self._results.last_layer:
             context = self._results.last[2]
             image = self._viewer.layers[context.image_name] if context.image_name in self._viewer.layers else image  # noqa: SIM401
-            index = context.plane.index
+            index = index if context.planes is None else context.planes[0]
         value = max(1, int(layer.selected_label))
         self._example.pin(layer, value, image, index)
         where = f" (plane {list(index)})" if index else ""
@@ -280,7 +302,7 @@ class ClipSegWidget(Container):
             return
         from napari.qt.threading import create_worker
 
-        worker = create_worker(job, _progress={"total": STEPS, "desc": "CLIPSeg"}, _ignore_errors=True)
+        worker = create_worker(job, _progress={"desc": "CLIPSeg"}, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda value: self._on_result(*value, context=context))
         worker.errored.connect(self._on_error)
@@ -316,6 +338,7 @@ class ClipSegWidget(Container):
             self._progress.value = 0
 
     def _on_progress(self, event: Progress) -> None:
+        self._progress.max = max(event.total, 1)
         self._progress.value = event.step
         self._status.value = f"{event.stage}…" if event.step < event.total else "done"
 

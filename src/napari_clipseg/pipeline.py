@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constants import DEFAULT_THRESHOLD
-from .postprocess import labels_from_probabilities
+from .postprocess import label_dtype, labels_from_probabilities
 from .predictor import ClipSegPredictor
 from .prompts import Prompts, clean_prompts, prompt_label
 
@@ -47,8 +47,19 @@ class SegmentationResult:
     metadata: dict = field(default_factory=dict)
 
     def relabel(self, threshold: float | Sequence[float], min_size: int = 0) -> np.ndarray:
-        """New labels from the cached probabilities (no model call); updates ``labels``."""
-        self.labels = labels_from_probabilities(self.probabilities, threshold, min_size)
+        """New labels from the cached probabilities (no model call); updates ``labels``.
+
+        With ``metadata["planes"]`` (nD runs), only those planes are labelled, each on its own
+        (``min_size`` counts pixels per plane); the other planes stay 0.
+        """
+        planes = self.metadata.get("planes")
+        if planes is None:
+            self.labels = labels_from_probabilities(self.probabilities, threshold, min_size)
+        else:
+            self.labels = np.zeros(self.probabilities.shape[1:], label_dtype(len(self.prompts)))
+            for index in planes:
+                plane = self.probabilities[(slice(None), *index)]
+                self.labels[index] = labels_from_probabilities(plane, threshold, min_size)
         self.threshold, self.min_size = threshold, min_size
         return self.labels
 

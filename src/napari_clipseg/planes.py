@@ -25,7 +25,6 @@ import torch
 from .constants import DEFAULT_THRESHOLD, INPUT_SIZE
 from .modeling import ImageFeatures
 from .pipeline import Progress, SegmentationResult
-from .postprocess import labels_from_probabilities
 from .predictor import ClipSegPredictor
 from .prompts import Prompts, clean_prompts, prompt_label
 from .tiling import DEFAULT_OVERLAP, Box, Stitcher, tile_boxes
@@ -218,9 +217,10 @@ def iter_segment_nd(
             probabilities[(slice(None), *index)] = torch.sigmoid(torch.from_numpy(logits)).numpy()
         done += len(group)
         yield Progress(done, len(indices), f"plane {done} of {len(indices)}" if leading else "decoded")
-    labels = labels_from_probabilities(probabilities, threshold, min_size)
     names = [prompt_label(p) for p in prompts]
-    return SegmentationResult(names, probabilities, labels, threshold, min_size, {"mode": mode, "planes": indices})
+    result = SegmentationResult(names, probabilities, None, threshold, min_size, {"mode": mode, "planes": indices})
+    result.relabel(threshold, min_size)
+    return result
 
 
 def _relay(

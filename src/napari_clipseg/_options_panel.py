@@ -1,0 +1,68 @@
+"""Widget controls for stacks, large images and channels (how the image is read and tiled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
+
+from .planes import MODES
+from .tiling import DEFAULT_OVERLAP
+
+REGIONS = ("current plane", "whole stack")
+
+
+def parse_channels(text: str) -> tuple[int, ...] | None:
+    """``"0, 2, -1"`` -> ``(0, 2, -1)``; empty -> None (automatic).
+
+    Raises:
+        ValueError: not three integers.
+    """
+    if not text.strip():
+        return None
+    try:
+        channels = tuple(int(c) for c in text.replace(";", ",").split(","))
+    except ValueError:
+        channels = ()
+    if len(channels) != 3:
+        raise ValueError(f"Channels must be three indices for R, G, B (-1 = empty), e.g. '0, 1, -1'; got {text!r}")
+    return channels
+
+
+class OptionsPanel(Container):
+    """Region (plane or stack), tiling mode and overlap, channel choice, intensity range."""
+
+    def __init__(self) -> None:
+        super().__init__(labels=True)
+        self.region = ComboBox(
+            label="Region",
+            choices=list(REGIONS),
+            value=REGIONS[0],
+            tooltip="For stacks and time series: the plane shown, or every plane",
+        )
+        self.tiling = ComboBox(
+            label="Tiling",
+            choices=list(MODES),
+            value="auto",
+            tooltip="whole: resize to 352; tiled: native-resolution tiles; both: average; "
+            "auto: whole up to 704 px, both above",
+        )
+        self.overlap = SpinBox(label="Tile overlap (px)", min=0, max=300, value=DEFAULT_OVERLAP)
+        self.channels = LineEdit(
+            label="Channels → RGB",
+            value="",
+            tooltip="Empty: automatic. Else three channel indices, -1 for an empty one",
+        )
+        self.contrast = CheckBox(text="Scale intensities by the layer's contrast limits", value=False)
+        self.extend([self.region, self.tiling, self.overlap, self.channels, self.contrast])
+
+    def read(self, layer: Any) -> dict[str, Any]:
+        """Pipeline options for ``layer`` (raises ValueError for unusable channel text)."""
+        options = {
+            "mode": self.tiling.value,
+            "overlap": int(self.overlap.value),
+            "channels": parse_channels(self.channels.value),
+        }
+        if self.contrast.value:
+            options["value_range"] = tuple(float(v) for v in layer.contrast_limits)
+        return options
