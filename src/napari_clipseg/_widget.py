@@ -16,7 +16,6 @@ from ._gl_guard import guard_triton
 
 guard_triton()  # before torch is imported below: napari has usually drawn by now (see _gl_guard)
 
-import numpy as np  # noqa: E402
 from magicgui.widgets import (  # noqa: E402
     CheckBox,
     ComboBox,
@@ -35,6 +34,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer  # noqa: E402
 
 from . import _layers  # noqa: E402
 from ._example_panel import ExamplePanel  # noqa: E402
+from ._export_action import export_labels_layer  # noqa: E402
 from ._jobs import ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
 from ._options_panel import REGIONS, OptionsPanel  # noqa: E402
 from ._results import ResultLayers, RunContext  # noqa: E402
@@ -374,8 +374,6 @@ class ClipSegWidget(Container):
 
     def export_masks(self, _value: Any = None) -> list:
         """Write the selected (or last) Labels layer as training masks + JSON sidecar."""
-        from .export import export_masks
-
         active = self._viewer.layers.selection.active
         layer = active if isinstance(active, Labels) else self._results.last_layer
         if layer is None or layer not in self._viewer.layers:
@@ -384,20 +382,13 @@ class ClipSegWidget(Container):
         folder = self._ask_folder()
         if not folder:
             return []
-        meta = dict(_layers.clipseg_meta(layer) or {})
-        names = meta.pop("prompts", None) or [f"label {v}" for v in range(1, int(np.max(layer.data)) + 1)]
-        record = {**meta, "layer": layer.name, "edited": _layers.is_edited(layer)}
-        export = partial(export_masks, folder, np.asarray(layer.data), names, record, suffix=self._export_format.value)
         try:
-            try:
-                paths = export()
-            except FileExistsError as e:
-                if not self._confirm(f"{e}.\n\nOverwrite the existing files?"):
-                    self._say("Export cancelled: no file was changed.")
-                    return []
-                paths = export(overwrite=True)
+            paths = export_labels_layer(layer, folder, self._export_format.value, self._confirm)
         except (OSError, ValueError) as e:
             self._say(f"Export failed: {e}", "error")
+            return []
+        if not paths:
+            self._say("Export cancelled: no file was changed.")
             return []
         save_settings(Settings(**{**self._settings().__dict__, "export_folder": str(folder)}))
         self._say(f"Exported {len(paths)} files to {folder}.")

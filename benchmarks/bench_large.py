@@ -1,0 +1,105 @@
+"""Large images and stacks (issue #6), full-size rd64-refined random weights, CPU.
+
+1. A 4096x4096 uint16 image, tiled (352 px tiles, 44 px overlap), three prompts, run in a fresh
+   subprocess so its peak RSS is its own. Targets: peak RSS < 3 GiB; time within 1.2x of
+   (number of tiles x the time of one tile), the single tile measured in the same process.
+2. A stack of 16 planes of 352x352: the first run vs. re-prompting (features cached).
+   Target: re-prompt >= 20x faster.
+
+Run: ``python benchmarks/bench_large.py``; writes benchmarks/results/large.json.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import interleaved_medians, write_results
+
+PROMPTS = ["cell", "nucleus", "membrane"]
+
+
+def tiled_run(model_dir: str) -> dict:
+    """Inside the subprocess: the 4096^2 run, its single-tile reference, and the peak RSS."""
+    import napari_clipseg as ncs
+    from napari_clipseg.planes import iter_segment_nd
+    from napari_clipseg.tiling import tile_boxes
+
+    predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir))
+    image = np.random.default_rng(0).integers(0, 65535, (4096, 4096), dtype=np.uint16)
+    n_tiles = len(tile_boxes(image.shape))
+    one_tile = image[:352, :352]
+    single = interleaved_medians(
+        {"tile": lambda: ncs.run(iter_segment_nd(one_tile, PROMPTS, predictor, mode="tiled", batch=1))}, 3
+    )["tile"]
+    start = time.perf_counter()
+    result = ncs.run(iter_segment_nd(image, PROMPTS, predictor, mode="tiled", batch=4))
+    seconds = time.perf_counter() - start
+    return {
+        "tiles": n_tiles,
+        "seconds": seconds,
+        "single_tile_seconds": single,
+        "time_over_tiles_x_single_tile": seconds / (n_tiles * single),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "probabilities_dtype": str(result.probabilities.dtype),
+    }
+
+
+def stack_run(model_dir: str) -> dict:
+    import napari_clipseg as ncs
+    from napari_clipseg.planes import FeatureCache, iter_segment_nd
+
+    predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir))
+    stack = np.random.default_rng(1).integers(0, 4000, (16, 352, 352), dtype=np.uint16)
+    cache = FeatureCache()
+    start = time.perf_counter()
+    ncs.run(iter_segment_nd(stack, ["cell"], predictor, cache=cache, cache_key="stack"))
+    first = time.perf_counter() - start
+    reprompt = interleaved_medians(
+        {"r": lambda: ncs.run(iter_segment_nd(stack, ["a new prompt"], predictor, cache=cache, cache_key="stack"))}, 3
+    )["r"]
+    return {"first_run_seconds": first, "reprompt_seconds": reprompt, "speedup": first / reprompt}
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--tiled-child":
+        print(json.dumps(tiled_run(sys.argv[2])))
+        return
+    import napari_clipseg as ncs
+
+    model_dir = str(Path(tempfile.mkdtemp()) / "rd64-refined-random")
+    ncs.save_pretrained(ncs.build_model("rd64-refined", seed=0), model_dir)
+    child = subprocess.run(
+        [sys.executable, __file__, "--tiled-child", model_dir], capture_output=True, text=True, check=True
+    )
+    tiled = json.loads(child.stdout.strip().splitlines()[-1])
+    stack = stack_run(model_dir)
+    write_results(
+        "large",
+        {
+            "tiled_4096": tiled,
+            "stack_16": stack,
+            "targets": {
+                "peak_rss_gib": "< 3",
+                "time_over_tiles_x_single_tile": "<= 1.2",
+                "stack_reprompt_speedup": ">= 20",
+            },
+            "met": {
+                "peak_rss": tiled["peak_rss_gib"] < 3,
+                "tiled_time": tiled["time_over_tiles_x_single_tile"] <= 1.2,
+                "stack_reprompt": stack["speedup"] >= 20,
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
