@@ -90,3 +90,46 @@ def test_random_weights_and_samples(tmp_path, capsys):
     assert (tmp_path / "w" / "model.safetensors").is_file()
     assert main(["samples"]) == 0
     assert "astronaut" in capsys.readouterr().out
+
+
+def test_stack_and_tiling_from_the_command_line(tiny_model_dir, tmp_path):
+    stack = np.random.default_rng(0).integers(0, 4000, (3, 40, 500), dtype=np.uint16)
+    write_array(tmp_path / "stack.tif", stack)
+    out = tmp_path / "labels.tif"
+    argv = [
+        "segment",
+        str(tmp_path / "stack.tif"),
+        "-p",
+        "cell",
+        "-m",
+        str(tiny_model_dir),
+        "-o",
+        str(out),
+        "--mode",
+        "tiled",
+        "--overlap",
+        "30",
+        "--threshold",
+        "0",
+    ]
+    assert main(argv) == 0
+    labels = read_array(out)
+    assert labels.shape == (3, 40, 500) and np.all(labels == 1)
+    assert json.loads((tmp_path / "labels.tif.json").read_text())["mode"] == "tiled"
+
+
+def test_bad_channels_text(tiny_model_dir, tmp_path, capsys):
+    argv = [
+        "segment",
+        "--sample",
+        "coffee",
+        "-p",
+        "cup",
+        "-m",
+        str(tiny_model_dir),
+        "-o",
+        str(tmp_path / "o.tif"),
+        "--channels",
+        "0,1",
+    ]
+    assert main(argv) == 1 and "three indices" in capsys.readouterr().err

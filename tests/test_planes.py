@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
@@ -10,8 +11,6 @@ import napari_clipseg as ncs
 from napari_clipseg import planes as planes_module
 from napari_clipseg.planes import FeatureCache, choose_mode, iter_plane_logits, iter_segment_nd
 from napari_clipseg.tiling import Stitcher, blend_weights, tile_boxes
-
-da = pytest.importorskip("dask.array")
 
 
 @pytest.mark.parametrize("shape", [(1000, 777), (352, 352), (100, 2000), (353, 704)])
@@ -162,3 +161,22 @@ def test_visual_prompts_on_stacks_need_their_image(tiny_model, rng):
     result = ncs.run(iter_segment_nd(stack, [ncs.VisualPrompt(mask, image=stack[0])], predictor))
     assert result.prompts == ["example"] and result.probabilities.shape == (1, 2, 48, 48)
     assert torch.is_tensor(predictor.embed_prompts([ncs.VisualPrompt(mask, image=stack[0])]))
+
+
+def test_a_failing_plane_or_tile_is_named(tiny_model, rng, monkeypatch):
+    stack = rng.random((3, 40, 40)).astype(np.float32)
+    predictor = ncs.ClipSegPredictor(tiny_model)
+    original = ncs.ClipSegPredictor.encode
+
+    def fail_on_plane_2(self, images, **kw):
+        if any(np.array_equal(np.asarray(i), stack[2]) for i in images):
+            raise ValueError("unreadable chunk")
+        return original(self, images, **kw)
+
+    monkeypatch.setattr(ncs.ClipSegPredictor, "encode", fail_on_plane_2)
+    with pytest.raises(planes_module.PlaneError, match=r"plane \(2,\): unreadable chunk"):
+        ncs.run(iter_segment_nd(stack, ["x"], predictor, batch=1))
+    big = rng.random((400, 800)).astype(np.float32)
+    monkeypatch.setattr(ncs.ClipSegPredictor, "encode", lambda self, images, **kw: 1 / 0)
+    with pytest.raises(planes_module.PlaneError, match=r"image: tiles \(0, 352, 0, 352\).*division by zero"):
+        ncs.run(iter_segment_nd(big, ["x"], predictor, mode="tiled"))

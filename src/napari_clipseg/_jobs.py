@@ -115,13 +115,17 @@ def settle_heavy_imports() -> None:
 
 def describe_error(error: Exception, device: str) -> str:
     """A message a user can act on, for any failure in the worker."""
+    from .planes import PlaneError
     from .weights import WeightsError
 
     if isinstance(error, JobError) and error.__cause__ is not None:
         error = error.__cause__
-    if isinstance(error, WeightsError | ValueError | FileNotFoundError):
-        return str(error)
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
-        return f"Out of memory on '{device}': try a smaller image or crop, the CPU device, or bfloat16 precision."
+        return (
+            f"Out of memory on '{device}': try a smaller image or crop, the CPU device, "
+            "bfloat16 precision, or Tiling 'tiled'."
+        )
+    if isinstance(error, WeightsError | ValueError | FileNotFoundError | PlaneError):
+        return str(error)
     logger.exception("CLIPSeg run failed", exc_info=error)
     return f"CLIPSeg failed ({type(error).__name__}): {error}"

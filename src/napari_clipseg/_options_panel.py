@@ -8,25 +8,9 @@ from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
 
 from .planes import MODES
 from .tiling import DEFAULT_OVERLAP
+from .transforms import parse_channels
 
 REGIONS = ("current plane", "whole stack")
-
-
-def parse_channels(text: str) -> tuple[int, ...] | None:
-    """``"0, 2, -1"`` -> ``(0, 2, -1)``; empty -> None (automatic).
-
-    Raises:
-        ValueError: not three integers.
-    """
-    if not text.strip():
-        return None
-    try:
-        channels = tuple(int(c) for c in text.replace(";", ",").split(","))
-    except ValueError:
-        channels = ()
-    if len(channels) != 3:
-        raise ValueError(f"Channels must be three indices for R, G, B (-1 = empty), e.g. '0, 1, -1'; got {text!r}")
-    return channels
 
 
 class OptionsPanel(Container):

@@ -42,7 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
     seg.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability threshold (0.4)")
     seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
-    seg.add_argument("--probabilities", type=Path, help="also write the (P, Y, X) float32 probabilities here")
+    seg.add_argument("--probabilities", type=Path, help="also write the (P, ...) probabilities here (.npy, .tif)")
+    seg.add_argument(
+        "--mode",
+        default="auto",
+        choices=["auto", "whole", "tiled", "both"],
+        help="whole image, native-resolution tiles, or both (auto: by size)",
+    )
+    seg.add_argument("--overlap", type=int, default=44, help="tile overlap in pixels (default 44)")
+    seg.add_argument("--channels", help="channels to use as R,G,B, e.g. '0,2,-1' (-1: empty)")
+    seg.add_argument(
+        "--rgb",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="is the last axis colour channels? auto: yes for 3 or 4 values in the last axis",
+    )
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     seg.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -58,10 +72,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _segment(args: argparse.Namespace) -> int:
     from .export import LABEL_SUFFIXES, provenance, read_array, write_array, write_json
-    from .pipeline import iter_segment, run
+    from .pipeline import run
+    from .planes import iter_segment_nd
     from .predictor import ClipSegPredictor
     from .prompts import split_prompts
     from .samples import load_sample
+    from .transforms import parse_channels
     from .weights import load_model
 
     prompts = [p for text in args.prompt for p in split_prompts(text)]
@@ -76,7 +92,18 @@ def _segment(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{target} already exists (use --overwrite to replace it)")
     image = load_sample(args.sample) if args.sample else read_array(args.image)
     model = load_model(args.model, device=args.device, dtype=args.precision, backbone=args.backbone)
-    generator = iter_segment(image, prompts, ClipSegPredictor(model), threshold=args.threshold, min_size=args.min_size)
+    rgb = args.rgb == "yes" or (args.rgb == "auto" and image.ndim >= 3 and image.shape[-1] in (3, 4))
+    generator = iter_segment_nd(
+        image,
+        prompts,
+        ClipSegPredictor(model),
+        rgb=rgb,
+        mode=args.mode,
+        overlap=args.overlap,
+        channels=parse_channels(args.channels or ""),
+        threshold=args.threshold,
+        min_size=args.min_size,
+    )
     result = run(generator, lambda e: logging.info("[%d/%d] %s", e.step, e.total, e.stage))
     write_array(args.output, result.labels, overwrite=args.overwrite)
     if args.probabilities:
@@ -88,6 +115,7 @@ def _segment(args: argparse.Namespace) -> int:
         classes=[{"value": i + 1, "name": p} for i, p in enumerate(prompts)],
         threshold=args.threshold,
         min_size=args.min_size,
+        mode=result.metadata["mode"],
     )
     write_json(sidecar, record, overwrite=args.overwrite)
     counts = ", ".join(f"{p}: {int((result.labels == i + 1).sum())} px" for i, p in enumerate(prompts))

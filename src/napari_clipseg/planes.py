@@ -35,6 +35,10 @@ MODES = ("auto", "whole", "tiled", "both")
 COMPACT_ABOVE = 32_000_000
 
 
+class PlaneError(RuntimeError):
+    """A plane or tile failed; the message names it, the cause is chained."""
+
+
 class FeatureCache:
     """LRU cache of image features (planes, tiles) bounded by memory.
 
@@ -129,8 +133,11 @@ def iter_plane_logits(
         for start in range(0, len(boxes), batch):
             chunk = boxes[start : start + batch]
             reads = [((key, "tile", b), plane[b[0] : b[1], b[2] : b[3]]) for b in chunk]
-            for b, features in zip(chunk, _encode(predictor, reads, cache, **encode_kw), strict=True):
-                stitcher.add(b, predictor.decode(features, conditionals, (b[1] - b[0], b[3] - b[2])).numpy())
+            try:
+                for b, features in zip(chunk, _encode(predictor, reads, cache, **encode_kw), strict=True):
+                    stitcher.add(b, predictor.decode(features, conditionals, (b[1] - b[0], b[3] - b[2])).numpy())
+            except Exception as e:
+                raise PlaneError(f"tiles {chunk[0]}..{chunk[-1]} (y0, y1, x0, x1) failed: {e}") from e
             done += 1
             yield done, total
         parts.append(stitcher.result())
@@ -191,17 +198,15 @@ def iter_segment_nd(
     whole_batches = [indices[i : i + batch] for i in range(0, len(indices), batch)] if mode == "whole" else None
     done = 0
     for group in whole_batches or [[i] for i in indices]:
-        if whole_batches:  # several planes per backbone pass
-            reads = [((cache_key, index, "whole"), data[index]) for index in group]
-            for index, features in zip(group, _encode(predictor, reads, cache, **kw), strict=True):
-                logits = predictor.decode(features, conditionals, plane_shape)
-                probabilities[(slice(None), *index)] = torch.sigmoid(logits).numpy()
-        else:
-            (index,) = group
-            logits = yield from _relay(
-                done,
-                len(indices),
-                iter_plane_logits(
+        try:
+            if whole_batches:  # several planes per backbone pass
+                reads = [((cache_key, index, "whole"), data[index]) for index in group]
+                for index, features in zip(group, _encode(predictor, reads, cache, **kw), strict=True):
+                    logits = predictor.decode(features, conditionals, plane_shape)
+                    probabilities[(slice(None), *index)] = torch.sigmoid(logits).numpy()
+            else:
+                (index,) = group
+                plane = iter_plane_logits(
                     data[index],
                     conditionals,
                     predictor,
@@ -212,9 +217,12 @@ def iter_segment_nd(
                     cache=cache,
                     key=(cache_key, index),
                     **kw,
-                ),
-            )
-            probabilities[(slice(None), *index)] = torch.sigmoid(torch.from_numpy(logits)).numpy()
+                )
+                logits = yield from _relay(done, len(indices), plane)
+                probabilities[(slice(None), *index)] = torch.sigmoid(torch.from_numpy(logits)).numpy()
+        except Exception as e:  # name the plane (and tile) that failed; the cause stays chained
+            where = f"plane {group[0]}" + (f" to {group[-1]}" if len(group) > 1 else "") if leading else "image"
+            raise PlaneError(f"{where}: {e}") from e
         done += len(group)
         yield Progress(done, len(indices), f"plane {done} of {len(indices)}" if leading else "decoded")
     names = [prompt_label(p) for p in prompts]

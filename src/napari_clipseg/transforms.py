@@ -103,6 +103,23 @@ def select_channels(image: np.ndarray, channels: tuple[int, ...] | None) -> np.n
     return np.stack(picked, axis=-1)
 
 
+def parse_channels(text: str) -> tuple[int, ...] | None:
+    """``"0, 2, -1"`` -> ``(0, 2, -1)``; empty -> None (automatic).
+
+    Raises:
+        ValueError: not three integers.
+    """
+    if not text.strip():
+        return None
+    try:
+        channels = tuple(int(c) for c in text.replace(";", ",").split(","))
+    except ValueError:
+        channels = ()
+    if len(channels) != 3:
+        raise ValueError(f"Channels must be three indices for R, G, B (-1 = empty), e.g. '0, 1, -1'; got {text!r}")
+    return channels
+
+
 def to_rgb_float(
     image: np.ndarray,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
