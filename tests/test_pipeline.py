@@ -40,3 +40,15 @@ def test_bad_prompts_fail_before_any_model_work(tiny_model):
     generator = ncs.iter_segment(np.zeros((32, 32)), ["ok", ""], ncs.ClipSegPredictor(tiny_model))
     with pytest.raises(ValueError, match="empty"):
         next(generator)
+
+
+def test_segment_takes_stacks_large_images_and_visual_prompts(tiny_model, rng):
+    stack = rng.integers(0, 4000, (2, 40, 48), dtype=np.uint16)
+    assert ncs.segment(stack, "cell", model=tiny_model, threshold=0.0).shape == (2, 40, 48)
+    big = rng.integers(0, 255, (720, 760, 3), dtype=np.uint8)
+    labels = ncs.segment(big, ["a", "b"], model=tiny_model, mode="tiled", overlap=20)
+    assert labels.shape == (720, 760)
+    mask = np.zeros((720, 760), bool)
+    mask[100:300, 200:400] = True
+    visual = ncs.segment(big, [ncs.VisualPrompt(mask)], model=tiny_model, mode="whole", threshold=0.0)
+    assert visual.shape == (720, 760) and np.all(visual == 1)

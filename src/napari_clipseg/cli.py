@@ -77,7 +77,7 @@ def _segment(args: argparse.Namespace) -> int:
     from .predictor import ClipSegPredictor
     from .prompts import split_prompts
     from .samples import load_sample
-    from .transforms import parse_channels
+    from .transforms import guess_rgb, parse_channels
     from .weights import load_model
 
     prompts = [p for text in args.prompt for p in split_prompts(text)]
@@ -92,7 +92,7 @@ def _segment(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{target} already exists (use --overwrite to replace it)")
     image = load_sample(args.sample) if args.sample else read_array(args.image)
     model = load_model(args.model, device=args.device, dtype=args.precision, backbone=args.backbone)
-    rgb = args.rgb == "yes" or (args.rgb == "auto" and image.ndim >= 3 and image.shape[-1] in (3, 4))
+    rgb = args.rgb == "yes" or (args.rgb == "auto" and guess_rgb(image.shape))
     generator = iter_segment_nd(
         image,
         prompts,

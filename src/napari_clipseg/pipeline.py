@@ -7,6 +7,7 @@ and stops it between steps to cancel, so a cancelled run never produces a partia
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
@@ -111,24 +112,44 @@ def segment(
     predictor: ClipSegPredictor | None = None,
     threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
     min_size: int = 0,
+    mode: str = "auto",
+    rgb: bool | None = None,
+    **options,
 ) -> np.ndarray:
     """Label image for ``prompts``: 0 = background, ``i + 1`` = ``prompts[i]``.
 
     Args:
-        image: ``(Y, X)`` or ``(Y, X, C)`` image, any dtype.
-        prompts: One text or VisualPrompt, or several (each one class).
+        image: ``(Y, X)``, ``(Y, X, C)``, or a stack ``(..., Y, X[, C])``; numpy or lazy (dask, zarr).
+        prompts: One text or VisualPrompt, or several (each one class). A VisualPrompt without an
+            image refers to ``image`` (2D images only).
         model: A loaded model; ``None`` loads the default weights (``CIDAS/clipseg-rd64-refined``).
         predictor: Reuse a predictor (and its caches) instead of ``model``.
         threshold: Probability a pixel needs to be labelled (default 0.4; one per prompt allowed).
-        min_size: Remove components smaller than this many pixels.
+        min_size: Remove components smaller than this many pixels (per plane).
+        mode: ``"auto"``, ``"whole"``, ``"tiled"`` or ``"both"`` (see :mod:`napari_clipseg.planes`).
+        rgb: Whether the last axis is colour; ``None`` guesses (3 or 4 values in the last axis).
+        **options: More :func:`napari_clipseg.planes.iter_segment_nd` options (overlap, channels, ...).
 
     Returns:
-        ``(Y, X)`` labels, uint8 for fewer than 256 prompts.
+        Labels with the image's spatial shape, uint8 for fewer than 256 prompts.
     """
+    from .planes import iter_segment_nd
+    from .transforms import guess_rgb
+    from .visual import VisualPrompt
+
     if predictor is None:
         if model is None:
             from .weights import load_model
 
             model = load_model()
         predictor = ClipSegPredictor(model)
-    return run(iter_segment(image, prompts, predictor, threshold=threshold, min_size=min_size)).labels
+    rgb = guess_rgb(np.shape(image)) if rgb is None else rgb
+    if (np.ndim(image) - rgb) == 2:  # "this image" is well defined for a single plane
+        prompts = [
+            dataclasses.replace(p, image=image) if isinstance(p, VisualPrompt) and p.image is None else p
+            for p in clean_prompts(prompts)
+        ]
+    generator = iter_segment_nd(
+        image, prompts, predictor, rgb=rgb, mode=mode, threshold=threshold, min_size=min_size, **options
+    )
+    return run(generator).labels

@@ -200,7 +200,8 @@ def iter_segment_nd(
     for group in whole_batches or [[i] for i in indices]:
         try:
             if whole_batches:  # several planes per backbone pass
-                reads = [((cache_key, index, "whole"), data[index]) for index in group]
+                step = max(1, max(plane_shape) // (2 * tile))  # as iter_plane_logits: bound what is read
+                reads = [((cache_key, index, "whole"), data[index][::step, ::step]) for index in group]
                 for index, features in zip(group, _encode(predictor, reads, cache, **kw), strict=True):
                     logits = predictor.decode(features, conditionals, plane_shape)
                     probabilities[(slice(None), *index)] = torch.sigmoid(logits).numpy()

@@ -84,6 +84,11 @@ def normalize_intensity(
     return np.where(np.isfinite(data), np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)
 
 
+def guess_rgb(shape: tuple[int, ...]) -> bool:
+    """Whether the last axis is colour channels: 3 or 4 values after at least two spatial axes."""
+    return len(shape) >= 3 and shape[-1] in (3, 4)
+
+
 def select_channels(image: np.ndarray, channels: tuple[int, ...] | None) -> np.ndarray:
     """Pick the channels that become R, G, B from a ``(Y, X, C)`` image (-1: an empty channel).
 
