@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.layers import Image, Labels
 
 from . import _layers
@@ -54,15 +53,14 @@ class ResultLayers:
 
     def add(self, result: SegmentationResult, meta: dict, context: RunContext, *, probabilities: bool) -> tuple:
         """Show a run's result; returns ``(labels layer, note for the user)``."""
-        self.last = (result, None, context)
-        layer, note = self._write_labels(result.labels, context, meta)
+        layer, note = self._write_labels(result, context, meta)
         self.last = (result, layer, context)
         if probabilities:
             self.show_probabilities()
         return layer, note
 
-    def _write_labels(self, labels: np.ndarray, context: RunContext, meta: dict) -> tuple[Labels, str]:
-        name = _layers.output_name(context.names)
+    def _write_labels(self, result: SegmentationResult, context: RunContext, meta: dict) -> tuple[Labels, str]:
+        name, labels = _layers.output_name(context.names), result.labels
         existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
         reusable = (
             isinstance(existing, Labels)
@@ -72,7 +70,7 @@ class ResultLayers:
         )
         record = {_layers.META_KEY: {**meta, "edited": False}}
         if reusable:
-            for index in self._planes():
+            for index in _planes(result):
                 existing.data[index] = labels[index]
             existing.metadata.update(record)
             existing.features = _layers.class_features(context.names)
@@ -89,10 +87,6 @@ class ResultLayers:
         note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
         return layer, note
 
-    def _planes(self) -> list[tuple[int, ...]]:
-        """The planes the last run segmented (the rest of its layer is left as it was)."""
-        return self.last[0].metadata.get("planes", [()])
-
     def relabel(self, threshold: float, min_size: int) -> str | None:
         """New labels for the last run from its cached probabilities (no model call).
 
@@ -105,7 +99,7 @@ class ResultLayers:
             return f"'{layer.name}' has your edits, so it is left alone: run again for a new layer."
         result = self.last[0]
         labels = result.relabel(threshold, min_size)
-        for index in self._planes():
+        for index in _planes(result):
             layer.data[index] = labels[index]
         layer.refresh()
         _layers.clipseg_meta(layer).update(threshold=result.threshold, min_size=result.min_size)
@@ -131,3 +125,8 @@ class ResultLayers:
                 opacity=0.6,
                 **context.spatial,
             )
+
+
+def _planes(result: SegmentationResult) -> list[tuple[int, ...]]:
+    """The planes a run segmented (the rest of an existing layer is left as it was)."""
+    return result.metadata.get("planes", [()])
