@@ -109,12 +109,9 @@ class ClipSegPredictor:
         Raises:
             ValueError: unusable shape or an image smaller than 16x16.
         """
-        pixels = to_model_input(np.asarray(image), INPUT_SIZE, self.model.device, self.percentiles)
-        self.reset_image()
-        with self.inference():
-            self._features = self.model.encode_image(pixels)
-        self._image = np.asarray(image)
-        self._image_shape = tuple(self._image.shape[:2])
+        image = np.asarray(image)
+        (features,) = self.encode([image])  # raises before anything changes
+        self._features, self._image, self._image_shape = features, image, tuple(image.shape[:2])
 
     def reset_image(self) -> None:
         """Forget the current image (exactly what :meth:`set_image` sets)."""
