@@ -133,3 +133,15 @@ def test_bad_channels_text(tiny_model_dir, tmp_path, capsys):
         "0,1",
     ]
     assert main(argv) == 1 and "three indices" in capsys.readouterr().err
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_array(tmp_path / "labels.tif", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

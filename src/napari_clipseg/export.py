@@ -19,6 +19,13 @@ import numpy as np
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
+def _default_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
@@ -33,6 +40,7 @@ def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> P
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _default_file_mode())  # mkstemp files are private (0600); outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
