@@ -330,3 +330,23 @@ def test_channel_choice_and_contrast_limits(widget, viewer, qtbot, messages, rng
     click_run(widget, qtbot)
     expected = ncs.run(iter_segment_nd(grey.data, ["nucleus"], predictor, value_range=(0, 8000), threshold=0.46))
     np.testing.assert_array_equal(viewer.layers["clipseg: nucleus"].data, expected.labels)
+
+
+def test_multiscale_layer_at_a_chosen_pyramid_level(widget, viewer, qtbot, rng):
+    from skimage.transform import rescale
+
+    full = rng.random((704, 704)).astype(np.float32)
+    pyramid = [full, rescale(full, 0.5, anti_aliasing=True).astype(np.float32)]
+    layer = viewer.add_image(pyramid, multiscale=True, name="slide", scale=(0.5, 0.5), translate=(100, 200))
+    widget._image.value = layer
+    widget._prompts.value = "tissue"
+    widget._options.level.value = 1
+    click_run(widget, qtbot)
+    result = viewer.layers["clipseg: tissue"]
+    assert result.data.shape == (352, 352)
+    np.testing.assert_allclose(result.scale, (1.0, 1.0))
+    np.testing.assert_allclose(result.translate, (100.25, 200.25))
+    widget._options.level.value = 0
+    widget._prompts.value = "tissue, cells"
+    click_run(widget, qtbot)
+    assert viewer.layers["clipseg: tissue, cells"].data.shape == (704, 704)

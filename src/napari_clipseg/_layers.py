@@ -30,17 +30,37 @@ class PlaneRequest:
     spatial_shape: tuple[int, ...]
 
 
-def layer_data(layer: Any) -> Any:
-    """The layer's array (finest level of a multiscale layer); lazy arrays stay lazy."""
-    return layer.data[0] if layer.multiscale else layer.data
+def layer_data(layer: Any, level: int = 0) -> Any:
+    """The layer's array (level ``level`` of a multiscale layer, clipped); lazy arrays stay lazy."""
+    return layer.data[min(level, len(layer.data) - 1)] if layer.multiscale else layer.data
 
 
-def current_index(layer: Any, current_step: tuple[int, ...]) -> tuple[int, ...]:
-    """Indices of the leading (non-plane) axes of ``layer`` at the viewer's ``current_step``."""
-    data = layer_data(layer)
+def level_kwargs(layer: Any, level: int) -> dict[str, Any]:
+    """:func:`spatial_kwargs` for results computed on pyramid ``level`` of a multiscale layer.
+
+    Pixels of level ``k`` are ``downsample_factors[k]`` times larger; their centres sit
+    ``(factor - 1) / 2`` level-0 pixels from the level-0 origin.
+    """
+    kwargs = spatial_kwargs(layer)
+    if not layer.multiscale or level == 0:
+        return kwargs
+    level = min(level, len(layer.data) - 1)
+    factors = np.asarray(layer.downsample_factors[level], float)[: layer.ndim]
+    scale = np.asarray(layer.scale, float)
+    kwargs["scale"] = scale * factors
+    kwargs["translate"] = np.asarray(layer.translate, float) + (factors - 1) / 2 * scale
+    return kwargs
+
+
+def current_index(layer: Any, current_step: tuple[int, ...], level: int = 0) -> tuple[int, ...]:
+    """Indices of the leading (non-plane) axes of ``layer`` (at pyramid ``level``) at ``current_step``."""
+    data = layer_data(layer, level)
     spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
     n_leading = len(spatial_shape) - 2
     step = tuple(current_step)[-len(spatial_shape) :] if current_step else ()
+    if layer.multiscale and level:
+        factors = layer.downsample_factors[min(level, len(layer.data) - 1)]
+        step = tuple(int(i // f) for i, f in zip(step, factors, strict=False))
     return tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], spatial_shape[:n_leading], strict=False))
 
 

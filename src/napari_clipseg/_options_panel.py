@@ -38,7 +38,14 @@ class OptionsPanel(Container):
             tooltip="Empty: automatic. Else three channel indices, -1 for an empty one",
         )
         self.contrast = CheckBox(text="Scale intensities by the layer's contrast limits", value=False)
-        self.extend([self.region, self.tiling, self.overlap, self.channels, self.contrast])
+        self.level = SpinBox(
+            label="Pyramid level",
+            min=0,
+            max=20,
+            value=0,
+            tooltip="For multiscale layers: 0 is the finest level; higher levels are faster",
+        )
+        self.extend([self.region, self.tiling, self.overlap, self.channels, self.contrast, self.level])
 
     def read(self, layer: Any) -> dict[str, Any]:
         """Pipeline options for ``layer`` (raises ValueError for unusable channel text)."""

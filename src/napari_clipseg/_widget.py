@@ -228,8 +228,9 @@ class ClipSegWidget(Container):
             self._say("Type at least one prompt (one per line or comma-separated), or choose an example.", "warning")
             return None
         try:
-            data = _layers.layer_data(layer)
-            index = _layers.current_index(layer, self._viewer.dims.current_step)
+            level = int(self._options.level.value) if layer.multiscale else 0
+            data = _layers.layer_data(layer, level)
+            index = _layers.current_index(layer, self._viewer.dims.current_step, level)
             options = self._options.read(layer)
         except ValueError as e:
             self._say(str(e), "warning")
@@ -264,7 +265,7 @@ class ClipSegWidget(Container):
             spatial_shape,
             None if whole_stack else [index],
             options,
-            _layers.spatial_kwargs(layer),
+            _layers.level_kwargs(layer, level),
             record,
         )
 
