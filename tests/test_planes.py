@@ -180,3 +180,16 @@ def test_a_failing_plane_or_tile_is_named(tiny_model, rng, monkeypatch):
     monkeypatch.setattr(ncs.ClipSegPredictor, "encode", lambda self, images, **kw: 1 / 0)
     with pytest.raises(planes_module.PlaneError, match=r"image: tiles \(0, 352, 0, 352\).*division by zero"):
         ncs.run(iter_segment_nd(big, ["x"], predictor, mode="tiled"))
+
+
+def test_a_channel_axis_is_combined_as_colour(tiny_model, rng):
+    cyx = rng.integers(0, 4000, (2, 40, 56), dtype=np.uint16)  # e.g. nuclei + membrane channels
+    predictor = ncs.ClipSegPredictor(tiny_model)
+    moved = ncs.run(iter_segment_nd(np.moveaxis(cyx, 0, -1), ["cell"], predictor, rgb=True))
+    axis = ncs.run(iter_segment_nd(cyx, ["cell"], predictor, channel_axis=0))
+    lazy = ncs.run(iter_segment_nd(da.from_array(cyx, chunks=(1, 20, 28)), ["cell"], predictor, channel_axis=0))
+    assert axis.labels.shape == (40, 56)
+    np.testing.assert_array_equal(axis.probabilities, moved.probabilities)
+    np.testing.assert_array_equal(lazy.probabilities, moved.probabilities)
+    with pytest.raises(ValueError, match="channel_axis 3"):
+        ncs.run(iter_segment_nd(cyx, ["cell"], predictor, channel_axis=3))

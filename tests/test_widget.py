@@ -350,3 +350,22 @@ def test_multiscale_layer_at_a_chosen_pyramid_level(widget, viewer, qtbot, rng):
     widget._prompts.value = "tissue, cells"
     click_run(widget, qtbot)
     assert viewer.layers["clipseg: tissue, cells"].data.shape == (704, 704)
+
+
+def test_channel_axis_of_a_multichannel_layer(widget, viewer, qtbot, rng, messages):
+    layer = viewer.add_image(
+        rng.integers(0, 4000, (2, 48, 64), dtype=np.uint16),
+        name="two channels",
+        scale=(1, 0.5, 0.25),
+        units=("", "µm", "µm"),
+    )
+    widget._image.value = layer
+    widget._prompts.value = "cell"
+    widget._options.channel_axis.value = 2
+    widget._run_btn.native.click()
+    assert "must be one of the 1 leading axes" in messages[-1][1]
+    widget._options.channel_axis.value = 0
+    click_run(widget, qtbot)
+    result = viewer.layers["clipseg: cell"]
+    assert result.data.shape == (48, 64)
+    np.testing.assert_allclose(result.scale, (0.5, 0.25))

@@ -83,6 +83,18 @@ def image_plane_at(layer: Any, index: tuple[int, ...]) -> np.ndarray:
     return np.asarray(data[index] if index else data)
 
 
+def without_axis(kwargs: dict[str, Any], axis: int) -> dict[str, Any]:
+    """Layer kwargs for results that lack ``axis`` (a channel axis): per-axis entries lose it; rotation,
+    shear and affine, which mix axes, are left at napari's defaults."""
+    out = {}
+    for name in ("scale", "translate", "units", "axis_labels"):
+        if name in kwargs:
+            values = list(kwargs[name])
+            del values[axis]
+            out[name] = values
+    return out
+
+
 def spatial_kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
     """Scale, translation, rotation, shear, affine, units and axis labels to copy to outputs."""
     kwargs: dict[str, Any] = {

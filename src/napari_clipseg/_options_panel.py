@@ -45,7 +45,17 @@ class OptionsPanel(Container):
             value=0,
             tooltip="For multiscale layers: 0 is the finest level; higher levels are faster",
         )
-        self.extend([self.region, self.tiling, self.overlap, self.channels, self.contrast, self.level])
+        self.channel_axis = SpinBox(
+            label="Channel axis",
+            min=-1,
+            max=10,
+            value=-1,
+            tooltip="-1: none. Else the axis of a non-RGB layer that holds channels, "
+            "e.g. 0 for (C, Y, X); its channels are then combined as colours",
+        )
+        self.extend(
+            [self.region, self.tiling, self.overlap, self.channels, self.channel_axis, self.contrast, self.level]
+        )
 
     def read(self, layer: Any) -> dict[str, Any]:
         """Pipeline options for ``layer`` (raises ValueError for unusable channel text)."""
@@ -54,6 +64,13 @@ class OptionsPanel(Container):
             "overlap": int(self.overlap.value),
             "channels": parse_channels(self.channels.value),
         }
+        if self.channel_axis.value >= 0 and not layer.rgb:
+            if self.channel_axis.value >= layer.ndim - 2:
+                raise ValueError(
+                    f"Channel axis {self.channel_axis.value} must be one of the {layer.ndim - 2} leading "
+                    f"axes of '{layer.name}' (not Y or X)"
+                )
+            options["channel_axis"] = int(self.channel_axis.value)
         if self.contrast.value:
             options["value_range"] = tuple(float(v) for v in layer.contrast_limits)
         return options

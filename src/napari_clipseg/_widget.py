@@ -239,6 +239,12 @@ class ClipSegWidget(Container):
             self._say(f"Cannot read image '{layer.name}': {e}", "error")
             return None
         spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
+        layer_kwargs = _layers.level_kwargs(layer, level)
+        axis = options.get("channel_axis")
+        if axis is not None:  # the channels become colours: the results lack that axis
+            spatial_shape = spatial_shape[:axis] + spatial_shape[axis + 1 :]
+            index = index[:axis] + index[axis + 1 :]
+            layer_kwargs = _layers.without_axis(layer_kwargs, axis)
         whole_stack = self._options.region.value == REGIONS[1] and len(spatial_shape) > 2
         record = {}
         if self._example.active:
@@ -265,7 +271,7 @@ class ClipSegWidget(Container):
             spatial_shape,
             None if whole_stack else [index],
             options,
-            _layers.level_kwargs(layer, level),
+            layer_kwargs,
             record,
         )
 

@@ -166,11 +166,14 @@ def iter_segment_nd(
     value_range: tuple[float, float] | str | None = "auto",
     cache: FeatureCache | None = None,
     cache_key: Hashable = None,
+    channel_axis: int | None = None,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment the 2D planes of an nD image (numpy, dask, zarr); returns full-shape results.
 
     Args:
         data: ``(..., Y, X)``, or ``(..., Y, X, C)`` with ``rgb=True``.
+        channel_axis: An axis of ``data`` holding channels (e.g. 0 for ``(C, Y, X)``); it is moved
+            last (lazily) and treated like colour, so results have the shape without it.
         planes: Indices of the leading axes to segment (default: all); the others stay 0.
         mode: ``"auto"``, ``"whole"``, ``"tiled"`` or ``"both"`` (module docstring).
         batch: Planes or tiles per backbone pass.
@@ -182,6 +185,10 @@ def iter_segment_nd(
         probabilities are ``(P, *spatial)`` (float16 when large).
     """
     prompts = clean_prompts(prompts)
+    if channel_axis is not None:
+        if rgb or not -data.ndim <= channel_axis < data.ndim:
+            raise ValueError(f"channel_axis {channel_axis} does not fit data of shape {data.shape} (rgb={rgb})")
+        data, rgb = np.moveaxis(data, channel_axis, -1), True
     spatial = tuple(data.shape[:-1] if rgb else data.shape)
     if len(spatial) < 2:
         raise ValueError(f"need at least 2 spatial axes; got shape {data.shape}")
