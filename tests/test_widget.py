@@ -222,8 +222,16 @@ def test_settings_persist_between_sessions(widget, viewer, make_napari_viewer):
     widget._threshold.value = 0.63
     widget._device.value = "cpu"
     widget._prompts.value = "nucleus"
+    widget._options.tiling.value = "both"
+    widget._options.region.value = "whole stack"
+    widget._options.overlap.value = 60
     widget._save_settings()
     again = ClipSegWidget(viewer)
+    assert (again._options.tiling.value, again._options.region.value, again._options.overlap.value) == (
+        "both",
+        "whole stack",
+        60,
+    )
     assert again._threshold.value == pytest.approx(0.63) and again._device.value == "cpu"
     assert again._prompts.value == "nucleus" and again._source.value == widget._source.value
 

@@ -57,6 +57,14 @@ class OptionsPanel(Container):
             [self.region, self.tiling, self.overlap, self.channels, self.channel_axis, self.contrast, self.level]
         )
 
+    def restore(self, settings: Any) -> None:
+        """Take saved values (invalid ones, e.g. from an older version, are ignored)."""
+        if settings.region in REGIONS:
+            self.region.value = settings.region
+        if settings.tiling in MODES:
+            self.tiling.value = settings.tiling
+        self.overlap.value = min(max(settings.overlap, self.overlap.min), self.overlap.max)
+
     def read(self, layer: Any) -> dict[str, Any]:
         """Pipeline options for ``layer`` (raises ValueError for unusable channel text)."""
         options = {

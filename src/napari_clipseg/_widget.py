@@ -102,6 +102,7 @@ class ClipSegWidget(Container):
         self._export_btn = PushButton(text="Export masks…")
         self._example = ExamplePanel(viewer)
         self._options = OptionsPanel()
+        self._options.restore(s)
         row = partial(Container, layout="horizontal", labels=False)
         self.extend(
             [
@@ -163,6 +164,9 @@ class ClipSegWidget(Container):
             self._threshold,
             self._min_size,
             self._show_probs,
+            self._options.region,
+            self._options.tiling,
+            self._options.overlap,
         ):
             w.changed.connect(lambda *_: self._save_timer.start())
 
@@ -177,14 +181,17 @@ class ClipSegWidget(Container):
 
     def _settings(self) -> Settings:
         return Settings(
-            self._source.value.strip(),
-            self._device.value,
-            self._precision.value,
-            float(self._threshold.value),
-            int(self._min_size.value),
-            bool(self._show_probs.value),
-            self._prompts.value,
-            load_settings().export_folder,
+            model_source=self._source.value.strip(),
+            device=self._device.value,
+            precision=self._precision.value,
+            threshold=float(self._threshold.value),
+            min_size=int(self._min_size.value),
+            show_probabilities=bool(self._show_probs.value),
+            prompts=self._prompts.value,
+            export_folder=load_settings().export_folder,
+            region=self._options.region.value,
+            tiling=self._options.tiling.value,
+            overlap=int(self._options.overlap.value),
         )
 
     def _save_settings(self) -> None:

@@ -28,6 +28,9 @@ class Settings:
     show_probabilities: bool = False
     prompts: str = ""
     export_folder: str = ""
+    region: str = "current plane"
+    tiling: str = "auto"
+    overlap: int = 44
 
 
 def settings_path() -> Path:
