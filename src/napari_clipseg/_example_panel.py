@@ -100,8 +100,8 @@ class ExamplePanel(Container):
         if support is None:
             return None
         image = self.example_image.value or target
-        plane = _layers.image_plane(image, self._viewer.dims.current_step)
-        index = self.pinned_index if self.pinned_index is not None else plane.index
+        pinned = self.pinned_index
+        index = pinned if pinned is not None else _layers.current_index(image, self._viewer.dims.current_step)
         if isinstance(support, Shapes) and len(support.data) == 0:
             raise ValueError(f"Shapes layer '{support.name}' has no shapes: draw around an example first")
         if not _layers.same_transform(support, image):
@@ -109,16 +109,14 @@ class ExamplePanel(Container):
                 f"'{support.name}' and '{image.name}' are not aligned (scale, translation, rotation): "
                 "draw the example on a layer with the image's transform"
             )
-        masks = _layers.support_masks(support, self.label_value.value, plane.spatial_shape, index)
+        masks = _layers.support_masks(support, self.label_value.value, _layers.spatial_shape(image), index)
         if not masks or not any(m.any() for m in masks):
             raise ValueError(f"the example in '{support.name}' is empty on this plane: mark an example first")
-        if index != plane.index:
-            plane = _layers.PlaneRequest(_layers.image_plane_at(image, index), index, plane.spatial_shape)
         name = self.class_name.value.strip() or "example"
         weight = float(self.visual_weight.value)
         return VisualPrompt(
             masks,
-            image=plane.data,
+            image=_layers.image_plane_at(image, index),
             text=name if weight < 1 else None,
             weight=weight,
             mode=self.engineering.value,

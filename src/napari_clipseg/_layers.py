@@ -1,8 +1,7 @@
-"""napari layer helpers for the widget: the plane to segment, output layers, class tables."""
+"""napari layer helpers for the widget: which data and plane to segment, output layers, class tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,21 +12,6 @@ if TYPE_CHECKING:
 
 META_KEY = "clipseg"
 PROBABILITY_KEY = "clipseg_probability"
-
-
-@dataclass(frozen=True)
-class PlaneRequest:
-    """The 2D data to segment and where it sits in the image layer.
-
-    Attributes:
-        data: ``(Y, X)`` or ``(Y, X, C)`` numpy array (lazy layers are read for this plane only).
-        index: Indices of the leading (non-displayed) axes; empty for 2D images.
-        spatial_shape: The image's shape without the RGB axis: the output Labels' shape.
-    """
-
-    data: np.ndarray
-    index: tuple[int, ...]
-    spatial_shape: tuple[int, ...]
 
 
 def layer_data(layer: Any, level: int = 0) -> Any:
@@ -52,29 +36,21 @@ def level_kwargs(layer: Any, level: int) -> dict[str, Any]:
     return kwargs
 
 
+def spatial_shape(layer: Any, level: int = 0) -> tuple[int, ...]:
+    """Shape of the layer's data (at pyramid ``level``) without its RGB axis: the Labels' shape."""
+    shape = layer_data(layer, level).shape
+    return tuple(shape[:-1] if layer.rgb else shape)
+
+
 def current_index(layer: Any, current_step: tuple[int, ...], level: int = 0) -> tuple[int, ...]:
     """Indices of the leading (non-plane) axes of ``layer`` (at pyramid ``level``) at ``current_step``."""
-    data = layer_data(layer, level)
-    spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
-    n_leading = len(spatial_shape) - 2
-    step = tuple(current_step)[-len(spatial_shape) :] if current_step else ()
+    shape = spatial_shape(layer, level)
+    n_leading = len(shape) - 2
+    step = tuple(current_step)[-len(shape) :] if current_step else ()
     if layer.multiscale and level:
         factors = layer.downsample_factors[min(level, len(layer.data) - 1)]
         step = tuple(int(i // f) for i, f in zip(step, factors, strict=False))
-    return tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], spatial_shape[:n_leading], strict=False))
-
-
-def image_plane(layer: napari.layers.Image, current_step: tuple[int, ...]) -> PlaneRequest:
-    """The plane of ``layer`` shown at the viewer's ``current_step`` (its last two spatial axes).
-
-    Multiscale layers use their finest level.
-    """
-    data = layer.data[0] if layer.multiscale else layer.data
-    spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
-    n_leading = len(spatial_shape) - 2
-    step = tuple(current_step)[-len(spatial_shape) :] if current_step else ()
-    index = tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], spatial_shape[:n_leading], strict=False))
-    return PlaneRequest(image_plane_at(layer, index), index, spatial_shape)
+    return tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], shape[:n_leading], strict=False))
 
 
 def image_plane_at(layer: Any, index: tuple[int, ...]) -> np.ndarray:

@@ -245,7 +245,7 @@ class ClipSegWidget(Container):
         except Exception as e:  # noqa: BLE001 - any failure to read the layer is reported, not raised
             self._say(f"Cannot read image '{layer.name}': {e}", "error")
             return None
-        spatial_shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
+        spatial_shape = _layers.spatial_shape(layer, level)
         layer_kwargs = _layers.level_kwargs(layer, level)
         axis = options.get("channel_axis")
         if axis is not None:  # the channels become colours: the results lack that axis
