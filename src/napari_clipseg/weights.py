@@ -169,6 +169,10 @@ def _read_hf_weights(files: list[str], config: ClipSegConfig) -> dict[str, torch
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(read_state_dict(f))
+    return _hf_state_to_ours(state, config)
+
+
+def _hf_state_to_ours(state: dict[str, torch.Tensor], config: ClipSegConfig) -> dict[str, torch.Tensor]:
     try:
         return keymap.hf_to_ours(state, config)
     except keymap.KeyMismatchError as e:
@@ -224,9 +228,10 @@ def infer_original_config(state: dict[str, torch.Tensor]) -> ClipSegConfig:
 
 
 def _read_original(
-    path: Path, backbone: str | os.PathLike | None, revision: str | None, tqdm_class: Any
+    raw: dict[str, torch.Tensor], path: Path, backbone: str | os.PathLike | None, revision: str | None, tqdm_class: Any
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    state = keymap.original_decoder_to_ours(read_state_dict(path))
+    """Our state dict from an original checkpoint ``raw`` (read from ``path``), plus its backbone."""
+    state = keymap.original_decoder_to_ours(raw)
     files = [str(path)]
     if not any(k.startswith("clip.") for k in state):
         if backbone is None:
@@ -311,11 +316,11 @@ def load_model(
         if _is_hf_state(raw):
             model_config = cfg or _read_hf_config(path.parent / "config.json")
             state, info = (
-                _read_hf_weights([str(path)], model_config),
+                _hf_state_to_ours(raw, model_config),
                 WeightsInfo(str(path), "hf-file", (str(path),)),
             )
         else:
-            state, files = _read_original(path, backbone, revision, tqdm_class)
+            state, files = _read_original(raw, path, backbone, revision, tqdm_class)
             model_config = cfg or infer_original_config(state)
             info = WeightsInfo(str(path), "original", tuple(files))
     elif _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
