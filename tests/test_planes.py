@@ -193,3 +193,12 @@ def test_a_channel_axis_is_combined_as_colour(tiny_model, rng):
     np.testing.assert_array_equal(lazy.probabilities, moved.probabilities)
     with pytest.raises(ValueError, match="channel_axis 3"):
         ncs.run(iter_segment_nd(cyx, ["cell"], predictor, channel_axis=3))
+
+
+def test_whole_image_features_are_shared_between_modes(tiny_model, rng):
+    stack = rng.random((3, 400, 760)).astype(np.float32)
+    predictor, cache = ncs.ClipSegPredictor(tiny_model), FeatureCache()
+    ncs.run(iter_segment_nd(stack, ["x"], predictor, mode="whole", cache=cache, cache_key="s"))
+    hits = cache.hits
+    ncs.run(iter_segment_nd(stack, ["x"], predictor, mode="both", cache=cache, cache_key="s"))
+    assert cache.hits - hits == 3  # the three whole-plane passes come from the cache, only tiles are new

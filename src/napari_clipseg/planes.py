@@ -105,6 +105,15 @@ def _encode(predictor: ClipSegPredictor, reads: list[tuple[Hashable, Any]], cach
     return [found[key] for key, _ in reads]
 
 
+def _whole_read(plane: Any, key: Hashable, tile: int) -> tuple[Hashable, Any]:
+    """Cache key and read of a plane for the whole-image pass.
+
+    A strided read bounds what a large lazy plane loads; it is resized to the input anyway.
+    """
+    step = max(1, max(plane.shape[:2]) // (2 * tile))
+    return (key, "whole"), plane[::step, ::step]
+
+
 def iter_plane_logits(
     plane: Any,
     conditionals: torch.Tensor,
@@ -142,8 +151,7 @@ def iter_plane_logits(
             yield done, total
         parts.append(stitcher.result())
     if mode in ("whole", "both"):
-        step = max(1, max(shape) // (2 * tile))  # a strided read bounds what a large lazy plane loads
-        (features,) = _encode(predictor, [((key, "whole"), plane[::step, ::step])], cache, **encode_kw)
+        (features,) = _encode(predictor, [_whole_read(plane, key, tile)], cache, **encode_kw)
         parts.append(predictor.decode(features, conditionals, shape).numpy())
         yield total, total
     return parts[0] if len(parts) == 1 else (parts[0] + parts[1]) / 2
@@ -207,8 +215,7 @@ def iter_segment_nd(
     for group in whole_batches or [[i] for i in indices]:
         try:
             if whole_batches:  # several planes per backbone pass
-                step = max(1, max(plane_shape) // (2 * tile))  # as iter_plane_logits: bound what is read
-                reads = [((cache_key, index, "whole"), data[index][::step, ::step]) for index in group]
+                reads = [_whole_read(data[index], (cache_key, index), tile) for index in group]
                 for index, features in zip(group, _encode(predictor, reads, cache, **kw), strict=True):
                     logits = predictor.decode(features, conditionals, plane_shape)
                     probabilities[(slice(None), *index)] = torch.sigmoid(logits).numpy()
