@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from .export import LABEL_SUFFIXES, provenance, read_array, write_array, write_json
+    from .export import check_suffix, provenance, read_array, write_array, write_json
     from .pipeline import run
     from .planes import iter_segment_nd
     from .predictor import ClipSegPredictor
@@ -83,8 +83,7 @@ def _segment(args: argparse.Namespace) -> int:
     prompts = [p for text in args.prompt for p in split_prompts(text)]
     if not prompts:
         raise ValueError("give at least one non-empty prompt with -p")
-    if args.output.suffix.lower() not in LABEL_SUFFIXES:
-        raise ValueError(f"unsupported file type {args.output.suffix!r}; use one of {', '.join(LABEL_SUFFIXES)}")
+    check_suffix(args.output)  # before loading the model
     sidecar = args.output.with_name(args.output.name + ".json")
     targets = [args.output, sidecar] + ([args.probabilities] if args.probabilities else [])
     for target in targets:

@@ -19,6 +19,13 @@ import numpy as np
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
+def check_suffix(path: str | os.PathLike) -> None:
+    """Raise ValueError unless ``path`` has a suffix :func:`write_array` can write."""
+    suffix = Path(path).suffix
+    if suffix.lower() not in LABEL_SUFFIXES:
+        raise ValueError(f"unsupported file type {suffix!r}; use one of {', '.join(LABEL_SUFFIXES)}")
+
+
 def _default_file_mode() -> int:
     """The mode ``open(path, "w")`` would give a new file: 0o666 minus the process umask."""
     umask = os.umask(0)
@@ -76,7 +83,7 @@ def write_array(path: str | os.PathLike, array: np.ndarray, *, overwrite: bool =
             with open(tmp, "wb") as f:
                 np.save(f, array)
     else:
-        raise ValueError(f"unsupported file type {suffix!r}; use one of {', '.join(LABEL_SUFFIXES)}")
+        check_suffix(path)
     return atomic_write(path, write, overwrite)
 
 
