@@ -53,7 +53,9 @@ def __getattr__(name: str):
     # (done by napari when it reads the plugin manifest) fast and free of GPU/GL side effects.
     if name in _EXPORTS:
         guard_triton()  # napari may have drawn (and loaded Mesa's LLVM) since this package was imported
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
