@@ -110,7 +110,7 @@ TIMEOUT = 60_000
 @pytest.fixture
 def messages(monkeypatch):
     """Every notification the widget sends, as (level, text)."""
-    from napari_clipseg import _widget
+    from napari_clipseg._napari import widget as _widget
 
     seen = []
     for level in ("info", "warning", "error"):
@@ -123,11 +123,32 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
-@pytest.fixture
-def widget(viewer, tiny_model_dir, messages, qtbot):
-    from napari_clipseg._widget import ClipSegWidget
+class ScriptedDialogs:
+    """The widget's dialogs answered from lists a test fills (see ``_napari.widget.Dialogs``)."""
 
-    w = ClipSegWidget(viewer)
+    def __init__(self) -> None:
+        self.folders: list[str] = []
+        self.answers: list[bool] = []
+        self.questions: list[str] = []
+
+    def ask_folder(self, parent, start: str) -> str:
+        return self.folders.pop(0)
+
+    def confirm(self, parent, question: str) -> bool:
+        self.questions.append(question)
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def dialogs():
+    return ScriptedDialogs()
+
+
+@pytest.fixture
+def widget(viewer, tiny_model_dir, messages, qtbot, dialogs):
+    from napari_clipseg._napari.widget import ClipSegWidget
+
+    w = ClipSegWidget(viewer, dialogs=dialogs)
     viewer.window.add_dock_widget(w, name="CLIPSeg")
     w._source.value = str(tiny_model_dir)
     yield w

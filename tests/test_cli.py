@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from napari_clipseg.cli import main
 from napari_clipseg.export import read_array, write_array
+from napari_clipseg.records import read_record
 
 
 def test_segment_sample_writes_labels_sidecar_and_probabilities(tiny_model_dir, tmp_path, capsys):
@@ -36,10 +38,11 @@ def test_segment_sample_writes_labels_sidecar_and_probabilities(tiny_model_dir, 
     labels, probs = read_array(out), np.load(tmp_path / "p.npy")
     assert labels.shape == (400, 600) and labels.dtype == np.uint8 and probs.shape == (3, 400, 600)
     np.testing.assert_array_equal(labels == 0, (probs < 0.3).all(axis=0))
-    record = json.loads((tmp_path / "labels.tif.json").read_text())
+    record = read_record(tmp_path / "labels.tif.json")
     assert [c["name"] for c in record["classes"]] == ["cup", "saucer", "spoon"]
     assert record["model"]["kind"] == "hf-directory" and len(record["model"]["sha256"]) == 64
-    assert record["threshold"] == 0.3 and record["image_shape"] == [400, 600, 3]
+    assert record["options"]["threshold"] == 0.3 and record["image"]["shape"] == [400, 600, 3]
+    assert record["files"] == {"labels": "labels.tif", "probabilities": "p.npy"}
     assert "wrote" in capsys.readouterr().out
 
 
@@ -61,24 +64,34 @@ def test_existing_output_is_never_overwritten(tiny_model_dir, tmp_path, capsys):
     out.write_bytes(b"precious")
     code = main(["segment", "--sample", "cell", "-p", "cell", "-m", str(tiny_model_dir), "-o", str(out)])
     assert code == 1 and out.read_bytes() == b"precious"
-    assert "already exists" in _error_line(capsys)
+    assert "already exists" in _error_line(capsys) and not (tmp_path / "labels.tif.json").exists()
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "code", "message"),
     [
-        (["segment", "missing.tif", "-p", "x", "-o", "o.tif"], "not found|No such file"),
-        (["segment", "--sample", "cell", "-p", " , ", "-o", "o.tif"], "non-empty prompt"),
-        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif"], "HF_HUB_OFFLINE=1"),
-        (["segment", "--sample", "cell", "-p", "x", "-o", "o.bmp", "-m", "TINY"], "unsupported file type"),
+        (["segment", "missing.tif", "-p", "x", "-o", "o.tif"], 1, "not found"),
+        (["segment", "--sample", "cell", "-p", " , ", "-o", "o.tif"], 2, "non-empty prompt"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif"], 1, "HF_HUB_OFFLINE=1"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.bmp", "-m", "TINY"], 2, "unsupported file type"),
+        (["segment", "--sample", "cell", "-p", "x, x", "-o", "o.tif"], 2, "given twice"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--threshold", "nan"], 2, r"\[0, 1\]; got nan"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--threshold", "1.5"], 2, r"\[0, 1\]"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--overlap", "400"], 2, r"overlap must be in"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--min-size", "-3"], 2, "min_size"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--probabilities", "p.jpg"], 2, "p.jpg"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--probabilities", "o.tif"], 2, "must differ"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "afile/o.tif"], 1, "is a file, not a folder"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "adir"], 2, "unsupported file type"),
     ],
 )
-def test_bad_input_gives_one_line_and_nonzero_exit(argv, message, tmp_path, tiny_model_dir, capsys, monkeypatch):
+def test_bad_input_gives_one_line_and_nonzero_exit(argv, code, message, tmp_path, tiny_model_dir, capsys, monkeypatch):
     import re
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
     argv = [str(tiny_model_dir) if a == "TINY" else a for a in argv]
-    assert main(argv) == 1
+    assert main(argv) == code
     line = _error_line(capsys)
     assert line.startswith("napari-clipseg: error:") and re.search(message, line)
     assert not any(tmp_path.glob("o.*"))
@@ -88,6 +101,9 @@ def test_random_weights_and_samples(tmp_path, capsys):
     assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny"]) == 0
     assert "RANDOM" in capsys.readouterr().err
     assert (tmp_path / "w" / "model.safetensors").is_file()
+    assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny"]) == 1
+    assert "--overwrite" in _error_line(capsys)
+    assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny", "--seed", "1", "--overwrite"]) == 0
     assert main(["samples"]) == 0
     assert "astronaut" in capsys.readouterr().out
 
@@ -132,7 +148,7 @@ def test_bad_channels_text(tiny_model_dir, tmp_path, capsys):
         "--channels",
         "0,1",
     ]
-    assert main(argv) == 1 and "three indices" in capsys.readouterr().err
+    assert main(argv) == 2 and "three indices" in capsys.readouterr().err
 
 
 def test_written_files_get_ordinary_permissions(tmp_path):
@@ -145,3 +161,70 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_argument_errors_come_before_torch_is_imported(tmp_path):
+    """A typo costs a second: every argument is checked before torch (and the model) load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from napari_clipseg.cli import main; "
+        "rc = main(['segment', '--sample', 'cell', '-p', 'x', '-o', 'o.tif', '--threshold', '1.5']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == ["napari-clipseg: error: threshold must lie in [0, 1]; got 1.5"]
+
+
+def _segment_argv(model_dir, out, *extra):
+    return ["segment", "--sample", "cell", "-p", "cell", "-m", str(model_dir), "-o", str(out), *extra]
+
+
+@pytest.mark.parametrize("failing", ["labels", "probabilities", "record"])
+@pytest.mark.parametrize("fault", ["disk full", "ctrl-c"])
+def test_a_run_writes_all_of_its_files_or_none(failing, fault, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from napari_clipseg import export
+
+    def broken(tmp: str) -> None:
+        if fault == "ctrl-c":
+            raise KeyboardInterrupt
+        with open(tmp, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    suffix = {"labels": ".tif", "probabilities": ".npy", "record": ".json"}[failing]
+    for name in ("array_writer", "json_writer"):
+        original = getattr(export, name)
+
+        def patched(*args, _original=original, **kwargs):
+            path = args[0] if args and isinstance(args[0], str | os.PathLike) else None
+            real = _original(*args, **kwargs)
+            target = str(path) if path is not None else ".json"
+            return broken if target.endswith(suffix) else real
+
+        monkeypatch.setattr(export, name, patched)
+    argv = _segment_argv(tiny_model_dir, tmp_path / "out" / "l.tif", "--probabilities", str(tmp_path / "out" / "p.npy"))
+    code = main(argv)
+    assert code == (130 if fault == "ctrl-c" else 1)
+    line = _error_line(capsys)
+    assert ("interrupted" if fault == "ctrl-c" else "no space left on the device") in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # nothing new, no temporary file
+
+
+def test_existing_files_are_kept_when_a_run_fails_late(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from napari_clipseg import export
+
+    out = tmp_path / "l.tif"
+    assert main(_segment_argv(tiny_model_dir, out)) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail(tmp: str) -> None:
+        raise OSError("boom")
+
+    monkeypatch.setattr(export, "json_writer", lambda record: fail)  # the last file of the group fails
+    assert main(_segment_argv(tiny_model_dir, out, "--overwrite", "--threshold", "0.9")) == 1
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -7,8 +7,15 @@ import torch
 import torch.nn.functional as F
 
 import napari_clipseg as ncs
-from napari_clipseg.config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, to_hf_config
 from napari_clipseg.modeling import backbone
+from napari_clipseg.modeling.config import (
+    ClipSegConfig,
+    TextConfig,
+    VisionConfig,
+    from_hf_config,
+    get_config,
+    to_hf_config,
+)
 from napari_clipseg.prompts import tokenize
 
 
@@ -78,7 +85,7 @@ def test_decoder_parameter_counts_match_the_paper_and_transformers():
     """reference §1.5: 1,127,009 (refined, = HF decoder.*) and 1,073,153 (simple), without `reduce`."""
     for name, expected in (("rd64-refined", 1_127_009), ("rd64", 1_073_153)):
         with torch.device("meta"):
-            model = ncs.ClipSeg(ncs.ClipSegConfig() if name == "rd64-refined" else ncs.config.get_config(name))
+            model = ncs.ClipSeg(ncs.ClipSegConfig() if name == "rd64-refined" else get_config(name))
         assert sum(p.numel() for p in model.decoder.parameters()) == expected
 
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_clipseg import _gl_guard
-from napari_clipseg._writer import write_labels
+from napari_clipseg._napari.writer import write_labels
 from napari_clipseg.export import read_array
+from napari_clipseg.records import build_record, read_record
 
 
 def _manifest():
@@ -47,12 +46,13 @@ def test_sample_data_ships_with_scikit_image(key, make_napari_viewer):
 def test_writer_tif_png_and_sidecar(tmp_path):
     labels = np.zeros((20, 30), np.uint8)
     labels[5:10, 5:10] = 2
-    meta = {"name": "clipseg: a, b", "metadata": {"clipseg": {"prompts": ["a", "b"], "threshold": 0.4}}}
+    meta = {"name": "clipseg: a, b", "metadata": {"clipseg": build_record(["a", "b"], image={"name": "img"})}}
     for suffix in (".tif", ".png"):
         paths = write_labels(str(tmp_path / f"out{suffix}"), labels, meta)
         np.testing.assert_array_equal(read_array(paths[0]), labels)
-        record = json.loads(Path(paths[1]).read_text())
+        record = read_record(paths[1])
         assert record["classes"] == [{"value": 1, "name": "a"}, {"value": 2, "name": "b"}]
+        assert record["files"]["labels"] == f"out{suffix}" and record["layer"] == "clipseg: a, b"
     assert write_labels(str(tmp_path / "plain.tif"), labels, {"name": "x", "metadata": {}}) == [
         str(tmp_path / "plain.tif")
     ]
@@ -60,7 +60,7 @@ def test_writer_tif_png_and_sidecar(tmp_path):
 
 def test_writer_through_napari_save(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    layer = viewer.add_labels(np.eye(16, dtype=np.uint8), name="lab", metadata={"clipseg": {"prompts": ["x"]}})
+    layer = viewer.add_labels(np.eye(16, dtype=np.uint8), name="lab", metadata={"clipseg": build_record(["x"])})
     viewer.layers.selection = {layer}
     viewer.layers.save(str(tmp_path / "lab.tif"), selected=True, plugin="napari-clipseg")
     np.testing.assert_array_equal(read_array(tmp_path / "lab.tif"), layer.data)
@@ -84,7 +84,7 @@ def test_draw_first_then_run_the_plugin_does_not_crash(tiny_model_dir, tmp_path)
         viewer = napari.Viewer(show=True)
         viewer.add_image(np.random.default_rng(0).random((64, 64)), name="img")
         viewer.screenshot(canvas_only=True)  # a real GL draw
-        from napari_clipseg._widget import ClipSegWidget
+        from napari_clipseg._napari.widget import ClipSegWidget
         import open_clip, timm  # the imports that pull in triton via torch._dynamo
         widget = ClipSegWidget(viewer)
         viewer.window.add_dock_widget(widget)

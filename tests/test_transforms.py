@@ -46,8 +46,8 @@ def test_channels_to_rgb():
     rgba = np.dstack([grey, grey, grey, np.zeros_like(grey)])
     np.testing.assert_array_equal(to_rgb_float(rgba), rgb)
     five = np.stack([np.full((20, 20), 10 * i, np.uint16) for i in range(5)], -1)
-    first_three = to_rgb_float(five, value_range=(0, 40))
-    np.testing.assert_allclose(first_three[0, 0], [0, 0.25, 0.5])
+    with pytest.raises(ValueError, match=r"\(20, 20, 5\) is ambiguous.*channels=\(r, g, b\)"):
+        to_rgb_float(five, value_range=(0, 40))  # five channels: never silently the first three
     chosen = to_rgb_float(five, value_range=(0, 40), channels=(4, -1, 1))
     np.testing.assert_allclose(chosen[0, 0], [1, 0, 0.25])
     with pytest.raises(ValueError, match="channels"):

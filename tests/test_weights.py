@@ -13,8 +13,8 @@ import torch
 
 import napari_clipseg as ncs
 from conftest import perturb_, tree_snapshot
-from napari_clipseg import keymap
 from napari_clipseg.constants import OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
+from napari_clipseg.modeling import keymap
 from napari_clipseg.prompts import tokenize
 
 
@@ -69,14 +69,14 @@ def hub_cache(tmp_path, monkeypatch):
 
 def test_hf_directory_roundtrip(tiny_model, tiny_model_dir):
     loaded = ncs.load_model(tiny_model_dir)
-    assert loaded.weights_info.kind == "hf-directory"
+    assert loaded.info.weights.kind == "hf-directory"
     assert torch.equal(_logits(loaded), _logits(tiny_model))
     assert not loaded.training and not any(p.requires_grad for p in loaded.clip.parameters())
 
 
 def test_hf_single_weights_file_with_config_beside_it(tiny_model, tiny_model_dir):
     loaded = ncs.load_model(tiny_model_dir / "model.safetensors")
-    assert loaded.weights_info.kind == "hf-file"
+    assert loaded.info.weights.kind == "hf-file"
     assert torch.equal(_logits(loaded), _logits(tiny_model))
 
 
@@ -105,8 +105,8 @@ def test_original_decoder_checkpoint_with_local_backbone(refined, tmp_path):
     model = perturb_(ncs.build_model("tiny" if refined else "tiny-simple", seed=1))
     pth, backbone = _write_original(model, tmp_path)
     loaded = ncs.load_model(pth, backbone=backbone, config="tiny" if refined else "tiny-simple")
-    assert loaded.weights_info.kind == "original"
-    assert loaded.weights_info.files == (str(pth), str(backbone))
+    assert loaded.info.weights.kind == "original"
+    assert loaded.info.weights.files == (str(pth), str(backbone))
     assert torch.equal(_logits(loaded), _logits(model))
 
 
@@ -157,7 +157,7 @@ def test_hub_id_loads_from_the_cache_offline(tiny_model, tiny_model_dir, hub_cac
     files = {name: tiny_model_dir / name for name in ("config.json", "model.safetensors")}
     _fake_hub_cache(hub_cache, "CIDAS/clipseg-rd16", files)
     loaded = ncs.load_model("CIDAS/clipseg-rd16")
-    assert loaded.weights_info.kind == "hub" and loaded.weights_info.source == "CIDAS/clipseg-rd16"
+    assert loaded.info.weights.kind == "hub" and loaded.info.weights.source == "CIDAS/clipseg-rd16"
     assert torch.equal(_logits(loaded), _logits(tiny_model))
 
 
@@ -170,7 +170,7 @@ def test_original_checkpoint_fetches_the_openai_backbone_from_the_hub_cache(tmp_
 
 
 def test_weights_hash_is_the_files_sha256(tiny_model_dir):
-    info = ncs.load_model(tiny_model_dir).weights_info
+    info = ncs.load_model(tiny_model_dir).info.weights
     expected = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
     assert info.sha256 == expected and info.to_dict()["sha256"] == expected
 

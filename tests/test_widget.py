@@ -13,9 +13,15 @@ from qtpy.QtCore import Qt
 
 import napari_clipseg as ncs
 from conftest import TIMEOUT, click_run, labels_layers
-from napari_clipseg._widget import ClipSegWidget
+from napari_clipseg._napari.widget import ClipSegWidget
 from napari_clipseg.export import read_array
 from napari_clipseg.predictor import ClipSegPredictor
+from napari_clipseg.records import class_names, read_record, validate_record
+
+
+def read_back(record):
+    """A layer's record must be a valid record."""
+    return validate_record(record, "layer metadata")
 
 
 def test_run_makes_a_labels_layer_in_the_image_frame(widget, viewer, astronaut, qtbot):
@@ -29,19 +35,19 @@ def test_run_makes_a_labels_layer_in_the_image_frame(widget, viewer, astronaut, 
     np.testing.assert_array_equal(layer.translate, astronaut.translate)
     assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in astronaut.units)
     assert list(layer.features["class"]) == ["background", "person", "flag", "rocket"]
-    meta = layer.metadata["clipseg"]
-    assert meta["prompts"] == ["person", "flag", "rocket"] and meta["model"]["source"] == widget._source.value
+    meta = read_back(layer.metadata["clipseg"])
+    assert class_names(meta) == ["person", "flag", "rocket"] and meta["model"]["source"] == widget._source.value
     assert widget._classes.value == "1 = person  2 = flag  3 = rocket"
     # the labels are exactly the core's result for the same inputs
     pred = ClipSegPredictor(ncs.load_model(widget._source.value))
     pred.set_image(astronaut.data)
-    np.testing.assert_array_equal(layer.data, ncs.labels_from_probabilities(pred.predict(meta["prompts"]), 0.5))
+    np.testing.assert_array_equal(layer.data, ncs.labels_from_probabilities(pred.predict(class_names(meta)), 0.5))
 
 
 def test_threshold_and_min_size_relabel_without_the_model(widget, viewer, astronaut, qtbot, monkeypatch):
     widget._prompts.value = "person, rocket"
     click_run(widget, qtbot)
-    result, layer, _ = widget._results.last
+    result, layer = widget._results.last.result, widget._results.last.layer
     calls = []
     for name in ("set_image", "predict", "predict_logits", "embed_prompts"):
         original = getattr(ClipSegPredictor, name)
@@ -53,7 +59,7 @@ def test_threshold_and_min_size_relabel_without_the_model(widget, viewer, astron
     widget._min_size.value = 20
     expected = ncs.labels_from_probabilities(result.probabilities, round(threshold, 2), 20)
     np.testing.assert_array_equal(layer.data, expected)
-    assert calls == [] and layer.metadata["clipseg"]["min_size"] == 20
+    assert calls == [] and layer.metadata["clipseg"]["options"]["min_size"] == 20
 
 
 @pytest.fixture
@@ -115,34 +121,31 @@ def test_rerun_never_overwrites_edits(widget, viewer, astronaut, qtbot):
     assert "edits" in widget._status.value and layers[1].name != first.name
 
 
-def test_export_masks_round_trip_and_no_silent_overwrite(widget, viewer, astronaut, qtbot, tmp_path, monkeypatch):
-    import json
-
+def test_export_masks_round_trip_and_no_silent_overwrite(widget, viewer, astronaut, qtbot, tmp_path, dialogs):
     widget._prompts.value = "person, rocket"
     widget._threshold.value = 0.5
     click_run(widget, qtbot)
     (layer,) = labels_layers(viewer)
-    monkeypatch.setattr(widget, "_ask_folder", lambda: str(tmp_path))
-    answers = []
-    monkeypatch.setattr(widget, "_confirm", lambda question: answers.pop(0))
+    dialogs.folders += [str(tmp_path)] * 3
     widget._export_btn.native.click()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["01_person.tif", "02_rocket.tif", "clipseg.json", "labels.tif"]
     np.testing.assert_array_equal(read_array(tmp_path / "labels.tif"), layer.data)
     np.testing.assert_array_equal(read_array(tmp_path / "02_rocket.tif") > 0, layer.data == 2)
-    record = json.loads((tmp_path / "clipseg.json").read_text())
-    assert [c["name"] for c in record["classes"]] == ["person", "rocket"] and record["model"]["sha256"]
+    record = read_record(tmp_path / "clipseg.json")
+    assert class_names(record) == ["person", "rocket"] and record["model"]["sha256"]
+    assert record["files"]["masks"] == {"1": "01_person.tif", "2": "02_rocket.tif"} and record["edited"] is False
 
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    answers.append(False)  # "Overwrite?" -> No
+    dialogs.answers.append(False)  # "Overwrite?" -> No
     widget._export_btn.native.click()
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     assert "cancelled" in widget._status.value
     layer.paint((0, 0), 2)
-    answers.append(True)  # -> Yes
+    dialogs.answers.append(True)  # -> Yes
     widget._export_btn.native.click()
     np.testing.assert_array_equal(read_array(tmp_path / "labels.tif"), layer.data)
-    assert json.loads((tmp_path / "clipseg.json").read_text())["edited"] is True
+    assert read_record(tmp_path / "clipseg.json")["edited"] is True
 
 
 def test_no_image_layer(widget, viewer, qtbot, messages):
@@ -202,7 +205,7 @@ def test_probability_maps_as_image_layers(widget, viewer, astronaut, qtbot):
     click_run(widget, qtbot)
     probs = [layer for layer in viewer.layers if layer.name.startswith("clipseg p: ")]
     assert [p.name for p in probs] == ["clipseg p: person", "clipseg p: rocket"]
-    np.testing.assert_array_equal(probs[0].data, widget._results.last[0].probabilities[0])
+    np.testing.assert_array_equal(probs[0].data, widget._results.last.result.probabilities[0])
     np.testing.assert_array_equal(probs[0].scale, astronaut.scale)
 
 
@@ -255,7 +258,7 @@ def test_show_probabilities_ignores_a_deleted_result(widget, viewer, astronaut, 
 
 
 def test_model_is_loaded_once_and_reloaded_only_when_settings_change(widget, viewer, astronaut, qtbot, monkeypatch):
-    from napari_clipseg import weights
+    from napari_clipseg.modeling import weights
 
     loads = []
     original = weights.load_model
@@ -310,12 +313,19 @@ def test_large_image_is_tiled_in_the_widget(widget, viewer, qtbot, rng):
     widget._prompts.value = "cell"
     click_run(widget, qtbot)
     meta = viewer.layers["clipseg: cell"].metadata["clipseg"]
-    assert meta["mode"] == "tiled" and viewer.layers["clipseg: cell"].data.shape == (760, 900)
+    assert (
+        meta["mode"] == "tiled"
+        and meta["options"]["overlap"] == 60
+        and viewer.layers["clipseg: cell"].data.shape == (760, 900)
+    )
     assert widget._progress.value == widget._progress.max
 
 
 def test_channel_choice_and_contrast_limits(widget, viewer, qtbot, messages, rng, tiny_model_dir):
-    from napari_clipseg.planes import iter_segment_nd
+    def segmented(data, **options):
+        return ncs.run(
+            ncs.iter_segment(data, ["cell" if data.ndim == 3 else "nucleus"], predictor, ncs.SegmentOptions(**options))
+        )
 
     rgb = viewer.add_image(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rgb=True, name="rgb")
     widget._image.value = rgb
@@ -327,7 +337,7 @@ def test_channel_choice_and_contrast_limits(widget, viewer, qtbot, messages, rng
     widget._threshold.value = 0.46
     click_run(widget, qtbot)
     predictor = ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir))
-    expected = ncs.run(iter_segment_nd(rgb.data, ["cell"], predictor, rgb=True, channels=(2, 1, -1), threshold=0.46))
+    expected = segmented(rgb.data, rgb=True, channels=(2, 1, -1), threshold=0.46)
     np.testing.assert_array_equal(viewer.layers["clipseg: cell"].data, expected.labels)
 
     grey = viewer.add_image(rng.integers(0, 4000, (40, 40), dtype=np.uint16), name="grey", contrast_limits=(0, 8000))
@@ -336,7 +346,7 @@ def test_channel_choice_and_contrast_limits(widget, viewer, qtbot, messages, rng
     widget._options.contrast.value = True
     widget._prompts.value = "nucleus"
     click_run(widget, qtbot)
-    expected = ncs.run(iter_segment_nd(grey.data, ["nucleus"], predictor, value_range=(0, 8000), threshold=0.46))
+    expected = segmented(grey.data, intensity=(0, 8000), threshold=0.46)
     np.testing.assert_array_equal(viewer.layers["clipseg: nucleus"].data, expected.labels)
 
 

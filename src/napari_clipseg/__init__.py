@@ -3,6 +3,15 @@
 The package root exposes the Qt-free core only; importing it does not import napari, Qt,
 magicgui or even torch until a name that needs torch is used.
 
+The package tree reads as the architecture:
+
+* ``modeling/``: the network (open_clip towers, decoder), its configs, and loading weights;
+* ``options.py`` (what a run may be asked), ``pipeline.py`` (the one orchestrator of a run),
+  ``predictor.py``, ``transforms.py``, ``tiling.py``, ``prompts.py``, ``visual.py``,
+  ``postprocess.py``, ``results.py`` (progress and result types), ``cache.py``;
+* outputs: ``records.py`` (the one provenance record), ``export.py``, ``masks.py``;
+* ``cli.py``; and ``_napari/``, the only part that imports napari, Qt or magicgui.
+
 >>> import napari_clipseg as ncs
 >>> model = ncs.load_model()  # CIDAS/clipseg-rd64-refined
 >>> labels = ncs.segment(image, ["nucleus", "membrane"], model=model)
@@ -24,25 +33,34 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 _EXPORTS = {
-    "load_model": "weights",
-    "build_model": "weights",
-    "save_pretrained": "weights",
+    "load_model": "modeling.weights",
+    "build_model": "modeling.weights",
+    "save_pretrained": "modeling.weights",
+    "ClipSeg": "modeling",
+    "ClipSegConfig": "modeling.config",
+    "ModelInfo": "modeling.info",
+    "WeightsInfo": "modeling.info",
     "WeightsError": "errors",
     "WeightsUnavailableError": "errors",
     "CorruptWeightsError": "errors",
     "UnsafeWeightsError": "errors",
     "ArchitectureMismatchError": "errors",
-    "ClipSeg": "modeling",
-    "ClipSegConfig": "config",
     "ClipSegPredictor": "predictor",
+    "SegmentOptions": "options",
     "segment": "pipeline",
     "iter_segment": "pipeline",
-    "run": "pipeline",
-    "Progress": "pipeline",
-    "SegmentationResult": "pipeline",
+    "PlaneError": "errors",
+    "run": "results",
+    "Progress": "results",
+    "SegmentationResult": "results",
     "labels_from_probabilities": "postprocess",
     "VisualPrompt": "visual",
     "engineer_visual_prompt": "visual",
+    "build_record": "records",
+    "read_record": "records",
+    "write_record": "records",
+    "RecordError": "errors",
+    "export_masks": "masks",
 }
 
 __all__ = ["__version__", *_EXPORTS]

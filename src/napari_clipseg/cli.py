@@ -1,7 +1,10 @@
 """``napari-clipseg`` command line: segment images headless, list samples, write random weights.
 
-Errors print one line to stderr and exit non-zero; existing files are never overwritten unless
-``--overwrite`` is given.
+Every argument is checked (options, prompts, output suffixes, distinct and writable outputs)
+before torch is imported or a model is loaded, so a typo costs a second, not a model load.
+Errors print one line to stderr: exit 2 for bad usage, 1 for a failed run, 130 for Ctrl-C. A run
+writes all of its files (labels, probabilities, record) or none; existing files are never
+replaced unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -11,121 +14,152 @@ import logging
 import sys
 from pathlib import Path
 
-from .constants import DEFAULT_HUB_ID, DEFAULT_THRESHOLD
+from .constants import DEFAULT_HUB_ID, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, MODES
+from .errors import PlaneError, RecordError, WeightsError
+from .export import FLOAT_SUFFIXES, LABEL_SUFFIXES, check_suffix, check_target
+from .options import SegmentOptions, parse_channels, split_prompts
 from .samples import SAMPLES
 
 PROG = "napari-clipseg"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="CLIPSeg segmentation from text prompts.")
-    sub = parser.add_subparsers(dest="command", required=True)
+class UsageError(ValueError):
+    """Arguments that cannot work together or at all (exit code 2)."""
 
-    seg = sub.add_parser("segment", help="segment one image and write a label image + JSON sidecar")
+
+def _segment_parser(sub: argparse._SubParsersAction) -> None:
+    seg = sub.add_parser("segment", help="segment one image and write a label image + JSON record")
     source = seg.add_mutually_exclusive_group(required=True)
-    source.add_argument("image", nargs="?", help="image file (TIFF, PNG, JPEG, ...)")
+    source.add_argument("image", nargs="?", help="image file (TIFF, PNG, JPEG, .npy)")
     source.add_argument("--sample", choices=sorted(SAMPLES), help="use a sample image shipped with scikit-image")
-    seg.add_argument(
-        "-p",
-        "--prompt",
-        action="append",
-        required=True,
-        help="prompt(s); repeat or separate with commas: -p 'nucleus, membrane'",
-    )
-    seg.add_argument("-o", "--output", required=True, type=Path, help="label image to write (.tif, .png, .npy)")
-    seg.add_argument(
-        "-m",
-        "--model",
-        default=DEFAULT_HUB_ID,
-        help=f"hub id, transformers directory, or original .pth (default {DEFAULT_HUB_ID})",
-    )
+    seg.add_argument("-p", "--prompt", action="append", required=True, help="prompt(s); repeat or separate with commas")
+    seg.add_argument("-o", "--output", required=True, type=Path, help=f"label image ({', '.join(LABEL_SUFFIXES)})")
+    seg.add_argument("-m", "--model", default=DEFAULT_HUB_ID, help=f"hub id, folder or .pth (default {DEFAULT_HUB_ID})")
     seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
-    seg.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability threshold (0.4)")
-    seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
-    seg.add_argument("--probabilities", type=Path, help="also write the (P, ...) probabilities here (.npy, .tif)")
     seg.add_argument(
-        "--mode",
-        default="auto",
-        choices=["auto", "whole", "tiled", "both"],
-        help="whole image, native-resolution tiles, or both (auto: by size)",
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"in [0, 1] (default {DEFAULT_THRESHOLD})"
     )
-    seg.add_argument("--overlap", type=int, default=44, help="tile overlap in pixels (default 44)")
+    seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
+    seg.add_argument(
+        "--probabilities", type=Path, help=f"also write the (P, ...) probabilities ({', '.join(FLOAT_SUFFIXES)})"
+    )
+    seg.add_argument(
+        "--mode", default="auto", choices=MODES, help="whole image, native-resolution tiles, both, or by size"
+    )
+    seg.add_argument(
+        "--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in pixels (default {DEFAULT_OVERLAP})"
+    )
     seg.add_argument("--channels", help="channels to use as R,G,B, e.g. '0,2,-1' (-1: empty)")
     seg.add_argument(
-        "--rgb",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="is the last axis colour channels? auto: yes for 3 or 4 values in the last axis",
+        "--rgb", choices=["auto", "yes", "no"], default="auto", help="is the last axis colour? (auto: 3 or 4 values)"
     )
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     seg.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="CLIPSeg segmentation from text prompts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _segment_parser(sub)
     rnd = sub.add_parser("random-weights", help="write a randomly initialised model (offline trials, tests)")
     rnd.add_argument("directory", type=Path)
     rnd.add_argument("--config", default="rd64-refined", help="architecture name (rd64-refined, rd64, rd16, tiny)")
     rnd.add_argument("--seed", type=int, default=0)
-
+    rnd.add_argument("--overwrite", action="store_true", help="replace a model already in the folder")
     sub.add_parser("samples", help="list the sample images")
     return parser
 
 
-def _segment(args: argparse.Namespace) -> int:
-    from .export import check_suffix, provenance, read_array, write_array, write_json
-    from .pipeline import run
-    from .planes import iter_segment_nd
-    from .predictor import ClipSegPredictor
-    from .prompts import split_prompts
-    from .samples import load_sample
-    from .transforms import guess_rgb, parse_channels
-    from .weights import load_model
+def _options(args: argparse.Namespace) -> SegmentOptions:
+    """The run's options from the arguments (raises UsageError with the option's name)."""
+    try:
+        return SegmentOptions(
+            mode=args.mode,
+            overlap=args.overlap,
+            channels=parse_channels(args.channels or ""),
+            rgb={"auto": None, "yes": True, "no": False}[args.rgb],
+            threshold=args.threshold,
+            min_size=args.min_size,
+        )
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
 
+
+def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
+    """Labels, record and probabilities paths, checked (suffix, distinct, writable, not existing)."""
+    from .records import sidecar_path
+
+    labels, record, probabilities = args.output, sidecar_path(args.output), args.probabilities
+    try:
+        check_suffix(labels)
+        if probabilities is not None:
+            check_suffix(probabilities, FLOAT_SUFFIXES)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    paths = [p for p in (labels, record, probabilities) if p is not None]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise UsageError(f"--probabilities must differ from -o and from its record ({record})")
+    for path in paths:
+        check_target(path, overwrite=args.overwrite)
+    return labels, record, probabilities
+
+
+def _segment(args: argparse.Namespace) -> int:
     prompts = [p for text in args.prompt for p in split_prompts(text)]
     if not prompts:
-        raise ValueError("give at least one non-empty prompt with -p")
-    check_suffix(args.output)  # before loading the model
-    sidecar = args.output.with_name(args.output.name + ".json")
-    targets = [args.output, sidecar] + ([args.probabilities] if args.probabilities else [])
-    for target in targets:
-        if target.exists() and not args.overwrite:
-            raise FileExistsError(f"{target} already exists (use --overwrite to replace it)")
+        raise UsageError("give at least one non-empty prompt with -p")
+    if len(set(prompts)) != len(prompts):
+        raise UsageError(f"a prompt is given twice ({', '.join(prompts)}): each class needs its own name")
+    options = _options(args)
+    labels_path, record_path, probs_path = _outputs(args)
+    from .export import array_writer, json_writer, read_array, write_together
+    from .samples import load_sample
+
     image = load_sample(args.sample) if args.sample else read_array(args.image)
+    from .pipeline import iter_segment, plan_planes
+    from .predictor import ClipSegPredictor
+    from .records import build_record
+    from .results import run
+
+    plan_planes(image, options)  # a shape that cannot work fails before the model loads
+    from .modeling.weights import load_model
+
     model = load_model(args.model, device=args.device, dtype=args.precision, backbone=args.backbone)
-    rgb = args.rgb == "yes" or (args.rgb == "auto" and guess_rgb(image.shape))
-    generator = iter_segment_nd(
-        image,
+    result = run(
+        iter_segment(image, prompts, ClipSegPredictor(model), options),
+        lambda e: logging.info("[%d/%d] %s", e.step, e.total, e.stage),
+    )
+    files = {"labels": labels_path.name, "probabilities": probs_path.name if probs_path else None}
+    record = build_record(
         prompts,
-        ClipSegPredictor(model),
-        rgb=rgb,
-        mode=args.mode,
-        overlap=args.overlap,
-        channels=parse_channels(args.channels or ""),
-        threshold=args.threshold,
-        min_size=args.min_size,
+        model=model,
+        options=options,
+        mode=result.mode,
+        image={"name": args.sample or str(args.image), "shape": list(image.shape)},
+        planes=None if result.planes == [()] else result.planes,
+        files=files,
     )
-    result = run(generator, lambda e: logging.info("[%d/%d] %s", e.step, e.total, e.stage))
-    write_array(args.output, result.labels, overwrite=args.overwrite)
-    if args.probabilities:
-        write_array(args.probabilities, result.probabilities, overwrite=args.overwrite)
-    record = provenance(
-        model,
-        image=args.sample or str(args.image),
-        image_shape=list(image.shape),
-        classes=[{"value": i + 1, "name": p} for i, p in enumerate(prompts)],
-        threshold=args.threshold,
-        min_size=args.min_size,
-        mode=result.metadata["mode"],
-    )
-    write_json(sidecar, record, overwrite=args.overwrite)
+    outputs = [(labels_path, array_writer(labels_path, result.labels)), (record_path, json_writer(record))]
+    if probs_path is not None:
+        outputs.append((probs_path, array_writer(probs_path, result.probabilities)))
+    write_together(outputs, overwrite=args.overwrite)
     counts = ", ".join(f"{p}: {int((result.labels == i + 1).sum())} px" for i, p in enumerate(prompts))
-    print(f"wrote {args.output} ({counts}) and {sidecar}")
+    print(f"wrote {labels_path} ({counts}) and {record_path}")
     return 0
 
 
 def _random_weights(args: argparse.Namespace) -> int:
-    from .weights import build_model, save_pretrained
+    from .modeling.config import CONFIGS
 
-    save_pretrained(build_model(args.config, seed=args.seed), args.directory)
+    if args.config not in CONFIGS:
+        raise UsageError(f"unknown config {args.config!r}; choose one of {', '.join(sorted(CONFIGS))}")
+    targets = [args.directory / "config.json", args.directory / "model.safetensors"]
+    if not args.overwrite and any(t.exists() for t in targets):
+        raise FileExistsError(f"{args.directory} already holds a model (use --overwrite to replace it)")
+    from .modeling.weights import build_model, save_pretrained
+
+    save_pretrained(build_model(args.config, seed=args.seed), args.directory, overwrite=args.overwrite)
     print(
         f"{PROG}: wrote RANDOM weights ({args.config}) to {args.directory}; masks from them are meaningless",
         file=sys.stderr,
@@ -133,21 +167,28 @@ def _random_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _samples(_args: argparse.Namespace) -> int:
+    for sample in SAMPLES.values():
+        print(f"{sample.name:10s} {sample.description}  (try: {', '.join(sample.prompts)})")
+    return 0
+
+
+COMMANDS = {"segment": _segment, "random-weights": _random_weights, "samples": _samples}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 failed, 2 bad usage)."""
+    """Entry point; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from .weights import WeightsError
-
     try:
-        if args.command == "segment":
-            return _segment(args)
-        if args.command == "random-weights":
-            return _random_weights(args)
-        for sample in SAMPLES.values():
-            print(f"{sample.name:10s} {sample.description}  (try: {', '.join(sample.prompts)})")
-        return 0
-    except (ValueError, TypeError, OSError, WeightsError) as e:
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, WeightsError, PlaneError, RecordError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
 

@@ -1,4 +1,10 @@
-"""Numbers that define CLIPSeg's input frame and our defaults (data only)."""
+"""Numbers that define CLIPSeg's input frame, and the policy defaults of this package (data only).
+
+Every default that a user sees (help texts, tooltips, docs) is read from here, so there is one
+definition of each.
+"""
+
+# --- what CLIPSeg is ------------------------------------------------------------------------------
 
 #: Side of the square model input in pixels (CLIPSeg was trained at 352x352).
 INPUT_SIZE = 352
@@ -10,13 +16,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: 0-based indices of the vision blocks whose outputs feed the decoder (HF hidden_states[i + 1]).
 EXTRACT_LAYERS = (3, 6, 9)
 
+#: Length of the CLIP text context.
+CONTEXT_LENGTH = 77
+
 #: Weights used when no source is given.
 DEFAULT_HUB_ID = "CIDAS/clipseg-rd64-refined"
-HUB_IDS = ("CIDAS/clipseg-rd64-refined", "CIDAS/clipseg-rd64", "CIDAS/clipseg-rd16")
 
 #: The open_clip ViT-B/16 'openai' backbone needed by the original decoder-only checkpoints.
 OPENAI_BACKBONE_HUB_ID = "timm/vit_base_patch16_clip_224.openai"
 OPENAI_BACKBONE_FILE = "open_clip_model.safetensors"
+
+# --- policy defaults ------------------------------------------------------------------------------
 
 #: Probability above which a pixel belongs to a prompt. The paper reports its best PhraseCut
 #: mIoU at 0.3; 0.4 trades a little recall for cleaner masks on out-of-domain images, which is
@@ -26,5 +36,23 @@ DEFAULT_THRESHOLD = 0.4
 #: Percentiles used to stretch non-uint8 intensities to [0, 1] (microscopy convention).
 DEFAULT_PERCENTILES = (1.0, 99.8)
 
-#: Length of the CLIP text context.
-CONTEXT_LENGTH = 77
+#: How a plane is read: resized whole, native-resolution tiles, the average of both, or by size.
+MODES = ("auto", "whole", "tiled", "both")
+
+#: ``"auto"`` reads a plane whole up to this many pixels on its longer side, and "both" above.
+AUTO_WHOLE_MAX_SIDE = 2 * INPUT_SIZE
+
+#: Default overlap between neighbouring tiles: 1/8 of the tile (44 px at 352).
+DEFAULT_OVERLAP = INPUT_SIZE // 8
+
+#: Planes or tiles sent through the image tower together.
+DEFAULT_BATCH_SIZE = 4
+
+#: Prompts decoded together; bounds memory for long prompt lists.
+DECODE_BATCH = 16
+
+#: Memory for cached image features (planes, tiles) per predictor.
+FEATURE_CACHE_BYTES = 1 << 30
+
+#: Text embeddings cached per predictor (one vector per prompt string).
+TEXT_CACHE_SIZE = 4096

@@ -1,4 +1,7 @@
-"""Errors raised while finding or reading weights; each message says what to do."""
+"""The typed errors of the package (weights, runs, records); each message says what to do.
+
+Torch-free, so the CLI can catch them before anything heavy is imported.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +24,11 @@ class UnsafeWeightsError(WeightsError):
 
 class ArchitectureMismatchError(WeightsError):
     """A checkpoint does not fit the architecture it is loaded into."""
+
+
+class PlaneError(RuntimeError):
+    """A plane or tile of a run failed; the message names it, the cause is chained."""
+
+
+class RecordError(ValueError):
+    """A provenance record (or its file) does not follow the schema; the message names the problem."""

@@ -1,14 +1,16 @@
-"""Writing label images and masks for training, atomically and never over existing files.
+"""Writing arrays and JSON atomically, never over an existing file unless asked; reading them back.
 
-Formats: TIFF (tifffile, zlib), PNG (8/16-bit) and ``.npy``; a JSON sidecar records how the masks
-were made (prompts <-> label values, model and weights hash, thresholds, plugin version).
+Formats: TIFF (tifffile, zlib), PNG (8/16-bit) and ``.npy``. Every write goes to a temporary file
+beside its target; :func:`write_together` renames a whole group into place only once every file
+of the group was written, so a run leaves all of its files or none of them (an interruption or a
+full disk removes the temporary files and leaves the targets as they were).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,13 +19,39 @@ from typing import Any
 import numpy as np
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+#: Suffixes that hold float arrays (probability maps).
+FLOAT_SUFFIXES = (".tif", ".tiff", ".npy")
+
+Writer = Callable[[str], None]
 
 
-def check_suffix(path: str | os.PathLike) -> None:
-    """Raise ValueError unless ``path`` has a suffix :func:`write_array` can write."""
+def check_suffix(path: str | os.PathLike, suffixes: Sequence[str] = LABEL_SUFFIXES) -> None:
+    """Raise ValueError unless ``path`` has one of ``suffixes``."""
     suffix = Path(path).suffix
-    if suffix.lower() not in LABEL_SUFFIXES:
-        raise ValueError(f"unsupported file type {suffix!r}; use one of {', '.join(LABEL_SUFFIXES)}")
+    if suffix.lower() not in suffixes:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(suffixes)}")
+
+
+def check_target(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Check, before any work, that ``path`` can be written: not a folder, not existing unless
+    ``overwrite``, and in a folder that exists (or can be made) and is writable.
+
+    Raises:
+        FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError (OSError).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
+    folder = path.parent
+    while not folder.exists():  # the first folder that exists must take new entries
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: no permission to write in {folder}")
+    return path
 
 
 def _default_file_mode() -> int:
@@ -33,124 +61,140 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+def _explain(error: OSError, path: Path) -> OSError:
+    """An OSError whose message says what happened in words a user acts on."""
+    if error.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, f"no space left on the device while writing {path}; nothing was written")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return PermissionError(error.errno, f"no permission to write {path}; nothing was written")
+    return error
 
-    An interrupted write never leaves a partial ``path``; an existing ``path`` is kept unless
-    ``overwrite`` (FileExistsError).
+
+def write_together(items: Sequence[tuple[Path, Writer]], *, overwrite: bool = False) -> list[Path]:
+    """Write a group of files: all of them, or none.
+
+    Each ``write(tmp)`` fills a temporary file beside its target; only when all succeeded are
+    they renamed into place. Any failure (or Ctrl-C) removes the temporary files, and targets
+    renamed before a failed rename are removed again (they did not exist before unless
+    ``overwrite``).
+
+    Raises:
+        FileExistsError: a target exists and ``overwrite`` is False (nothing is written).
+        OSError: a write failed (nothing is written; a full disk is named as such).
+    """
+    paths = [Path(p) for p, _ in items]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError(f"two outputs name the same file: {', '.join(map(str, paths))}")
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
+    temps: list[str] = []
+    done: list[Path] = []
+    try:
+        for path, write in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
+            os.close(fd)
+            temps.append(tmp)
+            try:
+                write(tmp)
+            except OSError as e:
+                raise _explain(e, path) from e
+            os.chmod(tmp, _default_file_mode())  # mkstemp files are private (0600); outputs are ordinary files
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException:
+        if not overwrite:
+            for path in done:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return paths
+
+
+def atomic_write(path: Path, write: Writer, overwrite: bool) -> Path:
+    """Write one file through a temporary file (see :func:`write_together`)."""
+    return write_together([(Path(path), write)], overwrite=overwrite)[0]
+
+
+def array_writer(path: str | os.PathLike, array: np.ndarray) -> Writer:
+    """The function that writes ``array`` in the format of ``path``'s suffix, checked before any write.
+
+    Raises:
+        ValueError: unknown suffix, or data the format cannot hold (PNG: 2D, 8/16-bit or bool).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _default_file_mode())  # mkstemp files are private (0600); outputs are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    suffix = path.suffix.lower()
+    array = np.asarray(array)
+    check_suffix(path)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        # minisblack: a (3, Y, X) label stack is three planes, never an RGB image
+        return lambda tmp: tifffile.imwrite(tmp, array, compression="zlib", photometric="minisblack")
+    if suffix == ".png":
+        if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16, np.bool_):
+            raise ValueError(f"{path}: PNG holds 2D 8/16-bit images; got {array.dtype} {array.shape}: use .tif")
+        import imageio.v3 as iio
+
+        data = array.astype(np.uint8) * 255 if array.dtype == np.bool_ else array
+        return lambda tmp: iio.imwrite(tmp, data, extension=".png")
+
+    def write_npy(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return write_npy
+
+
+def json_writer(record: Any) -> Writer:
+    """The function that writes ``record`` as indented UTF-8 JSON."""
+    text = json.dumps(record, indent=2, default=str)
+    return lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_array(path: str | os.PathLike, array: np.ndarray, *, overwrite: bool = False) -> Path:
-    """Write an image array as ``.tif``/``.tiff``, ``.png`` or ``.npy`` (chosen by suffix).
+    """Write an image array as ``.tif``/``.tiff``, ``.png`` or ``.npy`` (chosen by suffix), atomically.
 
     Raises:
         ValueError: unknown suffix, or data PNG cannot hold (more than 2D, or wider than 16 bit).
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    array = np.asarray(array)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    return atomic_write(Path(path), array_writer(path, array), overwrite)
 
-        def write(tmp: str) -> None:
-            tifffile.imwrite(tmp, array, compression="zlib")
-    elif suffix == ".png":
-        if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16, np.bool_):
-            raise ValueError(f"PNG holds 2D 8/16-bit images; got {array.dtype} {array.shape}: use .tif")
-        import imageio.v3 as iio
 
-        def write(tmp: str) -> None:
-            iio.imwrite(tmp, array.astype(np.uint8) * 255 if array.dtype == np.bool_ else array, extension=".png")
-    elif suffix == ".npy":
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-    else:
-        check_suffix(path)
-    return atomic_write(path, write, overwrite)
+def write_json(path: str | os.PathLike, record: Any, *, overwrite: bool = False) -> Path:
+    """Write ``record`` as indented JSON, atomically."""
+    return atomic_write(Path(path), json_writer(record), overwrite)
 
 
 def read_array(path: str | os.PathLike) -> np.ndarray:
-    """Read an image written by :func:`write_array` (or any TIFF/PNG/JPEG)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    """Read an image file (TIFF, PNG, JPEG, ``.npy``, anything imageio reads).
 
-        return tifffile.imread(path)
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path))
-
-
-def write_json(path: str | os.PathLike, record: dict[str, Any], *, overwrite: bool = False) -> Path:
-    """Write ``record`` as indented JSON, atomically."""
-    text = json.dumps(record, indent=2, default=str)
-    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text), overwrite)
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a class name ("cell membrane" -> "cell_membrane")."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("_") or "class"
-
-
-def export_masks(
-    folder: str | os.PathLike,
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    record: dict[str, Any],
-    *,
-    suffix: str = ".tif",
-    overwrite: bool = False,
-) -> list[Path]:
-    """Write a multi-class label image, one binary mask per class, and a JSON sidecar.
-
-    Files: ``labels{suffix}`` (value ``i + 1`` = ``class_names[i]``), ``{NN}_{name}{suffix}``
-    (uint8, 255 inside), and ``clipseg.json`` (``record`` plus the class table and file names).
-    Nothing is written if any target exists and ``overwrite`` is False.
-
-    Returns:
-        The written paths, sidecar last.
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable image (one line naming the file).
     """
-    folder = Path(folder)
-    labels = np.asarray(labels)
-    masks = {f"{i + 1:02d}_{safe_name(name)}{suffix}": i + 1 for i, name in enumerate(class_names)}
-    targets = [folder / f"labels{suffix}", *(folder / m for m in masks), folder / "clipseg.json"]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} file(s) already exist, e.g. {existing[0]}; nothing was written")
-    written = [write_array(targets[0], labels, overwrite=overwrite)]
-    for name, value in masks.items():
-        written.append(write_array(folder / name, (labels == value).astype(np.uint8) * 255, overwrite=overwrite))
-    classes = [{"value": v, "name": class_names[v - 1], "mask": n} for n, v in masks.items()]
-    sidecar = {**record, "classes": classes, "labels": targets[0].name, "shape": list(labels.shape)}
-    written.append(write_json(targets[-1], sidecar, overwrite=overwrite))
-    return written
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
 
+            return tifffile.imread(path)
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        import imageio.v3 as iio
 
-def provenance(model: Any, **fields: Any) -> dict[str, Any]:
-    """The sidecar record of a run: plugin version, model source and weights hash, plus ``fields``."""
-    from . import __version__
-
-    info = getattr(model, "weights_info", None)
-    weights = info.to_dict() if info is not None else {"source": None, "kind": "random", "sha256": None}
-    return {"napari_clipseg_version": __version__, "model": weights, **fields}
+        return np.asarray(iio.imread(path))
+    except (OSError, ValueError, RuntimeError, SyntaxError) as e:
+        if isinstance(e, PermissionError):
+            raise PermissionError(f"no permission to read {path}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read {path} as an image ({first[:160]})") from None

@@ -8,6 +8,7 @@ import numpy as np
 from skimage.measure import label as connected_components
 
 from .constants import DEFAULT_THRESHOLD
+from .options import check_min_size, check_threshold
 
 
 def label_dtype(n_classes: int) -> np.dtype:
@@ -48,9 +49,11 @@ def labels_from_probabilities(
     """
     probabilities = np.asarray(probabilities)
     n = probabilities.shape[0]
-    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (n,))
-    if np.any((thresholds < 0) | (thresholds > 1)):
-        raise ValueError(f"thresholds must lie in [0, 1]; got {threshold}")
+    checked = check_threshold(threshold)
+    if isinstance(checked, tuple) and len(checked) not in (1, n):
+        raise ValueError(f"got {len(checked)} thresholds for {n} prompts: give one, or exactly one per prompt")
+    thresholds = np.broadcast_to(np.asarray(checked, dtype=np.float32), (n,))
+    min_size = check_min_size(min_size)
     above = probabilities >= thresholds.reshape((n,) + (1,) * (probabilities.ndim - 1))
     scores = np.where(above, probabilities, -1.0)
     labels = (np.argmax(scores, axis=0) + 1).astype(label_dtype(n))

@@ -8,19 +8,34 @@ decoder, batched over prompts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from .constants import DEFAULT_PERCENTILES, INPUT_SIZE
+from .cache import LRUCache
+from .constants import DECODE_BATCH, DEFAULT_PERCENTILES, FEATURE_CACHE_BYTES, INPUT_SIZE
 from .modeling import ClipSeg, ImageFeatures
 from .prompts import Prompts, TextEmbeddingCache, clean_prompts
 from .transforms import resize, to_model_input
 from .visual import VisualPrompt, support_pixels
 
-#: Prompts decoded together; bounds memory for long prompt lists.
-DECODE_BATCH = 16
+
+def pixel_signature(pixels: torch.Tensor) -> str:
+    """Content signature of model-input pixels: the key of the feature cache.
+
+    Features are a pure function of these pixels (for one model), so equal signatures mean equal
+    features; no object identity is involved, and an edited image gets a new signature.
+    """
+    data = np.ascontiguousarray(pixels.detach().cpu().numpy())
+    return hashlib.blake2b(data.data, digest_size=20).hexdigest()
+
+
+def _features_bytes(features: ImageFeatures) -> int:
+    return sum(r.numel() * r.element_size() for r in features.reduced)
 
 
 class ClipSegPredictor:
@@ -29,6 +44,12 @@ class ClipSegPredictor:
     Args:
         model: A loaded :class:`~napari_clipseg.modeling.ClipSeg` (see ``load_model``).
         percentiles: Intensity percentiles for non-uint8 images (see ``transforms``).
+        cache_bytes: Memory for image features, kept by content signature so re-prompting an
+            image, a stack plane or a tile seen before skips the image tower.
+
+    One predictor may be shared between threads: calls are serialised by a lock (an image set in
+    one thread is the image ``predict`` answers for in another, so give each thread its own
+    predictor when they work on different images).
 
     Example:
         >>> pred = ClipSegPredictor(model)
@@ -36,10 +57,21 @@ class ClipSegPredictor:
         >>> probs = pred.predict(["cat", "dog"])  # (2, Y, X) float32 in [0, 1]
     """
 
-    def __init__(self, model: ClipSeg, *, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> None:
+    def __init__(
+        self,
+        model: ClipSeg,
+        *,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        cache_bytes: int = FEATURE_CACHE_BYTES,
+    ) -> None:
+        if not isinstance(model, ClipSeg):
+            hint = " (a model source: load it first with ncs.load_model(...))" if isinstance(model, str) else ""
+            raise TypeError(f"ClipSegPredictor needs a loaded model; got {type(model).__name__}{hint}")
         self.model = model.eval()
         self.percentiles = percentiles
         self.text_cache = TextEmbeddingCache()
+        self.feature_cache: LRUCache[ImageFeatures] = LRUCache(cache_bytes, _features_bytes)
+        self._lock = threading.RLock()
         self._features: ImageFeatures | None = None
         self._image_shape: tuple[int, int] | None = None
         self._image: np.ndarray | None = None  # for visual prompts drawn on the current image
@@ -67,11 +99,13 @@ class ClipSegPredictor:
 
     def encode(
         self,
-        images: list[np.ndarray],
+        images: list[Any],
         value_range: tuple[float, float] | str | None = "auto",
         channels: tuple[int, ...] | None = None,
     ) -> list[ImageFeatures]:
-        """Prompt-independent features of several 2D images, in one backbone batch (no state kept).
+        """Prompt-independent features of several 2D images (numpy or lazy), in one backbone batch.
+
+        Images whose model input was seen before come from :attr:`feature_cache`.
 
         Args:
             images: Planes or tiles, each as accepted by :meth:`set_image`.
@@ -79,15 +113,21 @@ class ClipSegPredictor:
                 ``"auto"`` computes it per image.
             channels: Channels to use as R, G, B (see ``transforms.select_channels``).
         """
-        pixels = torch.cat(
-            [
-                to_model_input(np.asarray(i), INPUT_SIZE, self.model.device, self.percentiles, value_range, channels)
-                for i in images
-            ]
-        )
-        with self.inference():
-            batch = self.model.encode_image(pixels)
-        return [ImageFeatures([r[i : i + 1] for r in batch.reduced], batch.grid) for i in range(len(images))]
+        pixels = [to_model_input(i, INPUT_SIZE, "cpu", self.percentiles, value_range, channels) for i in images]
+        keys = [pixel_signature(p) for p in pixels]
+        with self._lock:
+            found = {key: self.feature_cache.get(key) for key in keys}
+            todo: dict[str, torch.Tensor] = {}
+            for key, pixel in zip(keys, pixels, strict=True):
+                if found[key] is None:
+                    todo.setdefault(key, pixel)
+            if todo:
+                with self.inference():
+                    encoded = self.model.encode_image(torch.cat(list(todo.values())).to(self.model.device))
+                for j, key in enumerate(todo):  # copies, so a cached entry does not pin the whole batch
+                    found[key] = ImageFeatures([r[j : j + 1].clone() for r in encoded.reduced], encoded.grid)
+                    self.feature_cache.put(key, found[key])
+        return [found[key] for key in keys]
 
     def decode(self, features: ImageFeatures, conditionals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """Logits ``(P, *shape)`` float32 for cached ``features`` and conditionals ``(P, D)``."""
@@ -107,17 +147,21 @@ class ClipSegPredictor:
                 the model input and results are resized back.
 
         Raises:
-            ValueError: unusable shape or an image smaller than 16x16.
+            ValueError: an ambiguous or unusable shape (a stack, more than 4 channels), or an image
+                smaller than 16x16.
+            TypeError: complex or non-numeric data.
         """
         image = np.asarray(image)
-        (features,) = self.encode([image])  # raises before anything changes
-        self._features, self._image, self._image_shape = features, image, tuple(image.shape[:2])
+        with self._lock:
+            (features,) = self.encode([image])  # raises before anything changes
+            self._features, self._image, self._image_shape = features, image, tuple(image.shape[:2])
 
     def reset_image(self) -> None:
         """Forget the current image (exactly what :meth:`set_image` sets)."""
-        self._features = None
-        self._image_shape = None
-        self._image = None
+        with self._lock:
+            self._features = None
+            self._image_shape = None
+            self._image = None
 
     def _require_image(self) -> None:
         if self._features is None:
@@ -133,7 +177,7 @@ class ClipSegPredictor:
         items = clean_prompts(prompts)
         texts = [p for p in items if isinstance(p, str)]
         texts += [p.text for p in items if isinstance(p, VisualPrompt) and p.text is not None and p.weight < 1]
-        with self.inference():
+        with self._lock, self.inference():
             unique = list(dict.fromkeys(texts))
             text = dict(zip(unique, self.text_cache.embed(self.model, unique), strict=True)) if unique else {}
             return torch.stack([text[p] if isinstance(p, str) else self._visual_conditional(p, text) for p in items])
@@ -169,7 +213,8 @@ class ClipSegPredictor:
             RuntimeError: no image was set.
             ValueError: no prompts, or an empty one.
         """
-        self._require_image()
-        logits = self.predict_logits(self.embed_prompts(prompts))
+        with self._lock:
+            self._require_image()
+            logits = self.predict_logits(self.embed_prompts(prompts))
         with torch.inference_mode():
             return torch.sigmoid(logits).cpu().numpy()

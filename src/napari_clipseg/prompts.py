@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Union
 
 import torch
 
-from .constants import CONTEXT_LENGTH
+from .cache import LRUCache
+from .constants import CONTEXT_LENGTH, TEXT_CACHE_SIZE
 
 if TYPE_CHECKING:
     from .visual import VisualPrompt
@@ -37,7 +37,15 @@ def clean_prompts(prompts: Prompts) -> list[Prompt]:
     """
     from .visual import VisualPrompt
 
-    items = [prompts] if isinstance(prompts, str | VisualPrompt) else list(prompts)
+    if isinstance(prompts, str | VisualPrompt):
+        items = [prompts]
+    elif isinstance(prompts, Sequence) or (hasattr(prompts, "__iter__") and not hasattr(prompts, "shape")):
+        items = list(prompts)
+    else:
+        raise TypeError(
+            f"prompts must be a text, a VisualPrompt, or a list of them (e.g. ['nucleus', 'membrane']); "
+            f"got {type(prompts).__name__}"
+        )
     if not items:
         raise ValueError("give at least one prompt")
     cleaned: list[Prompt] = []
@@ -45,7 +53,7 @@ def clean_prompts(prompts: Prompts) -> list[Prompt]:
         if isinstance(p, VisualPrompt):
             cleaned.append(p)
         elif not isinstance(p, str):
-            raise TypeError(f"prompts must be strings or VisualPrompt; got {type(p).__name__}")
+            raise TypeError(f"each prompt must be a text or a VisualPrompt; got {type(p).__name__} {p!r:.40}")
         elif not p.strip():
             raise ValueError("prompts must not be empty")
         else:
@@ -56,15 +64,6 @@ def clean_prompts(prompts: Prompts) -> list[Prompt]:
 def prompt_label(prompt: Prompt) -> str:
     """The class name of a prompt: the text itself, or a visual prompt's name."""
     return prompt if isinstance(prompt, str) else prompt.label
-
-
-def split_prompts(text: str) -> list[str]:
-    """Prompts typed as one text: one per line or comma-separated; blanks are dropped.
-
-    >>> split_prompts("nucleus, cell membrane\nmitochondria")
-    ['nucleus', 'cell membrane', 'mitochondria']
-    """
-    return [p.strip() for line in text.splitlines() for p in line.split(",") if p.strip()]
 
 
 def tokenize(prompts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
@@ -80,22 +79,21 @@ def tokenize(prompts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> to
 
 
 class TextEmbeddingCache:
-    """LRU cache of conditional vectors by prompt string, for one model.
+    """Conditional vectors by prompt string, for one model (an :class:`~napari_clipseg.cache.LRUCache`).
 
     Attributes:
         encoded: Number of prompts sent through the text tower so far (for tests and stats).
     """
 
-    def __init__(self, maxsize: int = 4096) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+    def __init__(self, maxsize: int = TEXT_CACHE_SIZE) -> None:
+        self._cache: LRUCache[torch.Tensor] = LRUCache(maxsize)
         self.encoded = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._cache)
 
     def clear(self) -> None:
-        self._items.clear()
+        self._cache.clear()
 
     def embed(self, model: torch.nn.Module, prompts: Sequence[str]) -> torch.Tensor:
         """``(P, projection_dim)`` float32 embeddings; uncached prompts are encoded in one batch.
@@ -103,7 +101,8 @@ class TextEmbeddingCache:
         Raises:
             ValueError: the model's vocabulary is smaller than CLIP's tokenizer needs.
         """
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._items))
+        found = {p: self._cache.get(p) for p in dict.fromkeys(prompts)}
+        missing = [p for p, vector in found.items() if vector is None]
         if missing:
             text = model.config.text
             ids = tokenize(missing, min(CONTEXT_LENGTH, text.context_length))
@@ -115,10 +114,6 @@ class TextEmbeddingCache:
             vectors = model.encode_text(ids.to(model.device)).float()
             self.encoded += len(missing)
             for prompt, vector in zip(missing, vectors, strict=True):
-                self._items[prompt] = vector
-        result = torch.stack([self._items[p] for p in prompts])
-        for p in prompts:
-            self._items.move_to_end(p)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
-        return result
+                found[prompt] = vector
+                self._cache.put(prompt, vector)
+        return torch.stack([found[p] for p in prompts])

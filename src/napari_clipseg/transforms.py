@@ -6,6 +6,8 @@ predictor, the widget and the CLI see images identically.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,16 +17,57 @@ from .constants import DEFAULT_PERCENTILES, IMAGENET_MEAN, IMAGENET_STD, INPUT_S
 #: Smallest image side accepted: one 16-pixel patch. Smaller images carry no usable context.
 MIN_SIDE = 16
 
+#: Colour channels a plane may have without an explicit channel choice (grey, 2 channels, RGB, RGBA).
+MAX_AUTO_CHANNELS = 4
 
-def _check_shape(image: np.ndarray) -> None:
-    if image.ndim == 3 and image.shape[-1] >= 1:
-        spatial = image.shape[:2]
-    elif image.ndim == 2:
-        spatial = image.shape
+#: Planes longer than this on a side are first reduced by an integer block mean (bounded memory,
+#: lazy data read strip by strip); smaller planes go to the antialiased resize as they are.
+LARGEST_DIRECT_RESIZE = 4096
+
+
+def check_dtype(dtype: np.dtype) -> None:
+    """Refuse pixel types that have no intensity meaning (complex, object, strings).
+
+    Raises:
+        TypeError: naming the dtype and what to pass instead.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "buif":
+        raise TypeError(
+            f"image data of type {dtype} cannot be segmented: pass real numbers (bool, integers or floats)"
+            + ("; e.g. the magnitude np.abs(image)" if dtype.kind == "c" else "")
+        )
+
+
+def check_plane_shape(shape: tuple[int, ...], channels: tuple[int, ...] | None = None) -> tuple[int, int]:
+    """The ``(Y, X)`` of a 2D plane of ``shape``; refuses shapes whose meaning would be a guess.
+
+    A plane is ``(Y, X)`` or ``(Y, X, C)``: with ``C`` up to 4 colour channels, or any ``C`` when
+    ``channels`` says which three to use.
+
+    Raises:
+        ValueError: naming the shape and the way to pass such data.
+    """
+    if 0 in shape:
+        raise ValueError(f"image is empty (shape {tuple(shape)})")
+    if len(shape) == 3 and (1 <= shape[-1] <= MAX_AUTO_CHANNELS or (channels is not None and shape[-1] >= 1)):
+        spatial = shape[:2]
+    elif len(shape) == 2:
+        spatial = shape
+    elif len(shape) == 3 and shape[-1] > MAX_AUTO_CHANNELS:
+        raise ValueError(
+            f"image of shape {tuple(shape)} is ambiguous: a 2D image is (Y, X) or (Y, X, C) with C <= "
+            f"{MAX_AUTO_CHANNELS} colour channels. For a stack or time series use ncs.segment / "
+            "ncs.iter_segment (every plane is segmented); for more channels pass channels=(r, g, b)"
+        )
     else:
-        raise ValueError(f"image must be (Y, X) grey or (Y, X, C) with C in 1..4 channels; got shape {image.shape}")
+        raise ValueError(
+            f"image must be (Y, X) grey or (Y, X, C) with C in 1..{MAX_AUTO_CHANNELS} channels; got shape "
+            f"{tuple(shape)} (stacks go to ncs.segment / ncs.iter_segment)"
+        )
     if min(spatial) < MIN_SIDE:
         raise ValueError(f"image is {spatial[0]}x{spatial[1]} pixels; CLIPSeg needs at least {MIN_SIDE}x{MIN_SIDE}")
+    return int(spatial[0]), int(spatial[1])
 
 
 #: Pixels read to estimate percentiles of a large or lazy image (a strided sample).
@@ -92,8 +135,8 @@ def guess_rgb(shape: tuple[int, ...]) -> bool:
 def select_channels(image: np.ndarray, channels: tuple[int, ...] | None) -> np.ndarray:
     """Pick the channels that become R, G, B from a ``(Y, X, C)`` image (-1: an empty channel).
 
-    ``None`` chooses: 1 channel grey, 2 channels (R, G, -), 3 RGB, 4 RGBA for uint8 (alpha
-    dropped) or the first three otherwise, and the first three of 5 or more.
+    ``None`` chooses: 1 channel grey, 2 channels (R, G, -), 3 RGB, and 4 RGBA (alpha dropped).
+    More channels need an explicit choice (:func:`check_plane_shape` refuses them).
     """
     if image.ndim == 2:
         return image
@@ -108,21 +151,42 @@ def select_channels(image: np.ndarray, channels: tuple[int, ...] | None) -> np.n
     return np.stack(picked, axis=-1)
 
 
-def parse_channels(text: str) -> tuple[int, ...] | None:
-    """``"0, 2, -1"`` -> ``(0, 2, -1)``; empty -> None (automatic).
+def _block_mean(image: Any, factors: tuple[int, int]) -> np.ndarray:
+    """Mean over ``factors`` blocks of a (lazy) ``(Y, X[, C])`` image, read strip by strip.
 
-    Raises:
-        ValueError: not three integers.
+    The last block of each axis may be partial (it is averaged over what it holds), so the
+    result covers the whole image. Integers are rounded back to their dtype and bool becomes
+    float32, so intensity scaling treats the result like the original.
     """
-    if not text.strip():
-        return None
-    try:
-        channels = tuple(int(c) for c in text.replace(";", ",").split(","))
-    except ValueError:
-        channels = ()
-    if len(channels) != 3:
-        raise ValueError(f"Channels must be three indices for R, G, B (-1 = empty), e.g. '0, 1, -1'; got {text!r}")
-    return channels
+    fy, fx = factors
+    height = image.shape[0]
+    rows_per_strip = fy * max(1, (64 << 20) // max(1, fy * int(np.prod(image.shape[1:])) * 4))
+    strips = []
+    for y in range(0, height, rows_per_strip):
+        strip = np.asarray(image[y : y + rows_per_strip], dtype=np.float32)
+        for axis, factor in ((0, fy), (1, fx)):
+            starts = np.arange(0, strip.shape[axis], factor)
+            counts = np.diff(np.append(starts, strip.shape[axis])).reshape((-1,) + (1,) * (strip.ndim - axis - 1))
+            strip = np.add.reduceat(strip, starts, axis=axis) / counts
+        strips.append(strip)
+    reduced = np.concatenate(strips)
+    dtype = np.dtype(image.dtype)
+    if dtype.kind in "iu":
+        return np.rint(reduced).astype(dtype)
+    return reduced
+
+
+def shrink_for_resize(image: Any) -> Any:
+    """``image`` itself, or for a side over :data:`LARGEST_DIRECT_RESIZE` an integer block mean of it.
+
+    Each axis keeps at least ``LARGEST_DIRECT_RESIZE / 2`` pixels, far above the model input: the
+    antialiased resize that follows sees the same content, with bounded memory.
+    """
+    factors = tuple(
+        max(1, int(side) // (LARGEST_DIRECT_RESIZE // 2)) if side > LARGEST_DIRECT_RESIZE else 1
+        for side in image.shape[:2]
+    )
+    return image if factors == (1, 1) else _block_mean(image, factors)
 
 
 def to_rgb_float(
@@ -138,19 +202,19 @@ def to_rgb_float(
 
     Raises:
         ValueError: unsupported shape, or an image smaller than :data:`MIN_SIDE`.
+        TypeError: complex, object or string data.
     """
     image = np.asarray(image)
-    if image.size == 0:
-        raise ValueError("image is empty")
-    _check_shape(image)
+    check_dtype(image.dtype)
+    check_plane_shape(image.shape, channels)
     image = select_channels(image, channels)
     scaled = normalize_intensity(image, percentiles, value_range)
     if scaled.ndim == 2:
         scaled = scaled[..., None]
-    channels = scaled.shape[-1]
-    if channels == 1:
+    n = scaled.shape[-1]
+    if n == 1:
         return np.repeat(scaled, 3, axis=-1)
-    if channels == 2:
+    if n == 2:
         return np.concatenate([scaled, np.zeros_like(scaled[..., :1])], axis=-1)
     return np.ascontiguousarray(scaled)
 
@@ -171,17 +235,25 @@ def resize(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def to_model_input(
-    image: np.ndarray,
+    image: Any,
     size: int = INPUT_SIZE,
     device: torch.device | str = "cpu",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     value_range: tuple[float, float] | str | None = "auto",
     channels: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """Any supported 2D image -> ``(1, 3, size, size)`` normalised pixels on ``device``.
+    """Any supported 2D image (numpy or lazy) -> ``(1, 3, size, size)`` normalised pixels on ``device``.
 
-    Order as transformers' processor: resize (bilinear, antialiased), then normalise.
+    The one way into the model frame, for whole images, tiles and visual-prompt supports alike:
+    the intensity range is taken from the full image, then planes larger than
+    :data:`LARGEST_DIRECT_RESIZE` are block-averaged (:func:`shrink_for_resize`), then as
+    transformers' processor: resize (bilinear, antialiased), normalise. Computed on the CPU, so
+    the same image gives the same pixels (and cache key) on every device.
     """
-    rgb = torch.from_numpy(to_rgb_float(image, percentiles, value_range, channels)).to(device)
-    rgb = rgb.permute(2, 0, 1)[None]
-    return normalize_pixels(resize(rgb, (size, size)))
+    check_dtype(np.dtype(image.dtype))
+    check_plane_shape(tuple(image.shape), channels)
+    if isinstance(value_range, str):
+        value_range = intensity_range(image, percentiles)
+    rgb = torch.from_numpy(to_rgb_float(shrink_for_resize(image), percentiles, value_range, channels))
+    pixels = normalize_pixels(resize(rgb.permute(2, 0, 1)[None], (size, size)))
+    return pixels.to(device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,8 +59,9 @@ class VisualPrompt:
     """A class given by example: one or several support regions, optionally mixed with a text.
 
     Args:
-        mask: ``(Y, X)`` support region (non-zero = inside), or a sequence of them (several
-            examples of the same class; their conditionals are averaged).
+        mask: ``(Y, X)`` support region, or a list of them (several examples of the same class;
+            their conditionals are averaged). Any 2D array-like (numpy, dask, torch, nested
+            lists): bool, integer labels (non-zero = inside), or floats in [0, 1] (>= 0.5 = inside).
         image: The image the masks are drawn on (any dtype/channels, as for ``set_image``); a
             sequence gives one image per mask. ``None`` means the predictor's current image.
         text: Optional text for the same class; mixed as ``weight * visual + (1 - weight) * text``.
@@ -77,10 +79,7 @@ class VisualPrompt:
     masks: tuple[np.ndarray, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        masks = (self.mask,) if isinstance(self.mask, np.ndarray) and self.mask.ndim == 2 else tuple(self.mask)
-        if not masks:
-            raise ValueError("a visual prompt needs at least one support mask")
-        object.__setattr__(self, "masks", tuple(np.asarray(m) for m in masks))
+        object.__setattr__(self, "masks", tuple(mask_inside(m) for m in _split_masks(self.mask)))
         if self.mode not in MODES:
             raise ValueError(f"unknown visual prompt mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if not 0.0 <= self.weight <= 1.0:
@@ -106,16 +105,50 @@ class VisualPrompt:
         return images
 
 
+def _split_masks(mask: Any) -> list[Any]:
+    """One mask, or the masks of a list of 2D masks (a nested list of numbers is one mask)."""
+    if isinstance(mask, list | tuple):
+        if not mask:
+            raise ValueError("a visual prompt needs at least one support mask")
+        if all(np.ndim(m) == 2 for m in mask):
+            return list(mask)
+    return [mask]
+
+
+def mask_inside(mask: Any) -> np.ndarray:
+    """A support mask as ``(Y, X)`` bool: bool as is, integers non-zero, floats in [0, 1] at >= 0.5.
+
+    Raises:
+        ValueError: not 2D, or floats outside [0, 1] (NaN included).
+        TypeError: another kind of data (complex, text, objects).
+    """
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(
+            f"a support mask must be 2D (Y, X); got shape {array.shape}: pass one mask per example, "
+            "e.g. VisualPrompt([mask_a, mask_b]) for several"
+        )
+    if array.dtype == np.bool_:
+        return array
+    if array.dtype.kind in "iu":
+        return array != 0
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or array.min(initial=0) < 0 or array.max(initial=0) > 1:
+            raise ValueError(
+                "a float support mask must hold values in [0, 1] (>= 0.5 is inside) and no NaN or inf; "
+                "use a bool or integer label mask otherwise"
+            )
+        return array >= 0.5
+    raise TypeError(f"a support mask must be bool, integer labels or floats in [0, 1]; got {array.dtype}")
+
+
 def _check_mask(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"a support mask must be 2D (Y, X); got shape {mask.shape}")
     if mask.shape != image.shape[:2]:
         raise ValueError(
             f"the support mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
             f"{image.shape[0]}x{image.shape[1]}: draw the example on the image it belongs to"
         )
-    inside = mask != 0
+    inside = mask_inside(mask)
     n = int(inside.sum())
     if n == 0:
         raise ValueError("the support region is empty (or lies outside the image): mark an example first")

@@ -23,7 +23,7 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from ..config import ClipSegConfig, TowerConfig
+from .config import ClipSegConfig, TowerConfig
 
 
 def _mlp_ratio(tower: TowerConfig) -> float:

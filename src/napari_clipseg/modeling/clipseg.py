@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import ClipSegConfig
 from . import backbone
+from .config import ClipSegConfig
 from .decoder import ClipSegDecoder
+from .devices import autocast_dtype
+from .info import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -31,18 +33,24 @@ class ClipSeg(nn.Module):
     ``clip`` holds the open_clip ``CLIP`` module (OpenAI key names), ``decoder`` the CLIPSeg
     decoder (original key names). The CLIP towers are frozen: they run without autograd even
     when the decoder is trained.
+
+    Args:
+        config: The architecture.
+        info: Where the weights come from and the precision to run at (default: random, float32).
     """
 
-    def __init__(self, config: ClipSegConfig) -> None:
+    def __init__(self, config: ClipSegConfig, info: ModelInfo | None = None) -> None:
         super().__init__()
         self.config = config
+        self.info = info or ModelInfo()
         self.clip = backbone.build_clip(config)
         self.decoder = ClipSegDecoder(config)
         self.clip.requires_grad_(False)
-        #: Where the weights came from (set by :func:`napari_clipseg.load_model`); None = random.
-        self.weights_info = None
-        #: Reduced-precision dtype used under autocast by the predictor (None = fp32).
-        self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """Reduced-precision dtype the predictor runs under (None = exact float32)."""
+        return autocast_dtype(self.info.precision)
 
     @property
     def device(self) -> torch.device:

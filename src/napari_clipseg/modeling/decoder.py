@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ClipSegConfig
+from .config import ClipSegConfig
 
 
 def _head(config: ClipSegConfig) -> nn.Module:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
 
-from . import _layers
-from .pipeline import SegmentationResult
+from ..options import SegmentOptions
+from ..results import SegmentationResult
+from . import layers as _layers
 
 if TYPE_CHECKING:
     import napari
@@ -21,19 +22,37 @@ _COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue")
 
 
 @dataclass(frozen=True)
-class RunContext:
-    """What a run needs to place its result, captured when Run is pressed."""
+class RunRequest:
+    """What a run needs, captured when Run is pressed (the worker reads only this).
+
+    Attributes:
+        image_name: The Image layer segmented.
+        prompts: Texts and VisualPrompts, in label order.
+        names: Their class names.
+        data: The image layer's array (may be lazy: read in the worker).
+        options: Every run option (planes, channels, mode, threshold, ...).
+        spatial_shape: Shape of the result layers.
+        layer_kwargs: The image's scale, translation, ... for the result layers.
+        example: How a visual example was given (for the record), or None.
+    """
 
     image_name: str
-    prompts: list  # texts and VisualPrompts, in label order
-    names: list[str]  # their class names
-    data: Any  # the image layer's array (may be lazy: read in the worker)
-    rgb: bool
+    prompts: list
+    names: list[str]
+    data: Any
+    options: SegmentOptions
     spatial_shape: tuple[int, ...]
-    planes: list[tuple[int, ...]] | None  # leading-axis indices to segment; None = every plane
-    options: dict[str, Any]  # planes.iter_segment_nd options (mode, overlap, channels, value_range)
-    spatial: dict[str, Any]  # the image's scale, translation, ... for output layers
-    record: dict[str, Any]  # extra provenance (e.g. the visual example used)
+    layer_kwargs: dict[str, Any]
+    example: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The latest result shown, for relabelling, probability maps and "use result as example"."""
+
+    result: SegmentationResult
+    layer: Labels
+    request: RunRequest
 
 
 class ResultLayers:
@@ -41,47 +60,46 @@ class ResultLayers:
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
-        #: (result, labels layer, context) of the last run, for relabelling and probability maps.
-        self.last: tuple[SegmentationResult, Labels, RunContext] | None = None
+        self.last: LastRun | None = None
 
     @property
     def last_layer(self) -> Labels | None:
         """The last run's Labels layer, if the user has not deleted it."""
-        if self.last is None or self.last[1] not in self._viewer.layers:
+        if self.last is None or self.last.layer not in self._viewer.layers:
             return None
-        return self.last[1]
+        return self.last.layer
 
-    def add(self, result: SegmentationResult, meta: dict, context: RunContext, *, probabilities: bool) -> tuple:
+    def add(self, result: SegmentationResult, record: dict, request: RunRequest, *, probabilities: bool) -> tuple:
         """Show a run's result; returns ``(labels layer, note for the user)``."""
-        layer, note = self._write_labels(result, context, meta)
-        self.last = (result, layer, context)
+        layer, note = self._write_labels(result, request, record)
+        self.last = LastRun(result, layer, request)
         if probabilities:
             self.show_probabilities()
         return layer, note
 
-    def _write_labels(self, result: SegmentationResult, context: RunContext, meta: dict) -> tuple[Labels, str]:
-        name, labels = _layers.output_name(context.names), result.labels
+    def _write_labels(self, result: SegmentationResult, request: RunRequest, record: dict) -> tuple[Labels, str]:
+        name, labels = _layers.output_name(request.names), result.labels
         existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
         reusable = (
             isinstance(existing, Labels)
             and _layers.clipseg_meta(existing) is not None
             and not _layers.is_edited(existing)
-            and existing.data.shape == context.spatial_shape
+            and existing.data.shape == request.spatial_shape
         )
-        record = {_layers.META_KEY: {**meta, "edited": False}}
+        metadata = {_layers.META_KEY: record}
         if reusable:
-            for index in _planes(result):
+            for index in result.planes:
                 existing.data[index] = labels[index]
-            existing.metadata.update(record)
-            existing.features = _layers.class_features(context.names)
+            existing.metadata.update(metadata)
+            existing.features = _layers.class_features(request.names)
             existing.refresh()
             return existing, ""
         layer = self._viewer.add_labels(
             labels,
             name=name,
-            metadata=record,
-            features=_layers.class_features(context.names),
-            **context.spatial,
+            metadata=metadata,
+            features=_layers.class_features(request.names),
+            **request.layer_kwargs,
         )
         _layers.mark_edits(layer)
         note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
@@ -97,19 +115,19 @@ class ResultLayers:
             return None
         if _layers.is_edited(layer):
             return f"'{layer.name}' has your edits, so it is left alone: run again for a new layer."
-        result = self.last[0]
+        result = self.last.result
         labels = result.relabel(threshold, min_size)
-        for index in _planes(result):
+        for index in result.planes:
             layer.data[index] = labels[index]
         layer.refresh()
-        _layers.clipseg_meta(layer).update(threshold=result.threshold, min_size=result.min_size)
+        _layers.clipseg_meta(layer)["options"] = result.options.to_dict()
         return None
 
     def show_probabilities(self) -> None:
         """One Image layer per prompt of the last run (``clipseg p: <prompt>``), updated in place."""
         if self.last_layer is None:
             return
-        result, _, context = self.last
+        result, request = self.last.result, self.last.request
         for i, prompt in enumerate(result.prompts):
             name, data = f"clipseg p: {prompt}", result.probabilities[i]
             if name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
@@ -123,10 +141,5 @@ class ResultLayers:
                 blending="additive",
                 contrast_limits=(0.0, 1.0),
                 opacity=0.6,
-                **context.spatial,
+                **request.layer_kwargs,
             )
-
-
-def _planes(result: SegmentationResult) -> list[tuple[int, ...]]:
-    """The planes a run segmented (the rest of an existing layer is left as it was)."""
-    return result.metadata.get("planes", [()])

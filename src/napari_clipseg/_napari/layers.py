@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from ..records import class_names
 
 if TYPE_CHECKING:
     import napari
@@ -53,6 +56,35 @@ def current_index(layer: Any, current_step: tuple[int, ...], level: int = 0) -> 
     return tuple(min(max(int(i), 0), s - 1) for i, s in zip(step[:n_leading], shape[:n_leading], strict=False))
 
 
+@dataclass(frozen=True)
+class ImageRead:
+    """What a run reads from an Image layer, and where its results go.
+
+    Attributes:
+        data: The array at the chosen pyramid level (lazy data stays lazy).
+        index: Leading-axis indices of the plane on screen (channel axis removed).
+        spatial_shape: Shape of the result layers (no RGB or channel axis).
+        layer_kwargs: Scale, translation, ... for the result layers.
+    """
+
+    data: Any
+    index: tuple[int, ...]
+    spatial_shape: tuple[int, ...]
+    layer_kwargs: dict[str, Any]
+
+
+def read_image(layer: Any, current_step: tuple[int, ...], level: int, channel_axis: int | None) -> ImageRead:
+    """The data, current plane and output geometry of ``layer`` (a channel axis is dropped from the outputs)."""
+    index = current_index(layer, current_step, level)
+    shape = spatial_shape(layer, level)
+    kwargs = level_kwargs(layer, level)
+    if channel_axis is not None:  # the channels become colours: the results lack that axis
+        shape = shape[:channel_axis] + shape[channel_axis + 1 :]
+        index = index[:channel_axis] + index[channel_axis + 1 :]
+        kwargs = without_axis(kwargs, channel_axis)
+    return ImageRead(layer_data(layer, level), index, shape, kwargs)
+
+
 def image_plane_at(layer: Any, index: tuple[int, ...]) -> np.ndarray:
     """The 2D data of ``layer`` at leading indices ``index`` (finest level of multiscale data)."""
     data = layer_data(layer)
@@ -90,6 +122,14 @@ def output_name(prompts: list[str]) -> str:
     return f"clipseg: {', '.join(prompts)}"
 
 
+def layer_class_names(layer: Any) -> list[str]:
+    """Class names of a Labels layer: from its CLIPSeg record, else ``label 1`` .. ``label N``."""
+    record = clipseg_meta(layer)
+    if record is not None:
+        return class_names(record)
+    return [f"label {v}" for v in range(1, int(np.max(layer.data, initial=0)) + 1)]
+
+
 def class_features(prompts: list[str]) -> pd.DataFrame:
     """One row per label value (0 = background), as napari's Labels ``features`` expects."""
     return pd.DataFrame({"index": np.arange(len(prompts) + 1), "class": ["background", *prompts]})
@@ -100,7 +140,7 @@ def class_table_text(prompts: list[str]) -> str:
 
 
 def clipseg_meta(layer: napari.layers.Layer) -> dict[str, Any] | None:
-    """The plugin's record on a layer it made (None for other layers)."""
+    """The plugin's provenance record (see :mod:`napari_clipseg.records`) on a layer it made, else None."""
     meta = layer.metadata.get(META_KEY)
     return meta if isinstance(meta, dict) else None
 

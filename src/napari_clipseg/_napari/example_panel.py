@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton, SpinBox
 from napari.layers import Labels, Shapes
 
-from . import _layers
-from .visual import DEFAULT_MODE, MODES, VisualPrompt
+from ..visual import DEFAULT_MODE, MODES, VisualPrompt
+from . import layers as _layers
 
 if TYPE_CHECKING:
     import napari

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .constants import DEFAULT_HUB_ID
-from .errors import WeightsUnavailableError
+from ..constants import DEFAULT_HUB_ID
+from ..errors import WeightsUnavailableError
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

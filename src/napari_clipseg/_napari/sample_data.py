@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .samples import SAMPLES, load_sample
+from ..samples import SAMPLES, load_sample
 
 
 def _sample(name: str) -> list[tuple]:

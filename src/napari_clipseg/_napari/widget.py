@@ -1,18 +1,22 @@
 """The CLIPSeg dock widget: prompts in, editable Labels layers out, without blocking napari.
 
-Thin by design: it gathers inputs, runs the core pipeline generator (``pipeline.iter_segment``)
-in a napari ``thread_worker``, shows its progress, and creates or updates layers on the main
-thread when the result arrives. Set ``NAPARI_CLIPSEG_SYNC=1`` to run inline (debugging).
+Thin by design: it gathers inputs into a :class:`~.result_layers.RunRequest` (with a
+:class:`~napari_clipseg.options.SegmentOptions`), runs the core pipeline generator
+(``napari_clipseg.pipeline.iter_segment``) in a napari ``thread_worker``, shows its progress, and
+creates or updates layers on the main thread when the result arrives. Set
+``NAPARI_CLIPSEG_SYNC=1`` to run inline (debugging).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._gl_guard import guard_triton
+from .._gl_guard import guard_triton
 
 guard_triton()  # before torch is imported below: napari has usually drawn by now (see _gl_guard)
 
@@ -32,21 +36,47 @@ from napari.layers import Image, Labels  # noqa: E402
 from napari.utils.notifications import show_error, show_info, show_warning  # noqa: E402
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer  # noqa: E402
 
-from . import _layers  # noqa: E402
-from ._example_panel import ExamplePanel  # noqa: E402
-from ._export_action import export_labels_layer  # noqa: E402
-from ._jobs import ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
-from ._options_panel import REGIONS, OptionsPanel  # noqa: E402
-from ._results import ResultLayers, RunContext  # noqa: E402
-from .pipeline import Progress, SegmentationResult  # noqa: E402
-from .prompts import prompt_label, split_prompts  # noqa: E402
-from .settings import Settings, load_settings, save_settings  # noqa: E402
+from ..options import split_prompts  # noqa: E402
+from ..prompts import prompt_label  # noqa: E402
+from ..results import Progress, SegmentationResult, run  # noqa: E402
+from . import layers as _layers  # noqa: E402
+from .example_panel import ExamplePanel  # noqa: E402
+from .export_action import export_labels_layer  # noqa: E402
+from .jobs import ModelKey, ModelRunner, describe_error, settle_heavy_imports  # noqa: E402
+from .options_panel import OptionsPanel  # noqa: E402
+from .result_layers import ResultLayers, RunRequest  # noqa: E402
+from .settings import REGIONS, Settings, load_settings, save_settings  # noqa: E402
 
 if TYPE_CHECKING:
     import napari
 
 logger = logging.getLogger(__name__)
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
+
+
+def _ask_folder(parent: Any, start: str) -> str:
+    from qtpy.QtWidgets import QFileDialog
+
+    return QFileDialog.getExistingDirectory(parent, "Export masks to folder", start)
+
+
+def _confirm(parent: Any, question: str) -> bool:
+    from qtpy.QtWidgets import QMessageBox
+
+    return QMessageBox.question(parent, "napari-clipseg", question) == QMessageBox.StandardButton.Yes
+
+
+@dataclass
+class Dialogs:
+    """The modal questions the widget asks; tests and scripts pass their own answers.
+
+    Attributes:
+        ask_folder: ``(parent, start folder) -> chosen folder`` ("" when cancelled).
+        confirm: ``(parent, question) -> yes?``.
+    """
+
+    ask_folder: Callable[[Any, str], str] = _ask_folder
+    confirm: Callable[[Any, str], bool] = _confirm
 
 
 class _EnterRuns(QObject):
@@ -67,12 +97,13 @@ class _EnterRuns(QObject):
 class ClipSegWidget(Container):
     """Segment the selected image from text prompts (see the module docstring)."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, dialogs: Dialogs | None = None) -> None:
         super().__init__(labels=True)
         settle_heavy_imports()
-        from .devices import available_devices
+        from ..modeling.devices import available_devices
 
         self._viewer = viewer
+        self.dialogs = dialogs or Dialogs()
         s = load_settings()
         self._worker = None
         self._runner = ModelRunner()
@@ -91,8 +122,8 @@ class ClipSegWidget(Container):
         devices = ["auto", *available_devices()]
         self._device = ComboBox(label="Device", choices=devices, value=s.device if s.device in devices else "auto")
         self._precision = ComboBox(label="Precision", choices=["float32", "bfloat16", "float16"], value=s.precision)
-        self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=s.threshold)
-        self._min_size = SpinBox(label="Min. size (px)", min=0, max=10_000_000, value=s.min_size)
+        self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=s.options.threshold)
+        self._min_size = SpinBox(label="Min. size (px)", min=0, max=10_000_000, value=s.options.min_size)
         self._show_probs = CheckBox(text="Show probability maps", value=s.show_probabilities)
         self._run_btn, self._cancel_btn = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", min=0, max=1, value=0)
@@ -179,19 +210,27 @@ class ClipSegWidget(Container):
             self._image.reset_choices()
             self._image.value = active
 
-    def _settings(self) -> Settings:
+    def _run_options(self) -> Any:
+        """The options set in the main controls (the panel adds its own for a layer)."""
+        from ..options import SegmentOptions
+
+        return SegmentOptions(
+            mode=self._options.tiling.value,
+            overlap=int(self._options.overlap.value),
+            threshold=float(self._threshold.value),
+            min_size=int(self._min_size.value),
+        )
+
+    def _settings(self, export_folder: str | None = None) -> Settings:
         return Settings(
             model_source=self._source.value.strip(),
             device=self._device.value,
             precision=self._precision.value,
-            threshold=float(self._threshold.value),
-            min_size=int(self._min_size.value),
             show_probabilities=bool(self._show_probs.value),
             prompts=self._prompts.value,
-            export_folder=load_settings().export_folder,
+            export_folder=load_settings().export_folder if export_folder is None else export_folder,
             region=self._options.region.value,
-            tiling=self._options.tiling.value,
-            overlap=int(self._options.overlap.value),
+            options=self._run_options(),
         )
 
     def _save_settings(self) -> None:
@@ -222,64 +261,62 @@ class ClipSegWidget(Container):
     def is_running(self) -> bool:
         return self._worker is not None
 
-    def _gather(self) -> RunContext | None:
-        """Validate the inputs; None (after telling the user why) when a run cannot start."""
+    def _selected_image(self) -> Any:
+        """The Image layer to segment, or None (after telling the user what to select)."""
         layer = self._image.value
         if layer is None:
             active = self._viewer.layers.selection.active
             hint = f"'{active.name}' is a {type(active).__name__} layer; " if active is not None else ""
             self._say(f"{hint}CLIPSeg needs an Image layer: open or select an image first.", "warning")
+        return layer
+
+    def _example_prompt(self, layer: Any) -> tuple[Any, dict[str, Any]]:
+        """The visual prompt of the example section and its record entry (ValueError if unusable)."""
+        visual = self._example.build(layer)
+        entry = {
+            "layer": self._example.support.value.name,
+            "mode": visual.mode,
+            "weight": visual.weight,
+            "regions": len(visual.masks),
+            "image": (self._example.example_image.value or layer).name,
+        }
+        return visual, entry
+
+    def _request(self) -> RunRequest | None:
+        """Everything a run needs; None (after telling the user why) when a run cannot start."""
+        layer = self._selected_image()
+        if layer is None:
             return None
         prompts: list = split_prompts(self._prompts.value)
         if not prompts and not self._example.active:
             self._say("Type at least one prompt (one per line or comma-separated), or choose an example.", "warning")
             return None
         try:
-            level = int(self._options.level.value) if layer.multiscale else 0
-            data = _layers.layer_data(layer, level)
-            index = _layers.current_index(layer, self._viewer.dims.current_step, level)
-            options = self._options.read(layer)
-        except ValueError as e:
+            options = self._options.apply(self._run_options(), layer)
+            read = _layers.read_image(
+                layer, self._viewer.dims.current_step, options.pyramid_level, options.channel_axis
+            )
+            whole_stack = self._options.region.value == REGIONS[1] and len(read.spatial_shape) > 2
+            options = options.replace(rgb=bool(layer.rgb), planes=None if whole_stack else [read.index])
+            example = None
+            if self._example.active:
+                visual, example = self._example_prompt(layer)
+                prompts.append(visual)
+        except (ValueError, TypeError) as e:
             self._say(str(e), "warning")
             return None
         except Exception as e:  # noqa: BLE001 - any failure to read the layer is reported, not raised
             self._say(f"Cannot read image '{layer.name}': {e}", "error")
             return None
-        spatial_shape = _layers.spatial_shape(layer, level)
-        layer_kwargs = _layers.level_kwargs(layer, level)
-        axis = options.get("channel_axis")
-        if axis is not None:  # the channels become colours: the results lack that axis
-            spatial_shape = spatial_shape[:axis] + spatial_shape[axis + 1 :]
-            index = index[:axis] + index[axis + 1 :]
-            layer_kwargs = _layers.without_axis(layer_kwargs, axis)
-        whole_stack = self._options.region.value == REGIONS[1] and len(spatial_shape) > 2
-        record = {}
-        if self._example.active:
-            try:
-                visual = self._example.build(layer)
-            except ValueError as e:
-                self._say(str(e), "warning")
-                return None
-            prompts.append(visual)
-            record["example"] = {
-                "layer": self._example.support.value.name,
-                "mode": visual.mode,
-                "weight": visual.weight,
-                "regions": len(visual.masks),
-                "image": (self._example.example_image.value or layer).name,
-            }
-        names = [prompt_label(p) for p in prompts]
-        return RunContext(
-            layer.name,
-            prompts,
-            names,
-            data,
-            bool(layer.rgb),
-            spatial_shape,
-            None if whole_stack else [index],
-            options,
-            layer_kwargs,
-            record,
+        return RunRequest(
+            image_name=layer.name,
+            prompts=prompts,
+            names=[prompt_label(p) for p in prompts],
+            data=read.data,
+            options=options,
+            spatial_shape=read.spatial_shape,
+            layer_kwargs=read.layer_kwargs,
+            example=example,
         )
 
     def _use_result_as_example(self, _value: Any = None) -> None:
@@ -291,10 +328,11 @@ class ClipSegWidget(Container):
             return
         image = self._image.value
         index = _layers.current_index(image, self._viewer.dims.current_step) if image is not None else ()
-        if self._results.last is not None and layer is self._results.last_layer:
-            context = self._results.last[2]
-            image = self._viewer.layers[context.image_name] if context.image_name in self._viewer.layers else image  # noqa: SIM401
-            index = index if context.planes is None else context.planes[0]
+        last = self._results.last
+        if last is not None and layer is self._results.last_layer:
+            name, planes = last.request.image_name, last.request.options.planes
+            image = self._viewer.layers[name] if name in self._viewer.layers else image  # noqa: SIM401
+            index = index if planes is None else planes[0]
         value = max(1, int(layer.selected_label))
         self._example.pin(layer, value, image, index)
         where = f" (plane {list(index)})" if index else ""
@@ -305,33 +343,29 @@ class ClipSegWidget(Container):
         if self.is_running:
             self._say("A CLIPSeg run is already in progress: wait for it or press Cancel.", "warning")
             return
-        context = self._gather()
-        if context is None:
+        request = self._request()
+        if request is None:
             return
-        key = (self._source.value.strip(), self._device.value, self._precision.value)
-        job = partial(self._runner.job, key, context, float(self._threshold.value), int(self._min_size.value))
+        key = ModelKey(self._source.value.strip(), self._device.value, self._precision.value)
+        job = partial(self._runner.job, key, request)
         self._set_running(True)
         if SYNC:
-            self._run_inline(job, context)
+            self._run_inline(job, request)
             return
         from napari.qt.threading import create_worker
 
         worker = create_worker(job, _progress={"desc": "CLIPSeg"}, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda value: self._on_result(*value, context=context))
+        worker.returned.connect(lambda value: self._on_result(*value, request=request))
         worker.errored.connect(self._on_error)
         worker.aborted.connect(lambda: self._say("Cancelled: no layer was changed."))
         worker.finished.connect(partial(self._set_running, False))
         self._worker = worker
         worker.start()
 
-    def _run_inline(self, job: Any, context: RunContext) -> None:
-        generator = job()
+    def _run_inline(self, job: Any, request: RunRequest) -> None:
         try:
-            while True:
-                self._on_progress(next(generator))
-        except StopIteration as stop:
-            self._on_result(*stop.value, context=context)
+            self._on_result(*run(job(), self._on_progress), request=request)
         except Exception as e:  # noqa: BLE001 - reported like the worker's errored signal
             self._on_error(e)
         finally:
@@ -361,10 +395,10 @@ class ClipSegWidget(Container):
 
     # --- results --------------------------------------------------------------------------------
 
-    def _on_result(self, result: SegmentationResult, meta: dict, context: RunContext) -> None:
-        layer, note = self._results.add(result, meta, context, probabilities=self._show_probs.value)
-        self._classes.value = _layers.class_table_text(context.names)
-        counts = ", ".join(f"{p} {int((result.labels == i + 1).sum())} px" for i, p in enumerate(context.names))
+    def _on_result(self, result: SegmentationResult, record: dict, request: RunRequest) -> None:
+        layer, note = self._results.add(result, record, request, probabilities=self._show_probs.value)
+        self._classes.value = _layers.class_table_text(request.names)
+        counts = ", ".join(f"{p} {int((result.labels == i + 1).sum())} px" for i, p in enumerate(request.names))
         self._say(f"'{layer.name}': {counts}.{note}")
 
     def _relabel(self, _value: Any = None) -> None:
@@ -375,17 +409,6 @@ class ClipSegWidget(Container):
 
     # --- export ---------------------------------------------------------------------------------
 
-    def _ask_folder(self) -> str:
-        from qtpy.QtWidgets import QFileDialog
-
-        return QFileDialog.getExistingDirectory(self.native, "Export masks to folder", load_settings().export_folder)
-
-    def _confirm(self, question: str) -> bool:
-        from qtpy.QtWidgets import QMessageBox
-
-        answer = QMessageBox.question(self.native, "napari-clipseg", question)
-        return answer == QMessageBox.StandardButton.Yes
-
     def export_masks(self, _value: Any = None) -> list:
         """Write the selected (or last) Labels layer as training masks + JSON sidecar."""
         active = self._viewer.layers.selection.active
@@ -393,17 +416,18 @@ class ClipSegWidget(Container):
         if layer is None or layer not in self._viewer.layers:
             self._say("Select a Labels layer to export.", "warning")
             return []
-        folder = self._ask_folder()
+        folder = self.dialogs.ask_folder(self.native, load_settings().export_folder)
         if not folder:
             return []
         try:
-            paths = export_labels_layer(layer, folder, self._export_format.value, self._confirm)
+            confirm = partial(self.dialogs.confirm, self.native)
+            paths = export_labels_layer(layer, folder, self._export_format.value, confirm)
         except (OSError, ValueError) as e:
             self._say(f"Export failed: {e}", "error")
             return []
         if not paths:
             self._say("Export cancelled: no file was changed.")
             return []
-        save_settings(Settings(**{**self._settings().__dict__, "export_folder": str(folder)}))
+        save_settings(self._settings(export_folder=str(folder)))
         self._say(f"Exported {len(paths)} files to {folder}.")
         return paths

@@ -17,7 +17,6 @@ are checked against the architecture exactly, and every failure says what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,20 +29,21 @@ import safetensors
 import safetensors.torch
 import torch
 
-from . import keymap
-from .config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, get_config, to_hf_config
-from .constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
-from .devices import resolve_device, resolve_dtype
-from .errors import (
+from ..constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
+from ..errors import (
     ArchitectureMismatchError,
     CorruptWeightsError,
     UnsafeWeightsError,
     WeightsError,
     WeightsUnavailableError,
 )
-from .export import atomic_write
+from ..export import atomic_write
+from . import keymap
+from .clipseg import ClipSeg
+from .config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, get_config, to_hf_config
+from .devices import resolve_device, resolve_precision
 from .hub import HF_WEIGHT_FILES, fetch_file, fetch_hub_model
-from .modeling import ClipSeg
+from .info import ModelInfo, WeightsInfo
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -62,36 +62,6 @@ __all__ = [
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 _HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-class WeightsInfo:
-    """Where a model's weights came from; :attr:`sha256` fingerprints the files (lazily)."""
-
-    def __init__(self, source: str, kind: str, files: tuple[str, ...]) -> None:
-        self.source, self.kind, self.files = source, kind, files
-        self._sha256: str | None = None
-
-    @property
-    def sha256(self) -> str:
-        """SHA-256 over the weight files in order (a single file's own SHA-256)."""
-        if self._sha256 is None:
-            digests = [_file_sha256(f) for f in self.files]
-            self._sha256 = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-        return self._sha256
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "kind": self.kind, "files": list(self.files), "sha256": self.sha256}
-
-    def __repr__(self) -> str:
-        return f"WeightsInfo(source={self.source!r}, kind={self.kind!r})"
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -245,9 +215,9 @@ def _is_hf_state(state_keys: Any) -> bool:
     return any(k.startswith(("clip.vision_model.", "decoder.layers.")) for k in state_keys)
 
 
-def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: WeightsInfo) -> ClipSeg:
+def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: ModelInfo) -> ClipSeg:
     with torch.device("meta"):
-        model = ClipSeg(config)
+        model = ClipSeg(config, info)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -259,12 +229,11 @@ def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: Weigh
     if missing or unexpected or mismatched:
         error = keymap.KeyMismatchError(missing, unexpected, mismatched)
         raise ArchitectureMismatchError(
-            f"{info.source} does not match the CLIPSeg architecture ({error}). Check that the "
+            f"{info.weights.source} does not match the CLIPSeg architecture ({error}). Check that the "
             "checkpoint and the config (or backbone) belong together."
         )
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     model.clip.requires_grad_(False)
-    model.weights_info = info
     return model.eval()
 
 
@@ -295,13 +264,18 @@ def load_model(
         tqdm_class: Progress-bar class for downloads (huggingface_hub's default when None).
 
     Returns:
-        The model in eval mode on ``device``, with ``weights_info`` describing the source.
+        The model in eval mode on ``device``, with ``info`` describing the weights and precision.
 
     Raises:
         WeightsUnavailableError, CorruptWeightsError, UnsafeWeightsError, ArchitectureMismatchError.
     """
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(
+            f"the model source must be a hub id, a folder or a file path (e.g. {DEFAULT_HUB_ID!r}); "
+            f"got {type(source).__name__}"
+        )
     torch_device = resolve_device(device)
-    autocast_dtype = resolve_dtype(dtype, torch_device)
+    precision = resolve_precision(dtype, torch_device)
     cfg = get_config(config) if isinstance(config, str) else config
     path = Path(source).expanduser()
     if path.is_dir():
@@ -329,8 +303,7 @@ def load_model(
         state, info = _read_hf_weights(files, model_config), WeightsInfo(str(source), "hub", tuple(files))
     else:
         raise WeightsUnavailableError(f"no such file or directory: {path}")
-    model = _assemble(model_config, state, info).to(torch_device)
-    model.autocast_dtype = autocast_dtype
+    model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
     logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
     return model
 
@@ -345,7 +318,9 @@ def build_model(
     cfg = get_config(config) if isinstance(config, str) else config
     if seed is not None:
         torch.manual_seed(seed)
-    return ClipSeg(cfg).eval().to(resolve_device(device))
+    name = config if isinstance(config, str) else "custom"
+    info = ModelInfo(WeightsInfo(f"random:{name}", "random", seed=seed))
+    return ClipSeg(cfg, info).eval().to(resolve_device(device))
 
 
 def save_pretrained(model: ClipSeg, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .constants import EXTRACT_LAYERS
+from ..constants import EXTRACT_LAYERS
 
 _ACTIVATIONS = ("quick_gelu", "gelu")
 

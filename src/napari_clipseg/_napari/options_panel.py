@@ -1,0 +1,93 @@
+"""Widget controls for stacks, large images and channels (how the image is read and tiled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
+
+from ..constants import AUTO_WHOLE_MAX_SIDE, INPUT_SIZE, MODES
+from ..options import SegmentOptions, parse_channels
+from .settings import REGIONS, Settings
+
+
+class OptionsPanel(Container):
+    """Region (plane or stack), tiling mode and overlap, channel choice, intensity range, pyramid level."""
+
+    def __init__(self) -> None:
+        super().__init__(labels=True)
+        defaults = SegmentOptions()
+        self.region = ComboBox(
+            label="Region",
+            choices=list(REGIONS),
+            value=REGIONS[0],
+            tooltip="For stacks and time series: the plane shown, or every plane",
+        )
+        self.tiling = ComboBox(
+            label="Tiling",
+            choices=list(MODES),
+            value=defaults.mode,
+            tooltip=f"whole: resize to {INPUT_SIZE}; tiled: native-resolution tiles; both: average; "
+            f"auto: whole up to {AUTO_WHOLE_MAX_SIDE} px, both above",
+        )
+        self.overlap = SpinBox(label="Tile overlap (px)", min=0, max=INPUT_SIZE - 1, value=defaults.overlap)
+        self.channels = LineEdit(
+            label="Channels → RGB",
+            value="",
+            tooltip="Empty: automatic. Else three channel indices, -1 for an empty one",
+        )
+        self.contrast = CheckBox(text="Scale intensities by the layer's contrast limits", value=False)
+        self.level = SpinBox(
+            label="Pyramid level",
+            min=0,
+            max=20,
+            value=0,
+            tooltip="For multiscale layers: 0 is the finest level; higher levels are faster",
+        )
+        self.channel_axis = SpinBox(
+            label="Channel axis",
+            min=-1,
+            max=10,
+            value=-1,
+            tooltip="-1: none. Else the axis of a non-RGB layer that holds channels, "
+            "e.g. 0 for (C, Y, X); its channels are then combined as colours",
+        )
+        self.extend(
+            [self.region, self.tiling, self.overlap, self.channels, self.channel_axis, self.contrast, self.level]
+        )
+
+    def restore(self, settings: Settings) -> None:
+        """Take saved values (already validated by ``load_settings``)."""
+        self.region.value = settings.region
+        self.tiling.value = settings.options.mode
+        self.overlap.value = settings.options.overlap
+
+    def level_for(self, layer: Any) -> int:
+        """The pyramid level to read (0 for single-scale layers)."""
+        return int(self.level.value) if layer.multiscale else 0
+
+    def axis_for(self, layer: Any) -> int | None:
+        """The chosen channel axis of ``layer``, or None.
+
+        Raises:
+            ValueError: the axis is Y or X (or beyond), naming the layer.
+        """
+        axis = int(self.channel_axis.value)
+        if axis < 0 or layer.rgb:
+            return None
+        if axis >= layer.ndim - 2:
+            raise ValueError(
+                f"Channel axis {axis} must be one of the {layer.ndim - 2} leading axes of '{layer.name}' (not Y or X)"
+            )
+        return axis
+
+    def apply(self, options: SegmentOptions, layer: Any) -> SegmentOptions:
+        """``options`` with this panel's choices for ``layer`` (ValueError for unusable channel text)."""
+        return options.replace(
+            mode=self.tiling.value,
+            overlap=int(self.overlap.value),
+            channels=parse_channels(self.channels.value),
+            channel_axis=self.axis_for(layer),
+            intensity=tuple(float(v) for v in layer.contrast_limits) if self.contrast.value else None,
+            pyramid_level=self.level_for(layer),
+        )

@@ -1,0 +1,26 @@
+"""napari writer for Labels layers: TIFF or PNG, plus the CLIPSeg record (``<file>.json``) when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..export import array_writer, json_writer, write_together
+from ..records import sidecar_path, validate_record
+from .layers import META_KEY
+
+
+def write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """Write one Labels layer to ``path`` (``.tif``/``.tiff``/``.png``); returns the written paths.
+
+    napari's save dialog has already asked before replacing an existing file, so this writes over
+    it. A layer made by napari-clipseg also gets ``<path>.json``, its record; the two are written
+    together (both or neither).
+    """
+    outputs = [(Path(path), array_writer(path, data))]
+    record = (meta.get("metadata") or {}).get(META_KEY)
+    if isinstance(record, dict):
+        files = {**record.get("files", {}), "labels": Path(path).name}
+        full = validate_record({**record, "files": files, "layer": meta.get("name")})
+        outputs.append((sidecar_path(path), json_writer(full)))
+    return [str(p) for p in write_together(outputs, overwrite=True)]

@@ -1,0 +1,73 @@
+"""Where a model's weights came from and how it runs: one typed record carried by every model.
+
+``build_model`` and ``load_model`` both give a :class:`~napari_clipseg.modeling.ClipSeg` whose
+``info`` is a :class:`ModelInfo`; records and the predictor read it there and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+#: Kinds of weight sources (see ``weights.load_model``).
+WEIGHT_KINDS = ("hub", "hf-directory", "hf-file", "original", "random")
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """The source of a model's weights.
+
+    Attributes:
+        source: What the user passed (hub id, folder, file), or ``random:<config>`` for a built model.
+        kind: One of :data:`WEIGHT_KINDS`.
+        files: The weight files read, in order (empty for random weights).
+        seed: The seed of random weights (None when not seeded or not random).
+    """
+
+    source: str
+    kind: str
+    files: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEIGHT_KINDS:
+            raise ValueError(f"unknown weights kind {self.kind!r}; one of {WEIGHT_KINDS}")
+
+    @cached_property
+    def sha256(self) -> str | None:
+        """SHA-256 over the weight files (a single file's own SHA-256); None for random weights."""
+        if not self.files:
+            return None
+        digests = [file_sha256(f) for f in self.files]
+        return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "files": list(self.files), "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is and how the predictor runs it.
+
+    Attributes:
+        weights: Where the weights came from.
+        precision: ``"float32"`` (exact), ``"bfloat16"`` or ``"float16"``: the autocast dtype the
+            predictor runs under. Weights stay float32 in every case.
+    """
+
+    weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))
+    precision: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.weights.to_dict(), "precision": self.precision}
