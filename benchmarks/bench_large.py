@@ -27,10 +27,17 @@ from _common import interleaved_medians, write_results
 PROMPTS = ["cell", "nucleus", "membrane"]
 
 
+def segment_uncached(image, predictor, prompts=PROMPTS, **options):
+    """One run with an empty feature cache (every plane and tile goes through the image tower)."""
+    import napari_clipseg as ncs
+
+    predictor.feature_cache.clear()
+    return ncs.run(ncs.iter_segment(image, prompts, predictor, ncs.SegmentOptions(**options)))
+
+
 def tiled_run(model_dir: str) -> dict:
     """Inside the subprocess: the 4096^2 run, its single-tile reference, and the peak RSS."""
     import napari_clipseg as ncs
-    from napari_clipseg.planes import iter_segment_nd
     from napari_clipseg.tiling import tile_boxes
 
     predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir))
@@ -38,10 +45,10 @@ def tiled_run(model_dir: str) -> dict:
     n_tiles = len(tile_boxes(image.shape))
     one_tile = image[:352, :352]
     single = interleaved_medians(
-        {"tile": lambda: ncs.run(iter_segment_nd(one_tile, PROMPTS, predictor, mode="tiled", batch=1))}, 3
+        {"tile": lambda: segment_uncached(one_tile, predictor, mode="tiled", batch_size=1)}, 3
     )["tile"]
     start = time.perf_counter()
-    result = ncs.run(iter_segment_nd(image, PROMPTS, predictor, mode="tiled", batch=4))
+    result = segment_uncached(image, predictor, mode="tiled", batch_size=4)
     seconds = time.perf_counter() - start
     return {
         "tiles": n_tiles,
@@ -55,16 +62,15 @@ def tiled_run(model_dir: str) -> dict:
 
 def stack_run(model_dir: str) -> dict:
     import napari_clipseg as ncs
-    from napari_clipseg.planes import FeatureCache, iter_segment_nd
 
     predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir))
     stack = np.random.default_rng(1).integers(0, 4000, (16, 352, 352), dtype=np.uint16)
-    cache = FeatureCache()
     start = time.perf_counter()
-    ncs.run(iter_segment_nd(stack, ["cell"], predictor, cache=cache, cache_key="stack"))
+    segment_uncached(stack, predictor, prompts=["cell"])
     first = time.perf_counter() - start
+    options = ncs.SegmentOptions()
     reprompt = interleaved_medians(
-        {"r": lambda: ncs.run(iter_segment_nd(stack, ["a new prompt"], predictor, cache=cache, cache_key="stack"))}, 3
+        {"r": lambda: ncs.run(ncs.iter_segment(stack, ["a new prompt"], predictor, options))}, 3
     )["r"]
     return {"first_run_seconds": first, "reprompt_seconds": reprompt, "speedup": first / reprompt}
 

@@ -71,7 +71,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     import napari_clipseg as ncs
-    from napari_clipseg import _widget
+    from napari_clipseg._napari import widget as _widget
 
     model_dir = Path(tempfile.mkdtemp()) / "rd64-refined-random"
     ncs.save_pretrained(ncs.build_model("rd64-refined", seed=0), model_dir)

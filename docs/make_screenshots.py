@@ -18,7 +18,7 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_clipseg._widget import ClipSegWidget
+from napari_clipseg._napari.widget import ClipSegWidget
 
 OUT = Path(__file__).parent / "images"
 
@@ -57,7 +57,7 @@ def main(model: str) -> None:
     viewer.open_sample("napari-clipseg", "astronaut")
     widget._prompts.value = "person\nflag\nrocket"
     run(widget)
-    result = widget._results.last[0]
+    result = widget._results.last.result
     widget._threshold.value = round(float(np.quantile(result.probabilities.max(0), 0.6)), 2)
     settle()
     save(viewer, "widget-text-prompts.png")

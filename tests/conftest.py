@@ -77,6 +77,20 @@ def rng():
     return np.random.default_rng(0)
 
 
+def fake_hub_cache(cache, repo_id, files: dict):
+    """Lay files out as huggingface_hub's cache does, so offline hub loading finds them."""
+    import shutil
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name, src in files.items():
+        shutil.copy(src, snapshot / name)
+    return snapshot
+
+
 def tree_snapshot(root) -> dict:
     """{relative path: (size, mtime_ns)} of every file under root, to prove nothing changed."""
     out = {}

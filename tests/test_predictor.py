@@ -125,3 +125,36 @@ def test_bfloat16_autocast_on_cpu_is_close(tiny_model_dir, rng):
         results.append(predictor.predict(["a cat"]))
     assert results[1].dtype == np.float32
     np.testing.assert_allclose(results[0], results[1], atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((20, 128, 128), r"\(20, 128, 128\) is ambiguous.*ncs.segment"),
+        ((64, 64, 5), r"\(64, 64, 5\) is ambiguous.*channels="),
+        ((2, 3, 64, 64), r"got shape \(2, 3, 64, 64\)"),
+    ],
+)
+def test_shapes_are_never_guessed(predictor, shape, message):
+    with pytest.raises(ValueError, match=message):
+        predictor.set_image(np.zeros(shape, np.uint16))
+    assert not predictor.is_image_set
+
+
+def test_an_explicit_channel_choice_takes_any_number_of_channels(predictor, rng):
+    image = rng.integers(0, 4000, (48, 48, 6), dtype=np.uint16)
+    [features] = predictor.encode([image], value_range=(0, 4000), channels=(5, 0, -1))
+    chosen = np.stack([image[..., 5], image[..., 0], np.zeros_like(image[..., 0])], -1)
+    [expected] = predictor.encode([chosen], value_range=(0, 4000))
+    torch.testing.assert_close(features.reduced[0], expected.reduced[0])
+
+
+def test_wrong_argument_types_say_what_to_pass(predictor, tiny_model_dir):
+    with pytest.raises(TypeError, match=r"load it first with ncs\.load_model"):
+        ncs.ClipSegPredictor(str(tiny_model_dir))
+    predictor.set_image(np.zeros((32, 32)))
+    for bad in (None, 5):
+        with pytest.raises(TypeError, match="a text, a VisualPrompt, or a list of them"):
+            predictor.predict(bad)
+    with pytest.raises(TypeError, match="real numbers"):
+        predictor.set_image(np.zeros((32, 32), np.complex64))

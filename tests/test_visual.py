@@ -188,3 +188,41 @@ def test_visual_prompt_argument_checks(tiny_model):
         ncs.VisualPrompt([])
     with pytest.raises(RuntimeError, match="set_image"):
         ncs.ClipSegPredictor(tiny_model).embed_prompts([ncs.VisualPrompt(mask)])
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda m: m,
+        lambda m: m.astype(np.uint16) * 3,
+        lambda m: m.astype(np.float32),
+        lambda m: m.tolist(),
+        lambda m: torch.from_numpy(m),
+        lambda m: __import__("dask.array").array.from_array(m, chunks=16),
+    ],
+    ids=["bool", "labels", "float01", "nested-list", "torch", "dask"],
+)
+def test_any_2d_array_like_is_one_mask(tiny_model, convert):
+    mask = np.zeros((64, 64), bool)
+    mask[10:40, 20:50] = True
+    prompt = ncs.VisualPrompt(convert(mask))
+    assert len(prompt.masks) == 1 and prompt.masks[0].dtype == bool
+    np.testing.assert_array_equal(prompt.masks[0], mask)
+    several = ncs.VisualPrompt([convert(mask), convert(np.ascontiguousarray(mask[::-1]))])
+    assert len(several.masks) == 2
+
+
+@pytest.mark.parametrize(
+    ("mask", "error", "message"),
+    [
+        (np.ones((64, 64, 1), bool), ValueError, r"2D \(Y, X\); got shape \(64, 64, 1\)"),
+        (np.ones((64, 64, 3), np.uint8), ValueError, r"got shape \(64, 64, 3\)"),
+        (np.full((64, 64), np.nan), ValueError, "no NaN"),
+        (np.full((64, 64), 2.0), ValueError, r"\[0, 1\]"),
+        (np.full((64, 64), 1 + 1j), TypeError, "complex"),
+    ],
+    ids=["yx1", "yx3", "nan", "above-one", "complex"],
+)
+def test_masks_that_would_be_a_guess_are_refused(mask, error, message):
+    with pytest.raises(error, match=message):
+        ncs.VisualPrompt(mask)

@@ -12,6 +12,7 @@ import safetensors.torch
 import torch
 
 import napari_clipseg as ncs
+from conftest import fake_hub_cache as _fake_hub_cache
 from conftest import perturb_, tree_snapshot
 from napari_clipseg.constants import OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
 from napari_clipseg.modeling import keymap
@@ -40,18 +41,6 @@ def _write_original(model, directory, *, with_reduce=True):
     backbone_file = directory / "open_clip_model.safetensors"
     safetensors.torch.save_file(backbone, backbone_file)
     return pth, backbone_file
-
-
-def _fake_hub_cache(cache, repo_id, files: dict):
-    """Lay files out as huggingface_hub's cache does, so offline hub loading finds them."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    for name, src in files.items():
-        shutil.copy(src, snapshot / name)
-    return snapshot
 
 
 @pytest.fixture

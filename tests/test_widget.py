@@ -387,3 +387,36 @@ def test_channel_axis_of_a_multichannel_layer(widget, viewer, qtbot, rng, messag
     result = viewer.layers["clipseg: cell"]
     assert result.data.shape == (48, 64)
     np.testing.assert_allclose(result.scale, (0.5, 0.25))
+
+
+def _core_probabilities(model_dir, image, prompts):
+    predictor = ClipSegPredictor(ncs.load_model(model_dir))
+    predictor.set_image(image)
+    return predictor.predict(prompts)
+
+
+def test_a_new_image_of_the_same_shape_never_gets_the_old_features(widget, viewer, qtbot, rng, tiny_model_dir):
+    """Close an image, open another of the same shape and dtype: its own features, its own masks."""
+    first = viewer.add_image(rng.integers(0, 4000, (64, 80), dtype=np.uint16), name="first")
+    widget._prompts.value = "cell"
+    click_run(widget, qtbot)
+    viewer.layers.remove(first)
+    del first
+    second = viewer.add_image(rng.integers(0, 4000, (64, 80), dtype=np.uint16), name="second")
+    widget._image.value = second
+    click_run(widget, qtbot)
+    probabilities = widget._results.last.result.probabilities
+    np.testing.assert_allclose(probabilities, _core_probabilities(tiny_model_dir, second.data, ["cell"]), atol=1e-6)
+
+
+def test_an_image_edited_in_place_is_encoded_again(widget, viewer, qtbot, rng, tiny_model_dir):
+    image = viewer.add_image(rng.integers(0, 4000, (64, 80), dtype=np.uint16), name="img")
+    widget._prompts.value = "cell"
+    click_run(widget, qtbot)
+    before = widget._results.last.result.probabilities.copy()
+    image.data[:32] = rng.integers(0, 4000, (32, 80), dtype=np.uint16)  # same array object, new pixels
+    image.refresh()
+    click_run(widget, qtbot)
+    after = widget._results.last.result.probabilities
+    np.testing.assert_allclose(after, _core_probabilities(tiny_model_dir, image.data, ["cell"]), atol=1e-6)
+    assert np.abs(after - before).max() > 1e-4
