@@ -2,12 +2,97 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import napari_clipseg as ncs
 
-PUBLIC = ["load_model", "ClipSegPredictor", "segment", "ClipSeg", "ClipSegConfig", "iter_segment", "run"]
+PUBLIC = [
+    "load_model",
+    "ClipSegPredictor",
+    "segment",
+    "ClipSeg",
+    "ClipSegConfig",
+    "iter_segment",
+    "run",
+    "SegmentOptions",
+    "build_record",
+    "read_record",
+]
+SRC = Path(__file__).resolve().parents[1] / "src" / "napari_clipseg"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _internal_imports() -> dict[str, set[str]]:
+    """Module -> package modules it imports (at any depth: module level and inside functions)."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+                for alias in node.names:  # `from . import x` may name a module
+                    edges.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target)
+            elif isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                edges.update(n for n in names if n in modules)
+        edges.discard(name)
+    return graph
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _internal_imports()
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if target not in graph:
+                continue
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target] if target in path else [module, target]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert graph.get("napari_clipseg.pipeline")
+
+
+def test_functions_stay_short():
+    """Size budget: no function over 60 lines (docstring included)."""
+    long = [
+        f"{path.relative_to(SRC)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in SRC.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []
+
+
+def test_only_the_napari_folder_imports_gui_libraries():
+    gui = ("napari", "qtpy", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6")
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if "_napari" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else []
+            offenders += [f"{path.relative_to(SRC)}: {n}" for n in names if n.split(".")[0] in gui]
+    assert offenders == []
 
 
 def test_core_import_pulls_in_no_gui_modules():

@@ -104,11 +104,16 @@ class ClipSegWidget(Container):
 
         self._viewer = viewer
         self.dialogs = dialogs or Dialogs()
-        s = load_settings()
         self._worker = None
         self._runner = ModelRunner()
         self._results = ResultLayers(viewer)
+        self._create_controls(load_settings(), available_devices())
+        self._lay_out()
+        self._polish()
+        self._connect()
+        self._on_active()
 
+    def _create_controls(self, s: Settings, available: list[str]) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
         self._prompts = TextEdit(
             label="Prompts",
@@ -119,7 +124,7 @@ class ClipSegWidget(Container):
             label="Model", value=s.model_source, tooltip="Hub id, a transformers folder, or an original .pth checkpoint"
         )
         self._browse_file, self._browse_dir = PushButton(text="File…"), PushButton(text="Folder…")
-        devices = ["auto", *available_devices()]
+        devices = ["auto", *available]
         self._device = ComboBox(label="Device", choices=devices, value=s.device if s.device in devices else "auto")
         self._precision = ComboBox(label="Precision", choices=["float32", "bfloat16", "float16"], value=s.precision)
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=s.options.threshold)
@@ -131,9 +136,11 @@ class ClipSegWidget(Container):
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
         self._export_btn = PushButton(text="Export masks…")
-        self._example = ExamplePanel(viewer)
+        self._example = ExamplePanel(self._viewer)
         self._options = OptionsPanel()
         self._options.restore(s)
+
+    def _lay_out(self) -> None:
         row = partial(Container, layout="horizontal", labels=False)
         self.extend(
             [
@@ -155,9 +162,6 @@ class ClipSegWidget(Container):
                 row(widgets=[self._export_format, self._export_btn], label="Export"),
             ]
         )
-        self._polish()
-        self._connect()
-        self._on_active()
 
     def _polish(self) -> None:
         """Compact layout: wrapped messages (so the dock stays narrow) and a short prompt box."""

@@ -237,6 +237,33 @@ def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: Model
     return model.eval()
 
 
+def _read_source(
+    source: str | os.PathLike,
+    cfg: ClipSegConfig | None,
+    backbone: str | os.PathLike | None,
+    revision: str | None,
+    tqdm_class: Any,
+) -> tuple[ClipSegConfig, dict[str, torch.Tensor], WeightsInfo]:
+    """Config, state dict (our keys) and provenance of a weights source (see :func:`load_model`)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        model_config = cfg or _read_hf_config(path / "config.json")
+        files = _hf_directory_files(path)
+        return model_config, _read_hf_weights(files, model_config), WeightsInfo(str(path), "hf-directory", tuple(files))
+    if path.is_file():
+        raw = read_state_dict(path)
+        if _is_hf_state(raw):
+            model_config = cfg or _read_hf_config(path.parent / "config.json")
+            return model_config, _hf_state_to_ours(raw, model_config), WeightsInfo(str(path), "hf-file", (str(path),))
+        state, files = _read_original(raw, path, backbone, revision, tqdm_class)
+        return cfg or infer_original_config(state), state, WeightsInfo(str(path), "original", tuple(files))
+    if _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
+        config_path, files = fetch_hub_model(str(source), revision, tqdm_class)
+        model_config = cfg or _read_hf_config(config_path)
+        return model_config, _read_hf_weights(files, model_config), WeightsInfo(str(source), "hub", tuple(files))
+    raise WeightsUnavailableError(f"no such file or directory: {path}")
+
+
 def load_model(
     source: str | os.PathLike = DEFAULT_HUB_ID,
     *,
@@ -277,32 +304,7 @@ def load_model(
     torch_device = resolve_device(device)
     precision = resolve_precision(dtype, torch_device)
     cfg = get_config(config) if isinstance(config, str) else config
-    path = Path(source).expanduser()
-    if path.is_dir():
-        model_config = cfg or _read_hf_config(path / "config.json")
-        files = _hf_directory_files(path)
-        state, info = (
-            _read_hf_weights(files, model_config),
-            WeightsInfo(str(path), "hf-directory", tuple(files)),
-        )
-    elif path.is_file():
-        raw = read_state_dict(path)
-        if _is_hf_state(raw):
-            model_config = cfg or _read_hf_config(path.parent / "config.json")
-            state, info = (
-                _hf_state_to_ours(raw, model_config),
-                WeightsInfo(str(path), "hf-file", (str(path),)),
-            )
-        else:
-            state, files = _read_original(raw, path, backbone, revision, tqdm_class)
-            model_config = cfg or infer_original_config(state)
-            info = WeightsInfo(str(path), "original", tuple(files))
-    elif _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
-        config_path, files = fetch_hub_model(str(source), revision, tqdm_class)
-        model_config = cfg or _read_hf_config(config_path)
-        state, info = _read_hf_weights(files, model_config), WeightsInfo(str(source), "hub", tuple(files))
-    else:
-        raise WeightsUnavailableError(f"no such file or directory: {path}")
+    model_config, state, info = _read_source(source, cfg, backbone, revision, tqdm_class)
     model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
     logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
     return model
