@@ -228,3 +228,44 @@ def test_existing_files_are_kept_when_a_run_fails_late(tiny_model_dir, tmp_path,
     monkeypatch.setattr(export, "json_writer", lambda record: fail)  # the last file of the group fails
     assert main(_segment_argv(tiny_model_dir, out, "--overwrite", "--threshold", "0.9")) == 1
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _files(tmp_path):
+    (tmp_path / "text.png").write_text("this is not an image")
+    (tmp_path / "garbage.tif").write_bytes(b"II*\x00garbage" * 3)
+    write_array(tmp_path / "tiny.tif", np.zeros((8, 8), np.uint16))
+    write_array(tmp_path / "rgb.tif", np.zeros((32, 32, 3), np.uint8))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["text.png"], 1, r"cannot read text.png as an image"),
+        (["garbage.tif"], 1, r"cannot read garbage.tif as an image"),
+        (["objects.npy"], 1, r"cannot read objects.npy as an image"),
+        (["tiny.tif"], 1, r"8x8 pixels; CLIPSeg needs at least 16x16"),
+        (["rgb.tif", "--channels", "0,1,9"], 1, r"ask for channel 9, but the image has 3"),
+        (["rgb.tif", "-o", "/proc/labels.tif"], 1, r"/proc does not accept new files"),
+        (["rgb.tif", "-o", "rgb.tif"], 1, r"rgb.tif already exists \(use --overwrite"),
+    ],
+    ids=["text-as-png", "garbage-tif", "pickled-npy", "eight-pixels", "channel-9", "proc-output", "input-as-output"],
+)
+def test_bad_files_fail_before_the_model_loads(argv, code, message, tmp_path, capsys, monkeypatch):
+    """The model source 'nowhere' does not exist: each error must come before loading it."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    _files(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    output = [] if "-o" in argv else ["-o", "out.tif"]
+    assert main(["segment", *argv, "-p", "cell", "-m", "nowhere", *output]) == code
+    line = _error_line(capsys)
+    assert re.search(message, line) and "nowhere" not in line, line
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_usage_errors_of_argparse_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--sample", "moon", "-p", "x", "-o", "o.tif"])
+    assert exit_info.value.code == 2 and "invalid choice: 'moon'" in capsys.readouterr().err

@@ -420,3 +420,51 @@ def test_an_image_edited_in_place_is_encoded_again(widget, viewer, qtbot, rng, t
     after = widget._results.last.result.probabilities
     np.testing.assert_allclose(after, _core_probabilities(tiny_model_dir, image.data, ["cell"]), atol=1e-6)
     assert np.abs(after - before).max() > 1e-4
+
+
+@pytest.fixture
+def blocked_model_load(monkeypatch):
+    """Hold the worker inside the model load until released."""
+    from napari_clipseg.modeling import weights
+
+    entered, release = threading.Event(), threading.Event()
+    original = weights.load_model
+
+    def slow(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(weights, "load_model", slow)
+    return entered, release
+
+
+def test_cancel_while_the_model_loads_leaves_no_layer(widget, viewer, astronaut, qtbot, blocked_model_load):
+    entered, release = blocked_model_load
+    widget._prompts.value = "person"
+    widget._run_btn.native.click()
+    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
+    widget._cancel_btn.native.click()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    assert labels_layers(viewer) == [] and "Cancelled" in widget._status.value and widget._run_btn.enabled
+
+
+@pytest.mark.parametrize("change", ["closed", "replaced"])
+def test_the_image_closed_or_replaced_during_a_run(change, widget, viewer, qtbot, rng, blocked_set_image):
+    entered, release = blocked_set_image
+    image = viewer.add_image(rng.integers(0, 4000, (64, 80), dtype=np.uint16), name="img", scale=(2, 2))
+    original = image.data
+    widget._prompts.value = "cell"
+    widget._run_btn.native.click()
+    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
+    if change == "closed":
+        viewer.layers.remove(image)
+    else:
+        image.data = rng.integers(0, 4000, (32, 40), dtype=np.uint16)
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    layer = viewer.layers["clipseg: cell"]
+    assert layer.data.shape == original.shape and tuple(layer.scale) == (2, 2)  # placed as the data at Run
+    expected = "'img' was closed during the run" if change == "closed" else "'img' changed during the run"
+    assert expected in widget._status.value and "data at Run" in widget._status.value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,8 +50,11 @@ def check_target(path: str | os.PathLike, *, overwrite: bool) -> Path:
         folder = folder.parent
     if not folder.is_dir():
         raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {path}: no permission to write in {folder}")
+    try:  # a real probe: permissions, read-only mounts and pseudo file systems all answer here
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: {folder} does not accept new files ({e.strerror})") from None
     return path
 
 
@@ -61,9 +65,19 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _disk_full(error: OSError, path: Path) -> bool:
+    """Whether a failed write ran out of space (numpy's short writes carry no errno)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return "requested and" in str(error) or shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        return False
+
+
 def _explain(error: OSError, path: Path) -> OSError:
     """An OSError whose message says what happened in words a user acts on."""
-    if error.errno == errno.ENOSPC:
+    if _disk_full(error, path):
         return OSError(errno.ENOSPC, f"no space left on the device while writing {path}; nothing was written")
     if error.errno in (errno.EACCES, errno.EPERM):
         return PermissionError(error.errno, f"no permission to write {path}; nothing was written")
@@ -182,19 +196,26 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    suffix = path.suffix.lower()
     try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return tifffile.imread(path)
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        import imageio.v3 as iio
-
-        return np.asarray(iio.imread(path))
+        array = _read(path)
     except (OSError, ValueError, RuntimeError, SyntaxError) as e:
         if isinstance(e, PermissionError):
             raise PermissionError(f"no permission to read {path}") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot read {path} as an image ({first[:160]})") from None
+    if array.ndim < 2 or array.size == 0:
+        raise ValueError(f"cannot read {path} as an image (it holds no pixels: shape {array.shape})")
+    return array
+
+
+def _read(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))

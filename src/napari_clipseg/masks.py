@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .export import write_array
-from .records import class_table, write_record
+from .export import array_writer, json_writer, write_together
+from .records import class_table, validate_record
 
 #: The record of an exported folder.
 RECORD_NAME = "clipseg.json"
@@ -42,6 +42,8 @@ def export_masks(
     (uint8, 255 inside), and ``clipseg.json``: ``record`` with this folder's class table and file
     names. Nothing is written if any target exists and ``overwrite`` is False.
 
+    All files are written together: an interruption or a full disk leaves none of them.
+
     Returns:
         The written paths, record last.
     """
@@ -52,11 +54,10 @@ def export_masks(
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} file(s) already exist, e.g. {existing[0]}; nothing was written")
-    written = [write_array(targets[0], labels, overwrite=overwrite)]
-    for value, name in masks.items():
-        written.append(write_array(folder / name, (labels == value).astype(np.uint8) * 255, overwrite=overwrite))
     files = {"labels": targets[0].name, "masks": {str(v): n for v, n in masks.items()}}
     image = {**record.get("image", {}), "shape": list(labels.shape)}
-    full = {**record, "classes": class_table(class_names), "image": image, "files": files}
-    written.append(write_record(targets[-1], full, overwrite=overwrite))
-    return written
+    full = validate_record({**record, "classes": class_table(class_names), "image": image, "files": files})
+    writers = [array_writer(targets[0], labels)]
+    writers += [array_writer(folder / name, (labels == value).astype(np.uint8) * 255) for value, name in masks.items()]
+    writers.append(json_writer(full))
+    return write_together(list(zip(targets, writers, strict=True)), overwrite=overwrite)

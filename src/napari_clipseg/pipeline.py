@@ -38,7 +38,7 @@ from .predictor import ClipSegPredictor
 from .prompts import Prompts, clean_prompts, prompt_label
 from .results import Progress, SegmentationResult, relay, run
 from .tiling import Box, Stitcher, tile_boxes
-from .transforms import check_dtype, guess_rgb, intensity_range
+from .transforms import MIN_SIDE, check_dtype, guess_rgb, intensity_range
 from .visual import VisualPrompt
 
 #: Probability maps larger than this many values are kept as float16.
@@ -93,6 +93,17 @@ def plan_planes(image: Any, options: SegmentOptions) -> Geometry:
     spatial = tuple(int(s) for s in (data.shape[:-1] if rgb else data.shape))
     if len(spatial) < 2:
         raise ValueError(f"need at least 2 spatial axes (Y, X); got shape {tuple(data.shape)}")
+    if min(spatial[-2:]) < MIN_SIDE:
+        raise ValueError(
+            f"image planes are {spatial[-2]}x{spatial[-1]} pixels; CLIPSeg needs at least {MIN_SIDE}x{MIN_SIDE}"
+            + (" (if the last axis holds channels, say so: rgb=True or channel_axis)" if spatial[-1] < MIN_SIDE else "")
+        )
+    if options.channels is not None:
+        n = int(data.shape[-1]) if rgb else 1
+        if any(c >= n for c in options.channels):
+            raise ValueError(
+                f"channels {options.channels} ask for channel {max(options.channels)}, but the image has {n}"
+            )
     leading = spatial[:-2]
     planes = list(np.ndindex(*leading)) if options.planes is None else list(options.planes)
     for index in planes:

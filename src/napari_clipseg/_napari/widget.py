@@ -403,7 +403,17 @@ class ClipSegWidget(Container):
         layer, note = self._results.add(result, record, request, probabilities=self._show_probs.value)
         self._classes.value = _layers.class_table_text(request.names)
         counts = ", ".join(f"{p} {int((result.labels == i + 1).sum())} px" for i, p in enumerate(request.names))
-        self._say(f"'{layer.name}': {counts}.{note}")
+        self._say(f"'{layer.name}': {counts}.{note}{self._image_change_note(request)}")
+
+    def _image_change_note(self, request: RunRequest) -> str:
+        """What to tell the user when the image was closed or replaced while the run worked."""
+        layers = self._viewer.layers
+        image = layers[request.image_name] if request.image_name in layers else None  # noqa: SIM401 (no .get)
+        if image is None:
+            return f" '{request.image_name}' was closed during the run; the result is for its data at Run."
+        if _layers.layer_data(image, request.options.pyramid_level) is not request.data:
+            return f" '{request.image_name}' changed during the run; the result is for its data at Run: run again."
+        return ""
 
     def _relabel(self, _value: Any = None) -> None:
         """Threshold / min size changed: new labels from cached probabilities (no model call)."""

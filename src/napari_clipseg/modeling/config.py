@@ -15,6 +15,14 @@ from ..constants import EXTRACT_LAYERS
 _ACTIVATIONS = ("quick_gelu", "gelu")
 
 
+def _check_positive(owner: object, names: tuple[str, ...]) -> None:
+    """Raise ValueError unless each named field of ``owner`` is a whole number >= 1."""
+    for name in names:
+        value = getattr(owner, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(owner).__name__}.{name} must be a whole number >= 1; got {value!r}")
+
+
 @dataclass(frozen=True)
 class TowerConfig:
     """One CLIP transformer tower (vision or text).
@@ -35,6 +43,9 @@ class TowerConfig:
     act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
 
+    def __post_init__(self) -> None:
+        _check_positive(self, ("width", "layers", "heads", "mlp_dim"))
+
 
 @dataclass(frozen=True)
 class VisionConfig(TowerConfig):
@@ -42,6 +53,12 @@ class VisionConfig(TowerConfig):
 
     patch_size: int = 16
     image_size: int = 224
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, ("patch_size", "image_size"))
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,10 @@ class TextConfig(TowerConfig):
     vocab_size: int = 49408
     context_length: int = 77
     eos_token_id: int = 49407
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, ("vocab_size", "context_length"))
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,7 @@ class ClipSegConfig:
     refined: bool = True
 
     def __post_init__(self) -> None:
+        _check_positive(self, ("projection_dim", "reduce_dim", "decoder_heads", "decoder_mlp_dim"))
         object.__setattr__(self, "extract_layers", tuple(int(i) for i in self.extract_layers))
         layers = self.extract_layers
         if not layers or list(layers) != sorted(set(layers)):

@@ -128,6 +128,9 @@ def hf_to_ours(state_dict: dict[str, torch.Tensor], config: ClipSegConfig) -> di
     for row in rows:
         values = [state_dict[k] for k in row.hf]
         if row.op == "qkv":
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) != 1:
+                raise KeyMismatchError([], [], [f"{' / '.join(row.hf)} have different shapes {sorted(shapes)}"])
             out[row.ours] = torch.cat(values, dim=0)
         elif row.op == "transpose":
             out[row.ours] = values[0].T.contiguous()
@@ -151,6 +154,10 @@ def ours_to_hf(state_dict: dict[str, torch.Tensor], config: ClipSegConfig) -> di
     return out
 
 
+#: Key prefixes of an original CLIPSeg decoder checkpoint (timojl/clipseg names).
+ORIGINAL_DECODER_PREFIXES = ("film_mul.", "film_add.", "reduces.", "blocks.", "trans_conv.")
+
+
 def original_decoder_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keys of an original ``rd*-uni*.pth`` decoder checkpoint under our ``decoder.`` prefix.
 
@@ -158,6 +165,10 @@ def original_decoder_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str, t
     from ``CLIPDensePredT.state_dict()``) also carries the towers in OpenAI names, which are
     open_clip's, so they map to ``clip.*``; its duplicate ``model.*`` view is dropped.
     """
+    if not any(k.startswith(ORIGINAL_DECODER_PREFIXES) for k in state_dict):
+        keys = sorted(state_dict)
+        sample = ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        raise KeyMismatchError([f"{p}*" for p in ORIGINAL_DECODER_PREFIXES], [sample] if keys else [], None)
     out = {}
     for key, value in state_dict.items():
         if key in ORIGINAL_UNUSED_KEYS or key.startswith("model."):

@@ -75,6 +75,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise WeightsUnavailableError(f"no permission to read the weights file {path}: check its owner and mode")
     try:
         if path.suffix == ".safetensors":
             # Tensor by tensor, not load_file: that holds the GIL for the whole file (~200 ms for
@@ -90,6 +92,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "Use a safetensors file or a plain state dict saved with torch.save(model.state_dict())."
             ) from None
         raise CorruptWeightsError(_corrupt_message(path, e)) from None
+    except PermissionError:
+        raise WeightsUnavailableError(f"no permission to read the weights file {path}") from None
     except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types for damaged files
         raise CorruptWeightsError(_corrupt_message(path, e)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -107,11 +111,33 @@ def _corrupt_message(path: Path, error: Exception) -> str:
     )
 
 
+def _shard_files(directory: Path, index: Path) -> list[str]:
+    """The shard files named by a sharded checkpoint's index, confined to ``directory``."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CorruptWeightsError(
+            f"{index} is not a valid shard index ({type(e).__name__}: {e}); it needs a 'weight_map' "
+            "of parameter names to shard files: write the checkpoint again with save_pretrained"
+        ) from None
+    root = directory.resolve()
+    files = []
+    for name in names:
+        shard = (directory / str(name)).resolve()
+        if not isinstance(name, str) or shard.parent != root:
+            raise UnsafeWeightsError(
+                f"{index} names the shard {name!r} outside its folder {directory}; refusing to read it "
+                "(shards must be files in the checkpoint's own folder)"
+            )
+        files.append(str(shard))
+    return files
+
+
 def _hf_directory_files(directory: Path) -> list[str]:
     for index in _HF_INDEX_FILES:
         if (directory / index).is_file():
-            weight_map = json.loads((directory / index).read_text())["weight_map"]
-            return [str(directory / f) for f in sorted(set(weight_map.values()))]
+            return _shard_files(directory, directory / index)
     for name in HF_WEIGHT_FILES:
         if (directory / name).is_file():
             return [str(directory / name)]
@@ -124,14 +150,16 @@ def _read_hf_config(path: Path) -> ClipSegConfig:
     if not path.is_file():
         raise WeightsUnavailableError(f"{path} not found: a transformers checkpoint needs its config.json")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptWeightsError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise CorruptWeightsError(f"{path} must hold a JSON object (a CLIPSeg config); it holds a {type(raw).__name__}")
     if raw.get("model_type", "clipseg") != "clipseg":
         raise ArchitectureMismatchError(f"{path} describes a '{raw['model_type']}' model, not CLIPSeg")
     try:
         return from_hf_config(raw)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
         raise ArchitectureMismatchError(f"{path} is not a usable CLIPSeg config: {e}") from None
 
 
@@ -201,7 +229,13 @@ def _read_original(
     raw: dict[str, torch.Tensor], path: Path, backbone: str | os.PathLike | None, revision: str | None, tqdm_class: Any
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Our state dict from an original checkpoint ``raw`` (read from ``path``), plus its backbone."""
-    state = keymap.original_decoder_to_ours(raw)
+    try:
+        state = keymap.original_decoder_to_ours(raw)
+    except keymap.KeyMismatchError as e:
+        raise ArchitectureMismatchError(
+            f"{path} is not a CLIPSeg checkpoint: it has neither a CLIPSeg decoder (keys {', '.join(e.missing)}) nor "
+            f"transformers' CLIPSeg keys; it holds {', '.join(e.unexpected) or 'no tensors'}"
+        ) from None
     files = [str(path)]
     if not any(k.startswith("clip.") for k in state):
         if backbone is None:
@@ -213,6 +247,17 @@ def _read_original(
 
 def _is_hf_state(state_keys: Any) -> bool:
     return any(k.startswith(("clip.vision_model.", "decoder.layers.")) for k in state_keys)
+
+
+def _check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor (they would give NaN masks)."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CorruptWeightsError(
+                f"{source}: tensor {key} holds {bad} NaN or infinite value(s); these weights are damaged "
+                "(a diverged training run or a broken conversion): use another copy"
+            )
 
 
 def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: ModelInfo) -> ClipSeg:
@@ -232,6 +277,7 @@ def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: Model
             f"{info.weights.source} does not match the CLIPSeg architecture ({error}). Check that the "
             "checkpoint and the config (or backbone) belong together."
         )
+    _check_finite(state, info.weights.source)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     model.clip.requires_grad_(False)
     return model.eval()
