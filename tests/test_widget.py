@@ -468,3 +468,23 @@ def test_the_image_closed_or_replaced_during_a_run(change, widget, viewer, qtbot
     assert layer.data.shape == original.shape and tuple(layer.scale) == (2, 2)  # placed as the data at Run
     expected = "'img' was closed during the run" if change == "closed" else "'img' changed during the run"
     assert expected in widget._status.value and "data at Run" in widget._status.value
+
+
+@pytest.mark.parametrize("stage", ["embed_prompts", "encode", "decode"])
+def test_cancel_at_each_pipeline_stage_leaves_no_layer(stage, widget, viewer, astronaut, qtbot, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    original = getattr(ClipSegPredictor, stage)
+
+    def slow(self, *args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClipSegPredictor, stage, slow)
+    widget._prompts.value = "person"
+    widget._run_btn.native.click()
+    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
+    widget._cancel_btn.native.click()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    assert labels_layers(viewer) == [] and "Cancelled" in widget._status.value
