@@ -357,7 +357,7 @@ def test_a_group_of_files_is_written_whole_or_not_at_all(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_together(group)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]
-    with pytest.raises(FileExistsError, match="keep.json already exists"):
+    with pytest.raises(FileExistsError, match=r"keep\.json already exists"):
         write_together(
             [
                 (tmp_path / "a.npy", array_writer(tmp_path / "a.npy", np.zeros(3))),
