@@ -13,6 +13,7 @@ from napari_clipseg.constants import DEFAULT_THRESHOLD
 from napari_clipseg.pipeline import choose_mode, iter_plane_logits
 from napari_clipseg.predictor import _features_bytes
 from napari_clipseg.tiling import Stitcher, blend_weights, tile_boxes
+from napari_clipseg.transforms import intensity_range
 
 
 def seg(image, prompts, predictor, **options):
@@ -311,3 +312,47 @@ def test_a_multiscale_list_uses_the_chosen_level(tiny_model, rng):
     pyramid = [full, full[::2, ::2]]
     labels = ncs.segment(pyramid, "x", model=tiny_model, pyramid_level=1, threshold=0.0)
     assert labels.shape == (64, 64)
+
+
+def test_boxes_segment_only_their_region_like_a_crop(tiny_model, rng):
+    from napari_clipseg.regions import iter_segment_boxes
+
+    image = rng.integers(0, 4000, (300, 400), dtype=np.uint16)
+    predictor = ncs.ClipSegPredictor(tiny_model)
+    boxes = [(10.4, 80, 20, 120.2), (200, 290, 300, 399)]
+    parts = ncs.run(iter_segment_boxes(image, boxes, ["cell"], predictor))
+    assert [p.box for p in parts] == [(10, 80, 20, 121), (200, 290, 300, 399)]
+    intensity = intensity_range(image)
+    for part in parts:
+        y0, y1, x0, x1 = part.box
+        crop = seg(image[y0:y1, x0:x1], ["cell"], ncs.ClipSegPredictor(tiny_model), intensity=intensity)
+        np.testing.assert_allclose(part.result.probabilities, crop.probabilities, atol=1e-6)
+    with pytest.raises(ValueError, match="less than 16x16"):
+        ncs.run(iter_segment_boxes(image, [(0, 5, 0, 100)], ["cell"], predictor))
+    with pytest.raises(ValueError, match="draw at least one box"):
+        ncs.run(iter_segment_boxes(image, [], ["cell"], predictor))
+
+
+def test_a_box_of_a_huge_lazy_image_never_loads_the_rest(tiny_model):
+    import dask.array as da
+
+    from napari_clipseg.regions import iter_segment_boxes, labels_canvas
+
+    reads = []
+    lazy = da.zeros((50_000, 50_000), dtype=np.uint16, chunks=4096).map_blocks(
+        lambda block: reads.append(block.shape) or block + 7, dtype=np.uint16
+    )
+    parts = ncs.run(
+        iter_segment_boxes(
+            lazy,
+            [(1000, 1300, 2000, 2400)],
+            ["cell"],
+            ncs.ClipSegPredictor(tiny_model),
+            ncs.SegmentOptions(intensity=(0, 10)),
+        )
+    )
+    assert parts[0].result.labels.shape == (300, 400)
+    assert sum(int(np.prod(s)) for s in reads) <= 4096 * 4096  # one chunk holds the box, not 2.5 G px
+    canvas = labels_canvas((50_000, 50_000), np.uint8, lazy=True)
+    canvas[1000:1300, 2000:2400] = parts[0].result.labels
+    assert canvas.nchunks_initialized == 4  # the four 1024-px chunks the box touches
