@@ -100,3 +100,9 @@ def test_fill_holes_and_smooth_change_only_what_they_should():
     smoothed = smooth(labels, 1)
     assert smoothed[30, 36] == 0 and smoothed[20, 20] == 1
     assert np.array_equal(smooth(labels, 0), labels)
+
+
+def test_an_object_that_fills_the_image_is_one_instance():
+    full = np.ones((20, 30), np.uint8)
+    assert instances_from_labels(full).count == 1 and instances_from_labels(full, split=False).count == 1
+    assert instances_from_labels(np.zeros((20, 30), np.uint8)).count == 0

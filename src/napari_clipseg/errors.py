@@ -32,3 +32,7 @@ class PlaneError(RuntimeError):
 
 class RecordError(ValueError):
     """A provenance record (or its file) does not follow the schema; the message names the problem."""
+
+
+class RunCancelled(Exception):
+    """A run was stopped on request (``ClipSegPredictor.stop``) between two steps of the model."""

@@ -35,12 +35,15 @@ def export_masks(
     *,
     suffix: str = ".tif",
     overwrite: bool = False,
+    instances: tuple[np.ndarray, Sequence[int]] | None = None,
 ) -> list[Path]:
-    """Write a multi-class label image, one binary mask per class, and the record.
+    """Write a multi-class label image, one binary mask per class, optional instances, and the record.
 
     Files: ``labels{suffix}`` (value ``i + 1`` = ``class_names[i]``), ``{NN}_{name}{suffix}``
-    (uint8, 255 inside), and ``clipseg.json``: ``record`` with this folder's class table and file
-    names. Nothing is written if any target exists and ``overwrite`` is False.
+    (uint8, 255 inside), ``instances{suffix}`` when ``instances = (ids, classes)`` is given (ids
+    1..N; object ``i`` has class value ``classes[i - 1]``, recorded as ``instance_classes``), and
+    ``clipseg.json``: ``record`` with this folder's class table and file names. Nothing is written
+    if any target exists and ``overwrite`` is False.
 
     All files are written together: an interruption or a full disk leaves none of them.
 
@@ -51,13 +54,20 @@ def export_masks(
     labels = np.asarray(labels)
     masks = mask_names(class_names, suffix)
     targets = [folder / f"labels{suffix}", *(folder / m for m in masks.values()), folder / RECORD_NAME]
+    if instances is not None:
+        targets.insert(-1, folder / f"instances{suffix}")
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} file(s) already exist, e.g. {existing[0]}; nothing was written")
     files = {"labels": targets[0].name, "masks": {str(v): n for v, n in masks.items()}}
     image = {**record.get("image", {}), "shape": list(labels.shape)}
-    full = validate_record({**record, "classes": class_table(class_names), "image": image, "files": files})
+    full = {**record, "classes": class_table(class_names), "image": image, "files": files}
     writers = [array_writer(targets[0], labels)]
     writers += [array_writer(folder / name, (labels == value).astype(np.uint8) * 255) for value, name in masks.items()]
-    writers.append(json_writer(full))
+    if instances is not None:
+        ids, classes = instances
+        writers.append(array_writer(targets[-2], np.asarray(ids)))
+        files["instances"] = targets[-2].name
+        full["instance_classes"] = [int(c) for c in classes]
+    writers.append(json_writer(validate_record(full)))
     return write_together(list(zip(targets, writers, strict=True)), overwrite=overwrite)

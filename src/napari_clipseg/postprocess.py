@@ -166,7 +166,7 @@ def instances_from_labels(
                 else connected_components(mask, connectivity=mask.ndim)
             )
             sizes = np.bincount(objects.ravel())
-            for obj in np.flatnonzero(sizes)[1:] if sizes.size > 1 else []:
+            for obj in np.flatnonzero(sizes[1:]) + 1:  # ids present, background (0) left out
                 if sizes[obj] < min_size:
                     continue
                 classes.append(int(value))

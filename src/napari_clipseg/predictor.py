@@ -18,6 +18,7 @@ import torch
 
 from .cache import LRUCache
 from .constants import DECODE_BATCH, DEFAULT_PERCENTILES, FEATURE_CACHE_BYTES, INPUT_SIZE
+from .errors import RunCancelled
 from .modeling import ClipSeg, ImageFeatures
 from .prompts import Prompts, TextEmbeddingCache, clean_prompts
 from .transforms import resize, to_model_input
@@ -71,6 +72,9 @@ class ClipSegPredictor:
         self.percentiles = percentiles
         self.text_cache = TextEmbeddingCache()
         self.feature_cache: LRUCache[ImageFeatures] = LRUCache(cache_bytes, _features_bytes)
+        #: Set it (from any thread) to stop the current encoding after its next vision block
+        #: (RunCancelled is raised); clear it before the next run.
+        self.stop = threading.Event()
         self._lock = threading.RLock()
         self._features: ImageFeatures | None = None
         self._image_shape: tuple[int, int] | None = None
@@ -123,11 +127,16 @@ class ClipSegPredictor:
                     todo.setdefault(key, pixel)
             if todo:
                 with self.inference():
-                    encoded = self.model.encode_image(torch.cat(list(todo.values())).to(self.model.device))
+                    pixels = torch.cat(list(todo.values())).to(self.model.device)
+                    encoded = self.model.encode_image(pixels, self._raise_if_stopped)
                 for j, key in enumerate(todo):  # copies, so a cached entry does not pin the whole batch
                     found[key] = ImageFeatures([r[j : j + 1].clone() for r in encoded.reduced], encoded.grid)
                     self.feature_cache.put(key, found[key])
         return [found[key] for key in keys]
+
+    def _raise_if_stopped(self) -> None:
+        if self.stop.is_set():
+            raise RunCancelled("stopped on request")
 
     def decode(self, features: ImageFeatures, conditionals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """Logits ``(P, *shape)`` float32 for cached ``features`` and conditionals ``(P, D)``."""
@@ -190,7 +199,7 @@ class ClipSegPredictor:
                 for image, mask in zip(images, prompt.masks, strict=True)
             ]
         )
-        visual = self.model.encode_support(supports).float().mean(dim=0)
+        visual = self.model.encode_support(supports, self._raise_if_stopped).float().mean(dim=0)
         if prompt.text is None or prompt.weight >= 1:
             return visual
         return prompt.weight * visual + (1 - prompt.weight) * text[prompt.text]

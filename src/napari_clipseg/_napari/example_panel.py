@@ -78,13 +78,18 @@ class ExamplePanel(Container):
         self.label_value.visible = isinstance(layer, Labels)
         self.pinned_index = None
 
-    def pin(self, labels: Labels, value: int, image: Any, index: tuple[int, ...]) -> None:
-        """Use ``labels == value`` on plane ``index`` of ``image`` as the example (a refined result)."""
+    def pin(self, labels: Labels, value: int, image: Any, index: tuple[int, ...]) -> int:
+        """Use ``labels == value`` on plane ``index`` of ``image`` as the example (a refined result),
+        named after that label's class; returns the label value used (at least 1)."""
+        value = max(1, int(value))
         self.reset_choices()
         self.support.value = labels  # resets the pin, so pin after it
-        self.label_value.value = max(1, int(value))
+        self.label_value.value = value
         self.example_image.value = image
         self.pinned_index = index
+        names = _layers.layer_class_names(labels)
+        self.class_name.value = names[value - 1] if value <= len(names) else f"label {value}"
+        return value
 
     @property
     def active(self) -> bool:

@@ -9,13 +9,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..results import Progress, SegmentationResult, relay
+from ..results import Progress, relay
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
     from ..predictor import ClipSegPredictor
-    from .result_layers import RunRequest
+    from .result_layers import Piece, RunRequest
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,21 @@ class ModelRunner:
     def __init__(self) -> None:
         self.predictor: ClipSegPredictor | None = None
         self.key: ModelKey | None = None
+        self._stopping = False
 
-    def job(self, key: ModelKey, request: RunRequest) -> Generator[Progress, None, tuple[SegmentationResult, dict]]:
+    def request_stop(self) -> None:
+        """Stop the running job soon: inside the image tower after its current block, else at its next step."""
+        self._stopping = True
+        if self.predictor is not None:
+            self.predictor.stop.set()
+
+    def job(self, key: ModelKey, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
         """Worker-thread generator: load the model (once per key), run the core pipeline, and
         build the provenance record (hashing the weights file is slow: never on the main thread).
 
-        Returns ``(SegmentationResult, record)``.
+        Returns ``(pieces, record)``: the result(s) and where they go, and the record.
         """
+        self._stopping = False
         try:
             return (yield from self._steps(key, request))
         except Exception as e:
@@ -68,24 +76,39 @@ class ModelRunner:
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 
-    def _steps(self, key: ModelKey, request: RunRequest) -> Generator[Progress, None, tuple[SegmentationResult, dict]]:
+    def _steps(self, key: ModelKey, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
+        from ..errors import RunCancelled
         from ..pipeline import iter_segment
         from ..records import build_record
+        from ..regions import iter_segment_boxes
+        from .result_layers import Piece
 
         predictor = yield from self._load(key)
-        segment = iter_segment(request.data, request.prompts, predictor, request.options)
-        result = yield from relay(segment, lambda e: Progress(e.step + 1, e.total + 1, e.stage))
+        predictor.stop.clear()
+        if self._stopping:  # Cancel pressed while the model loaded
+            raise RunCancelled("stopped on request")
+        step = lambda e: Progress(e.step + 1, e.total + 1, e.stage)  # noqa: E731 - the load was step 0
+        if request.boxes is None:
+            segment = iter_segment(request.data, request.prompts, predictor, request.options)
+            pieces = [Piece((yield from relay(segment, step)))]
+        else:
+            boxes = iter_segment_boxes(request.data, request.boxes, request.prompts, predictor, request.options)
+            parts = yield from relay(boxes, step)
+            pieces = [Piece(p.result, (*p.plane, slice(p.box[0], p.box[1]), slice(p.box[2], p.box[3]))) for p in parts]
+        first = pieces[0].result
         record = build_record(
             request.names,
             model=predictor.model,
             options=request.options,
-            mode=result.mode,
+            mode=first.mode,
             image={"name": request.image_name, "shape": list(request.data.shape)},
-            planes=result.planes,
+            planes=first.planes if request.boxes is None else request.options.planes,
             example=request.example,
         )
+        if request.boxes is not None:
+            record["boxes"] = [list(p.box) for p in parts]
         predictor.model.info.weights.sha256  # noqa: B018 - hash the weights here, in the worker
-        return result, record
+        return pieces, record
 
 
 def settle_heavy_imports() -> None:
@@ -105,6 +128,17 @@ def settle_heavy_imports() -> None:
     gc.collect()
 
 
+def is_cancellation(error: BaseException) -> bool:
+    """Whether a worker failure is a stop the user asked for."""
+    from ..errors import RunCancelled
+
+    while error is not None:
+        if isinstance(error, RunCancelled):
+            return True
+        error = error.__cause__
+    return False
+
+
 def describe_error(error: BaseException, device: str) -> str:
     """A message a user can act on, for any failure in the worker."""
     from ..errors import PlaneError, RecordError, WeightsError
@@ -122,4 +156,4 @@ def describe_error(error: BaseException, device: str) -> str:
     return f"CLIPSeg failed ({type(error).__name__}): {error}"
 
 
-__all__ = ["JobError", "ModelKey", "ModelRunner", "describe_error", "settle_heavy_imports"]
+__all__ = ["JobError", "ModelKey", "ModelRunner", "describe_error", "is_cancellation", "settle_heavy_imports"]

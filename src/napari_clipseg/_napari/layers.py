@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,10 @@ if TYPE_CHECKING:
 
 META_KEY = "clipseg"
 PROBABILITY_KEY = "clipseg_probability"
+#: Marks a derived result layer (``"instances"``); class layers have no such key.
+KIND_KEY = "clipseg_kind"
+#: What the plugin last wrote into a result layer: the regions and a checksum of their content.
+WRITTEN_KEY = "clipseg_written"
 
 
 def layer_data(layer: Any, level: int = 0) -> Any:
@@ -118,8 +124,31 @@ def spatial_kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
     return kwargs
 
 
-def output_name(prompts: list[str]) -> str:
-    return f"clipseg: {', '.join(prompts)}"
+def output_name(prompts: list[str], kind: str = "") -> str:
+    return f"clipseg{' ' + kind if kind else ''}: {', '.join(prompts)}"
+
+
+def canvas_for(request: Any, dtype: Any) -> Any:
+    """An all-background array for a run's results: the full spatial shape, sparse for box runs on
+    lazy or huge images (see :func:`napari_clipseg.regions.labels_canvas`)."""
+    from ..regions import labels_canvas
+
+    lazy = request.boxes is not None and not isinstance(request.data, np.ndarray)
+    if request.boxes is None:
+        return np.zeros(request.spatial_shape, dtype)
+    return labels_canvas(request.spatial_shape, dtype, lazy)
+
+
+def instance_features(classes: Sequence[int], names: list[str]) -> pd.DataFrame:
+    """One row per instance id (0 = background): its class value and name."""
+    values = [0, *classes]
+    return pd.DataFrame(
+        {
+            "index": np.arange(len(values)),
+            "class_value": values,
+            "class": ["background", *(names[c - 1] for c in classes)],
+        }
+    )
 
 
 def layer_class_names(layer: Any) -> list[str]:
@@ -145,20 +174,43 @@ def clipseg_meta(layer: napari.layers.Layer) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+def _mark_edited(layer: Any) -> None:
+    meta = clipseg_meta(layer)
+    if meta is not None and not meta.get("edited"):
+        layer.metadata[META_KEY] = {**meta, "edited": True}  # a copy: a derived layer may share the dict
+
+
 def mark_edits(layer: napari.layers.Labels) -> None:
-    """Flag the layer as edited as soon as the user paints, fills or erases on it."""
+    """Flag the layer as edited as soon as the user paints, fills or erases on it (anywhere)."""
+    layer.events.paint.connect(lambda event=None: _mark_edited(layer))
 
-    def on_paint(event: Any = None) -> None:
-        meta = clipseg_meta(layer)
-        if meta is not None:
-            meta["edited"] = True
 
-    layer.events.paint.connect(on_paint)
+def _checksum(data: Any, regions: Sequence[tuple]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for region in regions:
+        digest.update(np.ascontiguousarray(np.asarray(data[region])).data)
+    return digest.hexdigest()
+
+
+def remember_written(layer: Any, regions: list[tuple]) -> None:
+    """Record what the plugin just wrote, so a later change by anyone is noticed (:func:`is_edited`)."""
+    layer.metadata[WRITTEN_KEY] = {"regions": regions, "checksum": _checksum(layer.data, regions)}
 
 
 def is_edited(layer: napari.layers.Layer) -> bool:
+    """Whether someone changed a result layer since the plugin wrote it: painted on it (napari's
+    events), or changed its data in any other way (scripts, other plugins, undo), which the
+    checksum of the written regions shows. A changed layer is marked ``edited`` in its record."""
     meta = clipseg_meta(layer)
-    return bool(meta and meta.get("edited"))
+    if meta is None:
+        return False
+    if meta.get("edited"):
+        return True
+    written = layer.metadata.get(WRITTEN_KEY)
+    if written is not None and _checksum(layer.data, written["regions"]) != written["checksum"]:
+        _mark_edited(layer)
+        return True
+    return False
 
 
 def is_input_image(layer: Any) -> bool:
@@ -199,3 +251,42 @@ def same_transform(a: Any, b: Any) -> bool:
         and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix)
         and all(np.allclose(getattr(a, n), getattr(b, n)) for n in ("scale", "translate", "rotate", "shear"))
     )
+
+
+def boxes_from_shapes(shapes: Any, image: Any, index: tuple[int, ...], level: int = 0) -> list[tuple[float, ...]]:
+    """``(y0, y1, x0, x1)`` in pixels of ``image`` (at pyramid ``level``) of each shape's bounding box
+    on plane ``index`` (shapes of a 2D layer apply to every plane).
+
+    Raises:
+        ValueError: the layer is not aligned with the image, or has no shape on this plane.
+    """
+    if not same_transform(shapes, image) and not (shapes.ndim == 2 and image.ndim > 2):
+        raise ValueError(
+            f"'{shapes.name}' and '{image.name}' are not aligned (scale, translation, rotation): "
+            "draw the boxes on a layer with the image's transform"
+        )
+    factors = np.ones(2)
+    if image.multiscale and level:
+        factors = np.asarray(image.downsample_factors[min(level, len(image.data) - 1)], float)[-2:]
+    boxes = []
+    for vertices in shapes.data:
+        vertices = np.asarray(vertices, float)
+        leading = vertices[:, :-2]
+        if leading.size and index and not np.allclose(leading.round(), np.asarray(index, float)[-leading.shape[1] :]):
+            continue  # a shape drawn on another plane
+        (y0, x0), (y1, x1) = vertices[:, -2:].min(axis=0) / factors, vertices[:, -2:].max(axis=0) / factors
+        boxes.append((y0, y1, x0, x1))
+    if not boxes:
+        raise ValueError(f"'{shapes.name}' has no box on this plane: draw a rectangle around the region to segment")
+    return boxes
+
+
+def image_change_note(viewer: Any, request: Any) -> str:
+    """What to tell the user when a run's image was closed or replaced while the run worked."""
+    layers = viewer.layers
+    image = layers[request.image_name] if request.image_name in layers else None  # noqa: SIM401 (no .get)
+    if image is None:
+        return f" '{request.image_name}' was closed during the run; the result is for its data at Run."
+    if layer_data(image, request.options.pyramid_level) is not request.data:
+        return f" '{request.image_name}' changed during the run; the result is for its data at Run: run again."
+    return ""

@@ -14,14 +14,27 @@ from .settings import REGIONS, Settings
 class OptionsPanel(Container):
     """Region (plane or stack), tiling mode and overlap, channel choice, intensity range, pyramid level."""
 
-    def __init__(self) -> None:
+    def __init__(self, viewer: Any) -> None:
         super().__init__(labels=True)
-        defaults = SegmentOptions()
+        self._viewer = viewer
+        self._create(SegmentOptions())
+        self._lay_out(viewer)
+
+    def _create(self, defaults: SegmentOptions) -> None:
         self.region = ComboBox(
             label="Region",
             choices=list(REGIONS),
             value=REGIONS[0],
-            tooltip="For stacks and time series: the plane shown, or every plane",
+            tooltip="The plane shown, every plane of a stack, or only inside the boxes of a Shapes layer "
+            "(large images: one corner now, not the whole image)",
+        )
+        self.boxes = ComboBox(
+            label="Boxes",
+            choices=self._shapes_choices,
+            nullable=True,
+            value=None,
+            visible=False,
+            tooltip="A Shapes layer: each rectangle (or any shape's bounding box) is one region",
         )
         self.tiling = ComboBox(
             label="Tiling",
@@ -52,13 +65,34 @@ class OptionsPanel(Container):
             tooltip="-1: none. Else the axis of a non-RGB layer that holds channels, "
             "e.g. 0 for (C, Y, X); its channels are then combined as colours",
         )
+
+    def _lay_out(self, viewer: Any) -> None:
         self.extend(
-            [self.region, self.tiling, self.overlap, self.channels, self.channel_axis, self.contrast, self.level]
+            [
+                self.region,
+                self.boxes,
+                self.tiling,
+                self.overlap,
+                self.channels,
+                self.channel_axis,
+                self.contrast,
+                self.level,
+            ]
         )
+        self.region.changed.connect(lambda region: setattr(self.boxes, "visible", region == REGIONS[2]))
+        layers = viewer.layers
+        for event in (layers.events.inserted, layers.events.removed, layers.events.moved):
+            event.connect(self.boxes.reset_choices)
+
+    def _shapes_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        from napari.layers import Shapes
+
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Shapes)]
 
     def restore(self, settings: Settings) -> None:
         """Take saved values (already validated by ``load_settings``)."""
         self.region.value = settings.region
+        self.boxes.visible = settings.region == REGIONS[2]
         self.tiling.value = settings.options.mode
         self.overlap.value = settings.options.overlap
 

@@ -1,17 +1,21 @@
-"""The layers a widget writes: one Labels layer per run, probability maps, and live relabelling.
+"""The layers a widget writes: class labels (and instances) per run, probability maps, live relabelling.
 
-An untouched result layer is updated in place when the same prompts run again; a layer the user
-has painted on is never written to again (a new layer is added instead).
+A run updates the newest result layer made for the same image and prompts that nobody changed;
+a layer whose content differs from what the plugin last wrote (a checksum over the regions it
+wrote, plus napari's paint events) is never written to again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.layers import Image, Labels
 
 from ..options import SegmentOptions
+from ..postprocess import instances_from_labels
+from ..records import class_names
 from ..results import SegmentationResult
 from . import layers as _layers
 
@@ -34,6 +38,7 @@ class RunRequest:
         spatial_shape: Shape of the result layers.
         layer_kwargs: The image's scale, translation, ... for the result layers.
         example: How a visual example was given (for the record), or None.
+        boxes: ``(y0, y1, x0, x1)`` regions to segment (in plane pixels), or None for whole planes.
     """
 
     image_name: str
@@ -44,15 +49,48 @@ class RunRequest:
     spatial_shape: tuple[int, ...]
     layer_kwargs: dict[str, Any]
     example: dict[str, Any] | None = None
+    boxes: list[tuple[float, float, float, float]] | None = None
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A result and where it goes in the layer: ``data[(*offset, *plane)] = result.labels[plane]``."""
+
+    result: SegmentationResult
+    offset: tuple = ()
+
+    def regions(self) -> list[tuple]:
+        return [(*self.offset, *plane) for plane in self.result.planes]
+
+    def write(self, data: Any, labels: np.ndarray | None = None) -> None:
+        labels = self.result.labels if labels is None else labels
+        for plane in self.result.planes:
+            data[(*self.offset, *plane)] = labels[plane]
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """How instances are made from the class labels: ``split`` touching objects at ``min_distance`` px."""
+
+    split: bool = True
+    min_distance: int = 5
+
+
+@dataclass
 class LastRun:
     """The latest result shown, for relabelling, probability maps and "use result as example"."""
 
-    result: SegmentationResult
+    pieces: list[Piece]
     layer: Labels
     request: RunRequest
+    instances: Labels | None = None
+    instance_settings: InstanceSettings | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def result(self) -> SegmentationResult:
+        """The (first) result; whole-plane runs have exactly one."""
+        return self.pieces[0].result
 
 
 class ResultLayers:
@@ -69,64 +107,159 @@ class ResultLayers:
             return None
         return self.last.layer
 
-    def add(self, result: SegmentationResult, record: dict, request: RunRequest, *, probabilities: bool) -> tuple:
+    def counts_text(self) -> str:
+        """Pixels per class of the last result as it is now (after any relabelling)."""
+        pieces, names = self.last.pieces, self.last.request.names
+        counts = [sum(int((p.result.labels == i + 1).sum()) for p in pieces) for i in range(len(names))]
+        return ", ".join(f"{name} {count} px" for name, count in zip(names, counts, strict=True))
+
+    # --- writing a run ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        pieces: list[Piece],
+        record: dict,
+        request: RunRequest,
+        *,
+        probabilities: bool,
+        instances: InstanceSettings | None,
+    ) -> tuple[Labels, str]:
         """Show a run's result; returns ``(labels layer, note for the user)``."""
-        layer, note = self._write_labels(result, request, record)
-        self.last = LastRun(result, layer, request)
+        layer, note = self._class_layer(pieces, request, record)
+        self.last = LastRun(pieces, layer, request)
+        self.set_instances(instances)
         if probabilities:
             self.show_probabilities()
         return layer, note
 
-    def _write_labels(self, result: SegmentationResult, request: RunRequest, record: dict) -> tuple[Labels, str]:
-        name, labels = _layers.output_name(request.names), result.labels
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (no .get)
-        reusable = (
-            isinstance(existing, Labels)
-            and _layers.clipseg_meta(existing) is not None
-            and not _layers.is_edited(existing)
-            and existing.data.shape == request.spatial_shape
-        )
+    def _candidates(self, request: RunRequest) -> list[Labels]:
+        """Result layers of the same image and classes, newest first."""
+
+        def same_run(layer: Any) -> bool:
+            record = _layers.clipseg_meta(layer)
+            return (
+                isinstance(layer, Labels)
+                and record is not None
+                and _layers.KIND_KEY not in layer.metadata
+                and class_names(record) == request.names
+                and record["image"].get("name") == request.image_name
+            )
+
+        return [layer for layer in reversed(list(self._viewer.layers)) if same_run(layer)]
+
+    def _class_layer(self, pieces: list[Piece], request: RunRequest, record: dict) -> tuple[Labels, str]:
+        candidates = self._candidates(request)
+        fitting = [c for c in candidates if c.data.shape == request.spatial_shape]
+        untouched = [c for c in fitting if not _layers.is_edited(c)]
         metadata = {_layers.META_KEY: record}
-        if reusable:
-            for index in result.planes:
-                existing.data[index] = labels[index]
-            existing.metadata.update(metadata)
-            existing.features = _layers.class_features(request.names)
-            existing.refresh()
-            return existing, ""
+        if untouched:
+            layer = untouched[0]
+            self._write(layer, pieces, metadata)
+            layer.features = _layers.class_features(request.names)
+            return layer, ""
+        dtype = pieces[0].result.labels.dtype
+        canvas = _layers.canvas_for(request, dtype)
         layer = self._viewer.add_labels(
-            labels,
-            name=name,
+            canvas,
+            name=_layers.output_name(request.names),
             metadata=metadata,
             features=_layers.class_features(request.names),
             **request.layer_kwargs,
         )
+        self._write(layer, pieces, metadata)
         _layers.mark_edits(layer)
-        note = f" Your edits in '{existing.name}' were kept; this run is a new layer." if existing is not None else ""
+        if fitting:
+            note = f" Your edits in '{fitting[0].name}' were kept; this run is a new layer."
+        elif candidates:
+            note = (
+                f" '{candidates[0].name}' has another shape than '{request.image_name}' now; this run is a new layer."
+            )
+        else:
+            note = ""
         return layer, note
+
+    @staticmethod
+    def _write(layer: Labels, pieces: list[Piece], metadata: dict | None = None, labels: list | None = None) -> None:
+        for i, piece in enumerate(pieces):
+            piece.write(layer.data, None if labels is None else labels[i])
+        if metadata:
+            layer.metadata.update(metadata)
+        _layers.remember_written(layer, [r for p in pieces for r in p.regions()])
+        layer.refresh()
+
+    # --- live changes ----------------------------------------------------------------------------
 
     def relabel(self, threshold: float, min_size: int) -> str | None:
         """New labels for the last run from its cached probabilities (no model call).
 
-        Returns a message when the layer was left alone because the user edited it.
+        Returns a message when a layer was left alone because someone changed it.
         """
-        layer = self.last_layer
+        last, layer = self.last, self.last_layer
         if layer is None:
             return None
         if _layers.is_edited(layer):
             return f"'{layer.name}' has your edits, so it is left alone: run again for a new layer."
-        result = self.last.result
-        labels = result.relabel(threshold, min_size)
-        for index in result.planes:
-            layer.data[index] = labels[index]
-        layer.refresh()
-        _layers.clipseg_meta(layer)["options"] = result.options.to_dict()
+        labels = [piece.result.relabel(threshold, min_size) for piece in last.pieces]
+        self._write(layer, last.pieces, labels=labels)
+        _layers.clipseg_meta(layer)["options"] = last.result.options.to_dict()
+        return self._update_instances()
+
+    def set_instances(self, settings: InstanceSettings | None) -> str | None:
+        """Show (or stop updating) the instance layer of the last run."""
+        if self.last is None:
+            return None
+        self.last.instance_settings = settings
+        return self._update_instances()
+
+    def _update_instances(self) -> str | None:
+        last = self.last
+        if last is None or last.instance_settings is None or self.last_layer is None:
+            return None
+        layer = last.instances if last.instances in self._viewer.layers else None
+        if layer is not None and _layers.is_edited(layer):
+            return f"'{layer.name}' has your edits, so it is left alone: run again for new instances."
+        settings, ids, classes = last.instance_settings, [], []
+        for piece in last.pieces:
+            objects = instances_from_labels(
+                piece.result.labels,
+                piece.result.probabilities,
+                split=settings.split,
+                min_distance=settings.min_distance,
+            )
+            shifted = np.where(objects.ids > 0, objects.ids.astype(np.int64) + len(classes), 0)
+            ids.append(shifted.astype(np.uint32))
+            classes += objects.classes
+        features = _layers.instance_features(classes, last.request.names)
+        if layer is None:
+            canvas = _layers.canvas_for(last.request, np.uint32)
+            layer = self._viewer.add_labels(
+                canvas,
+                name=_layers.output_name(last.request.names, "instances"),
+                metadata={_layers.META_KEY: _layers.clipseg_meta(last.layer), _layers.KIND_KEY: "instances"},
+                **last.request.layer_kwargs,
+            )
+            _layers.mark_edits(layer)
+            last.instances = layer
+        layer.features = features
+        self._write(layer, last.pieces, labels=ids)
         return None
 
-    def show_probabilities(self) -> None:
+    def instances_for(self, layer: Labels) -> tuple[np.ndarray, list[int]] | None:
+        """The instance ids and their class values shown for class layer ``layer``, if any."""
+        last = self.last
+        if last is None or layer is not last.layer or last.instances not in self._viewer.layers:
+            return None
+        features = last.instances.features
+        return np.asarray(last.instances.data), [int(v) for v in features["class_value"][1:]]
+
+    # --- probability maps ------------------------------------------------------------------------
+
+    def show_probabilities(self) -> str | None:
         """One Image layer per prompt of the last run (``clipseg p: <prompt>``), updated in place."""
         if self.last_layer is None:
-            return
+            return None
+        if self.last.request.boxes is not None:
+            return "Probability maps are shown for whole-plane runs, not for boxes."
         result, request = self.last.result, self.last.request
         for i, prompt in enumerate(result.prompts):
             name, data = f"clipseg p: {prompt}", result.probabilities[i]
@@ -143,3 +276,9 @@ class ResultLayers:
                 opacity=0.6,
                 **request.layer_kwargs,
             )
+        return None
+
+    def hide_probabilities(self) -> None:
+        """Remove the probability maps this plugin added (they are recomputed from the cache when shown)."""
+        for layer in [layer for layer in self._viewer.layers if _layers.PROBABILITY_KEY in layer.metadata]:
+            self._viewer.layers.remove(layer)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 #: Run options remembered between sessions (the others belong to one image: planes, channels, ...).
 PERSISTED_OPTIONS = ("mode", "overlap", "threshold", "min_size", "batch_size")
-REGIONS = ("current plane", "whole stack")
+REGIONS = ("current plane", "whole stack", "inside boxes")
 
 
 @dataclass
@@ -34,6 +34,9 @@ class Settings:
     prompts: str = ""
     export_folder: str = ""
     region: str = REGIONS[0]
+    output: str = "classes"
+    split_distance: int = 5
+    open_sections: list = field(default_factory=list)
     options: SegmentOptions = field(default_factory=SegmentOptions)
 
     def to_dict(self) -> dict[str, Any]:

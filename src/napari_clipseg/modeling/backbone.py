@@ -16,6 +16,8 @@ Position embeddings are rescaled bicubically *without* antialias, exactly as the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -94,7 +96,10 @@ def _embed_patches(visual: nn.Module, pixel_values: torch.Tensor) -> tuple[torch
 
 
 def vision_taps(
-    visual: nn.Module, pixel_values: torch.Tensor, layers: tuple[int, ...]
+    visual: nn.Module,
+    pixel_values: torch.Tensor,
+    layers: tuple[int, ...],
+    between_blocks: Callable[[], None] | None = None,
 ) -> tuple[list[torch.Tensor], tuple[int, int]]:
     """Outputs of vision blocks ``layers`` (0-based), shallowest first.
 
@@ -102,6 +107,7 @@ def vision_taps(
         visual: open_clip ``VisionTransformer``.
         pixel_values: ``(B, 3, H, W)`` normalised images.
         layers: Increasing block indices; blocks after the last one are not run.
+        between_blocks: Called after each block (a place to stop a long encoding: it may raise).
 
     Returns:
         ``([(B, 1 + gh*gw, W)] * len(layers), (gh, gw))``: the full token sequence (CLS first) of
@@ -113,14 +119,20 @@ def vision_taps(
         x = block(x)
         if i in layers:
             taps.append(x)
+        if between_blocks is not None:
+            between_blocks()
     return taps, grid
 
 
-def image_embedding(visual: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def image_embedding(
+    visual: nn.Module, pixel_values: torch.Tensor, between_blocks: Callable[[], None] | None = None
+) -> torch.Tensor:
     """Projected CLS embedding ``(B, projection_dim)`` of images of any size, not normalised."""
     x, _ = _embed_patches(visual, pixel_values)
     for block in visual.transformer.resblocks:
         x = block(x)
+        if between_blocks is not None:
+            between_blocks()
     return visual.ln_post(x[:, 0]) @ visual.proj
 
 

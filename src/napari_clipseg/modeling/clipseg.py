@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,10 +57,17 @@ class ClipSeg(nn.Module):
     def device(self) -> torch.device:
         return self.decoder.film_mul.weight.device
 
-    def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
-        """Run the vision tower up to the deepest extract layer and reduce the taps."""
+    def encode_image(
+        self, pixel_values: torch.Tensor, between_blocks: Callable[[], None] | None = None
+    ) -> ImageFeatures:
+        """Run the vision tower up to the deepest extract layer and reduce the taps.
+
+        ``between_blocks`` is called after each vision block (it may raise to stop early).
+        """
         with torch.no_grad():
-            taps, grid = backbone.vision_taps(self.clip.visual, pixel_values, self.config.extract_layers)
+            taps, grid = backbone.vision_taps(
+                self.clip.visual, pixel_values, self.config.extract_layers, between_blocks
+            )
         return ImageFeatures(self.decoder.reduce(taps), grid)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,10 +75,12 @@ class ClipSeg(nn.Module):
         with torch.no_grad():
             return backbone.text_embedding(self.clip, input_ids, self.config.text.eos_token_id, attention_mask)
 
-    def encode_support(self, conditional_pixel_values: torch.Tensor) -> torch.Tensor:
+    def encode_support(
+        self, conditional_pixel_values: torch.Tensor, between_blocks: Callable[[], None] | None = None
+    ) -> torch.Tensor:
         """Conditional vectors ``(B, projection_dim)`` of normalised support images (visual prompts)."""
         with torch.no_grad():
-            return backbone.image_embedding(self.clip.visual, conditional_pixel_values)
+            return backbone.image_embedding(self.clip.visual, conditional_pixel_values, between_blocks)
 
     def forward(
         self,
