@@ -57,6 +57,17 @@ def full_size_pair(seed: int = 0):
     return hf, ours
 
 
+def cpu_name() -> str:
+    """The CPU model as lscpu / /proc/cpuinfo name it (every performance claim names its CPU)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_results(name: str, results: dict) -> Path:
     """Print results as a table and write them (with machine facts) to benchmarks/results/NAME.json."""
     RESULTS.mkdir(exist_ok=True)
@@ -66,7 +77,8 @@ def write_results(name: str, results: dict) -> Path:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": cpu_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
         **results,
     }

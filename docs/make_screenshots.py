@@ -46,14 +46,22 @@ def run(widget: ClipSegWidget) -> None:
     settle()
 
 
-def main(model: str) -> None:
-    OUT.mkdir(exist_ok=True)
+def fresh_viewer(model: str, **section_state) -> tuple[napari.Viewer, ClipSegWidget]:
+    """A new viewer at napari's default window size with the dock, so every picture shows what a
+    user sees (and no layer is ever removed: napari issue 8471 on software OpenGL)."""
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 900)
     widget = ClipSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="CLIPSeg", area="right")
     widget._source.value = model
+    for name, expanded in section_state.items():
+        getattr(widget, name).set_expanded(expanded)
+    settle()
+    return viewer, widget
 
+
+def main(model: str) -> None:
+    OUT.mkdir(exist_ok=True)
+    viewer, widget = fresh_viewer(model)
     viewer.open_sample("napari-clipseg", "astronaut")
     widget._prompts.value = "person\nflag\nrocket"
     run(widget)
@@ -61,9 +69,9 @@ def main(model: str) -> None:
     widget._threshold.value = round(float(np.quantile(result.probabilities.max(0), 0.6)), 2)
     settle()
     save(viewer, "widget-text-prompts.png")
+    viewer.close()
 
-    for layer in list(viewer.layers):
-        viewer.layers.remove(layer)
+    viewer, widget = fresh_viewer(model)
     viewer.open_sample("napari-clipseg", "cell")
     widget._prompts.value = "cell"
     widget._show_probs.value = True
@@ -72,8 +80,9 @@ def main(model: str) -> None:
     viewer.layers.selection.active = viewer.layers["clipseg p: cell"]
     settle()
     save(viewer, "widget-probabilities.png")
-    for layer in list(viewer.layers):
-        viewer.layers.remove(layer)
+    viewer.close()
+
+    viewer, widget = fresh_viewer(model)
     (image,) = viewer.open_sample("napari-clipseg", "coffee")
     box = np.array([[40, 170], [40, 440], [300, 440], [300, 170]], float)  # around the cup
     shapes = viewer.add_shapes(
@@ -82,13 +91,59 @@ def main(model: str) -> None:
     widget._image.value = image
     widget._prompts.value = ""
     widget._show_probs.value = False
-    widget._example.support.value = shapes
+    widget._example.support.value = shapes  # opens the example section
     widget._example.class_name.value = "cup"
     run(widget)
     viewer.layers.selection.active = shapes
+    settle()
     save(viewer, "widget-visual-prompt.png")
     viewer.close()
+
+    viewer, widget = fresh_viewer(model, _advanced=True)
+    (slide,) = viewer.open_sample("napari-clipseg", "ihc")
+    roi = np.array([[250, 300], [250, 650], [500, 650], [500, 300]], float)
+    boxes = viewer.add_shapes(
+        [roi], shape_type="rectangle", name="region", edge_color="cyan", face_color="transparent", edge_width=4
+    )
+    widget._image.value = slide
+    widget._prompts.value = "cell nuclei"
+    widget._example.support.value = None
+    widget._example_section.set_expanded(False)
+    widget._options.region.value = "inside boxes"
+    widget._options.boxes.value = boxes
+    run(widget)
+    viewer.layers.selection.active = boxes
+    settle()
+    save(viewer, "widget-region.png")
+    viewer.close()
     support_strip(image.data, shapes.to_masks(mask_shape=image.data.shape[:2])[0])
+    instances_strip()
+
+
+def _colour(ids: np.ndarray) -> np.ndarray:
+    """Label ids as colours (background white), a fixed palette so pictures are reproducible."""
+    palette = np.array([[255, 255, 255], *np.random.default_rng(3).integers(40, 230, (255, 3))], np.uint8)
+    return palette[np.minimum(ids, 255)]
+
+
+def instances_strip() -> None:
+    """Touching discs: class mask, connected components, seeded watershed (no model involved)."""
+    from PIL import Image
+
+    from napari_clipseg.postprocess import instances_from_labels
+
+    yy, xx = np.mgrid[:160, :200]
+    labels = np.zeros((160, 200), np.uint8)
+    for cy, cx, r in ((50, 50, 22), (50, 88, 22), (115, 70, 18), (100, 150, 26), (128, 122, 14)):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 1
+    merged = instances_from_labels(labels, split=False).ids
+    split = instances_from_labels(labels, min_distance=10).ids
+    panels = [np.where(labels[..., None] > 0, np.uint8([90, 90, 90]), np.uint8(255)), _colour(merged), _colour(split)]
+    tiles = [Image.fromarray(p).resize((400, 320), Image.NEAREST) for p in panels]
+    strip = Image.new("RGB", (400 * 3 + 16, 320), (255, 255, 255))
+    for i, tile in enumerate(tiles):
+        strip.paste(tile, (i * 408, 0))
+    strip.save(OUT / "instances.png", optimize=True)
 
 
 def support_strip(image: np.ndarray, mask: np.ndarray) -> None:

@@ -269,3 +269,17 @@ def test_usage_errors_of_argparse_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["segment", "--sample", "moon", "-p", "x", "-o", "o.tif"])
     assert exit_info.value.code == 2 and "invalid choice: 'moon'" in capsys.readouterr().err
+
+
+def test_library_warnings_are_printed_once():
+    """huggingface_hub has its own handler: the CLI must not print its retry warnings a second time."""
+    import subprocess
+    import sys
+
+    code = (
+        "from napari_clipseg.cli import main; main(['samples']); "
+        "from huggingface_hub.utils import logging; "
+        "logging.get_logger('huggingface_hub.utils._http').warning('retrying in 1s [Retry 1/5]')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.count("retrying in 1s") == 1, done.stderr

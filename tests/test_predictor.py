@@ -158,3 +158,23 @@ def test_wrong_argument_types_say_what_to_pass(predictor, tiny_model_dir):
             predictor.predict(bad)
     with pytest.raises(TypeError, match="real numbers"):
         predictor.set_image(np.zeros((32, 32), np.complex64))
+
+
+def test_stop_ends_an_encoding_between_blocks(tiny_model, rng):
+    from napari_clipseg.errors import RunCancelled
+
+    predictor = ncs.ClipSegPredictor(tiny_model)
+    ran = []
+    blocks = tiny_model.clip.visual.transformer.resblocks
+    hooks = [b.register_forward_hook(lambda *_: ran.append(1)) for b in blocks]
+    hooks.append(blocks[0].register_forward_hook(lambda *_: predictor.stop.set()))  # Cancel during block 0
+    try:
+        with pytest.raises(RunCancelled):
+            predictor.set_image(rng.random((32, 32)))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(ran) == 1 and not predictor.is_image_set and len(predictor.feature_cache) == 0
+    predictor.stop.clear()
+    predictor.set_image(rng.random((32, 32)))
+    assert predictor.is_image_set

@@ -280,3 +280,16 @@ def test_unavailable_device_and_precision_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="unknown precision"):
         ncs.load_model(tiny_model_dir, dtype="int8")
     assert ncs.load_model(tiny_model_dir, device="auto", dtype="bfloat16").autocast_dtype == torch.bfloat16
+
+
+def test_a_load_can_be_stopped_from_another_thread(tiny_model_dir):
+    import threading
+
+    from napari_clipseg.errors import RunCancelled
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(RunCancelled):
+        ncs.load_model(tiny_model_dir, stop=stop)
+    stop.clear()
+    assert ncs.load_model(tiny_model_dir, stop=stop).config.reduce_dim == 16

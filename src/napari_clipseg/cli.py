@@ -128,7 +128,7 @@ def _segment(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, dtype=args.precision, backbone=args.backbone)
     result = run(
         iter_segment(image, prompts, ClipSegPredictor(model), options),
-        lambda e: logging.info("[%d/%d] %s", e.step, e.total, e.stage),
+        lambda e: logging.getLogger("napari_clipseg").info("[%d/%d] %s", e.step, e.total, e.stage),
     )
     files = {"labels": labels_path.name, "probabilities": probs_path.name if probs_path else None}
     record = build_record(
@@ -176,10 +176,23 @@ def _samples(_args: argparse.Namespace) -> int:
 COMMANDS = {"segment": _segment, "random-weights": _random_weights, "samples": _samples}
 
 
+def _log_to_stderr() -> None:
+    """Progress of this package on stderr. Only our logger gets a handler: a handler on the root
+    logger would print every message of libraries with their own handler (huggingface_hub's retry
+    warnings) a second time."""
+    logger = logging.getLogger("napari_clipseg")
+    if not any(getattr(h, "_napari_clipseg_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._napari_clipseg_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_to_stderr()
     try:
         return COMMANDS[args.command](args)
     except UsageError as e:

@@ -6,6 +6,7 @@ Qt-free apart from napari's progress class (used so downloads show in the activi
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,11 +44,12 @@ class ModelRunner:
     def __init__(self) -> None:
         self.predictor: ClipSegPredictor | None = None
         self.key: ModelKey | None = None
-        self._stopping = False
+        self._stop_load = threading.Event()
 
     def request_stop(self) -> None:
-        """Stop the running job soon: inside the image tower after its current block, else at its next step."""
-        self._stopping = True
+        """Stop the running job soon: inside the image tower after its current block, while loading
+        a model between two tensors, else at its next step."""
+        self._stop_load.set()
         if self.predictor is not None:
             self.predictor.stop.set()
 
@@ -57,7 +59,7 @@ class ModelRunner:
 
         Returns ``(pieces, record)``: the result(s) and where they go, and the record.
         """
-        self._stopping = False
+        self._stop_load.clear()
         try:
             return (yield from self._steps(key, request))
         except Exception as e:
@@ -72,7 +74,9 @@ class ModelRunner:
             from ..predictor import ClipSegPredictor
 
             # downloads report to napari's activity dock
-            model = load_model(key.source, device=key.device, dtype=key.precision, tqdm_class=napari_progress)
+            model = load_model(
+                key.source, device=key.device, dtype=key.precision, tqdm_class=napari_progress, stop=self._stop_load
+            )
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 
@@ -85,7 +89,7 @@ class ModelRunner:
 
         predictor = yield from self._load(key)
         predictor.stop.clear()
-        if self._stopping:  # Cancel pressed while the model loaded
+        if self._stop_load.is_set():  # Cancel pressed while the model loaded
             raise RunCancelled("stopped on request")
         step = lambda e: Progress(e.step + 1, e.total + 1, e.stage)  # noqa: E731 - the load was step 0
         if request.boxes is None:

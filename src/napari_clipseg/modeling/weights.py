@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from ..constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HU
 from ..errors import (
     ArchitectureMismatchError,
     CorruptWeightsError,
+    RunCancelled,
     UnsafeWeightsError,
     WeightsError,
     WeightsUnavailableError,
@@ -64,8 +66,15 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def _stop_check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise RunCancelled("model loading stopped on request")
+
+
+def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, without running pickled code.
+
+    ``stop``, when set (from another thread), ends the read between two tensors (RunCancelled).
 
     Raises:
         WeightsUnavailableError: the file does not exist.
@@ -82,7 +91,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             # Tensor by tensor, not load_file: that holds the GIL for the whole file (~200 ms for
             # ViT-B/16), freezing napari's event loop while a worker thread loads weights.
             with safetensors.safe_open(str(path), framework="pt") as f:
-                state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+                state = {}
+                for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    _stop_check(stop)
+                    state[key] = f.get_tensor(key)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -94,6 +106,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CorruptWeightsError(_corrupt_message(path, e)) from None
     except PermissionError:
         raise WeightsUnavailableError(f"no permission to read the weights file {path}") from None
+    except RunCancelled:
+        raise
     except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types for damaged files
         raise CorruptWeightsError(_corrupt_message(path, e)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -163,10 +177,12 @@ def _read_hf_config(path: Path) -> ClipSegConfig:
         raise ArchitectureMismatchError(f"{path} is not a usable CLIPSeg config: {e}") from None
 
 
-def _read_hf_weights(files: list[str], config: ClipSegConfig) -> dict[str, torch.Tensor]:
+def _read_hf_weights(
+    files: list[str], config: ClipSegConfig, stop: threading.Event | None = None
+) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(read_state_dict(f))
+        state.update(read_state_dict(f, stop))
     return _hf_state_to_ours(state, config)
 
 
@@ -289,15 +305,17 @@ def _read_source(
     backbone: str | os.PathLike | None,
     revision: str | None,
     tqdm_class: Any,
+    stop: threading.Event | None = None,
 ) -> tuple[ClipSegConfig, dict[str, torch.Tensor], WeightsInfo]:
     """Config, state dict (our keys) and provenance of a weights source (see :func:`load_model`)."""
     path = Path(source).expanduser()
     if path.is_dir():
         model_config = cfg or _read_hf_config(path / "config.json")
         files = _hf_directory_files(path)
-        return model_config, _read_hf_weights(files, model_config), WeightsInfo(str(path), "hf-directory", tuple(files))
+        state = _read_hf_weights(files, model_config, stop)
+        return model_config, state, WeightsInfo(str(path), "hf-directory", tuple(files))
     if path.is_file():
-        raw = read_state_dict(path)
+        raw = read_state_dict(path, stop)
         if _is_hf_state(raw):
             model_config = cfg or _read_hf_config(path.parent / "config.json")
             return model_config, _hf_state_to_ours(raw, model_config), WeightsInfo(str(path), "hf-file", (str(path),))
@@ -306,7 +324,8 @@ def _read_source(
     if _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
         config_path, files = fetch_hub_model(str(source), revision, tqdm_class)
         model_config = cfg or _read_hf_config(config_path)
-        return model_config, _read_hf_weights(files, model_config), WeightsInfo(str(source), "hub", tuple(files))
+        state = _read_hf_weights(files, model_config, stop)
+        return model_config, state, WeightsInfo(str(source), "hub", tuple(files))
     raise WeightsUnavailableError(f"no such file or directory: {path}")
 
 
@@ -319,6 +338,7 @@ def load_model(
     config: str | ClipSegConfig | None = None,
     revision: str | None = None,
     tqdm_class: Any = None,
+    stop: threading.Event | None = None,
 ) -> ClipSeg:
     """Load CLIPSeg weights from a hub id, a transformers directory, or an original checkpoint.
 
@@ -335,6 +355,8 @@ def load_model(
             (see ``napari_clipseg.config.CONFIGS``) or a :class:`ClipSegConfig`.
         revision: Hub revision (branch, tag or commit) for hub sources.
         tqdm_class: Progress-bar class for downloads (huggingface_hub's default when None).
+        stop: Set it from another thread to end the load early (RunCancelled), e.g. from a GUI's
+            Cancel button.
 
     Returns:
         The model in eval mode on ``device``, with ``info`` describing the weights and precision.
@@ -350,8 +372,10 @@ def load_model(
     torch_device = resolve_device(device)
     precision = resolve_precision(dtype, torch_device)
     cfg = get_config(config) if isinstance(config, str) else config
-    model_config, state, info = _read_source(source, cfg, backbone, revision, tqdm_class)
+    model_config, state, info = _read_source(source, cfg, backbone, revision, tqdm_class, stop)
+    _stop_check(stop)
     model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
+    _stop_check(stop)
     logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
     return model
 
