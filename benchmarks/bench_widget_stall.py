@@ -135,19 +135,19 @@ def cancel_latency(widget, app, wait_for, reload_model: bool = False) -> float:
 
 def stage_latencies(widget, app, viewer, rng) -> dict:
     """Cancel latency while the model loads, while the image tower runs, and between tile batches."""
-    model = widget._runner.predictor.model
-    in_tower = threading.Event()
-    hook = model.clip.visual.transformer.resblocks[1].register_forward_hook(lambda *_: in_tower.set())
-    results = {}
-    try:
-        results["model_loading_s"] = cancel_latency(
+    results = {
+        "model_loading_s": cancel_latency(
             widget, app, lambda: widget._status.value.startswith("loading"), reload_model=True
         )
-        model = widget._runner.predictor.model
-        hook.remove()
-        hook = model.clip.visual.transformer.resblocks[1].register_forward_hook(lambda *_: in_tower.set())
+    }
+    widget._prompts.value = "warm up the model again"
+    measure(widget, app)  # the cancelled load left no model: load it before measuring the next stages
+    in_tower = threading.Event()
+    hook = widget._runner.predictor.model.clip.visual.transformer.resblocks[1].register_forward_hook(
+        lambda *_: in_tower.set()
+    )
+    try:
         new_image(viewer, app, rng)
-        in_tower.clear()
         results["image_encoding_s"] = cancel_latency(widget, app, in_tower.is_set)
         widget._options.tiling.value = "tiled"
         new_image(viewer, app, rng)

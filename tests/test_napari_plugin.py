@@ -76,16 +76,22 @@ def test_guard_detects_mesa_llvm(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run)")
-def test_draw_first_then_run_the_plugin_does_not_crash(tiny_model_dir, tmp_path):
-    """napari draws with (software) OpenGL before torch is imported, as for a real user."""
+@pytest.mark.parametrize("import_first", [False, True], ids=["import-after-draw", "import-before-draw"])
+def test_draw_first_then_run_the_plugin_does_not_crash(tiny_model_dir, tmp_path, import_first):
+    """napari draws with (software) OpenGL before open_clip is imported, as for a real user: whether
+    the plugin module was imported before the first draw (npe2, scripts) or after it."""
+    early = "from napari_clipseg._napari.widget import ClipSegWidget" if import_first else ""
+    # after the draw: the user's own script importing the heavy libraries, or the widget doing it
+    heavy = "" if import_first else "import open_clip, timm  # the imports that pull in triton via torch._dynamo"
     script = textwrap.dedent(f"""
         import sys, numpy as np, napari
-        assert "torch" not in sys.modules
+        {early}
+        assert "open_clip" not in sys.modules
         viewer = napari.Viewer(show=True)
         viewer.add_image(np.random.default_rng(0).random((64, 64)), name="img")
         viewer.screenshot(canvas_only=True)  # a real GL draw
         from napari_clipseg._napari.widget import ClipSegWidget
-        import open_clip, timm  # the imports that pull in triton via torch._dynamo
+        {heavy}
         widget = ClipSegWidget(viewer)
         viewer.window.add_dock_widget(widget)
         widget._source.value = {str(tiny_model_dir)!r}

@@ -126,6 +126,9 @@ def settle_heavy_imports() -> None:
     """
     import gc
 
+    from .._gl_guard import guard_triton
+
+    guard_triton()  # napari may have drawn since this module was imported (see _gl_guard)
     from .. import predictor  # noqa: F401 - torch, open_clip
     from ..modeling import weights  # noqa: F401 - safetensors
 
