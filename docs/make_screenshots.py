@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("NAPARI_CLIPSEG_CONFIG_DIR", tempfile.mkdtemp())
+# napari's own settings in a fresh file: every picture at napari's default window size, never a
+# geometry remembered from an earlier run
+os.environ["NAPARI_CONFIG"] = os.path.join(tempfile.mkdtemp(), "settings.yaml")
 
 import napari
 import numpy as np
@@ -49,6 +52,9 @@ def run(widget: ClipSegWidget) -> None:
 def fresh_viewer(model: str, **section_state) -> tuple[napari.Viewer, ClipSegWidget]:
     """A new viewer at napari's default window size with the dock, so every picture shows what a
     user sees (and no layer is ever removed: napari issue 8471 on software OpenGL)."""
+    from napari.settings import get_settings
+
+    get_settings().application.save_window_geometry = False
     viewer = napari.Viewer(show=True)
     widget = ClipSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="CLIPSeg", area="right")
@@ -101,7 +107,7 @@ def main(model: str) -> None:
 
     viewer, widget = fresh_viewer(model, _advanced=True)
     (slide,) = viewer.open_sample("napari-clipseg", "ihc")
-    roi = np.array([[250, 300], [250, 650], [500, 650], [500, 300]], float)
+    roi = np.array([[150, 150], [150, 400], [380, 400], [380, 150]], float)
     boxes = viewer.add_shapes(
         [roi], shape_type="rectangle", name="region", edge_color="cyan", face_color="transparent", edge_width=4
     )

@@ -62,23 +62,32 @@ def test_threshold_and_min_size_relabel_without_the_model(widget, viewer, astron
     assert calls == [] and layer.metadata["clipseg"]["options"]["min_size"] == 20
 
 
-@pytest.fixture
-def blocked_set_image(monkeypatch):
-    """Hold the worker inside the image encoding until released, to act while it runs."""
+def hold(monkeypatch, owner, name: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``owner.name`` wait, once entered, until released: to act while the worker is inside it."""
     entered, release = threading.Event(), threading.Event()
-    original = ClipSegPredictor.encode
+    original = getattr(owner, name)
 
-    def slow(self, *args, **kwargs):
+    def held(*args, **kwargs):
         entered.set()
         release.wait(30)
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(ClipSegPredictor, "encode", slow)
+    monkeypatch.setattr(owner, name, held)
     return entered, release
 
 
-def test_cancel_mid_run_leaves_no_layer(widget, viewer, astronaut, qtbot, blocked_set_image):
-    entered, release = blocked_set_image
+@pytest.fixture
+def blocked_set_image(monkeypatch):
+    """Hold the worker inside the image encoding until released, to act while it runs."""
+    return hold(monkeypatch, ClipSegPredictor, "encode")
+
+
+@pytest.mark.parametrize("stage", ["load_model", "embed_prompts", "encode", "decode"])
+def test_cancel_at_every_stage_leaves_no_layer(stage, widget, viewer, astronaut, qtbot, monkeypatch):
+    """Cancel while the model loads, the prompts are embedded, the image encoded, or the maps decoded."""
+    from napari_clipseg.modeling import weights
+
+    entered, release = hold(monkeypatch, weights if stage == "load_model" else ClipSegPredictor, stage)
     widget._prompts.value = "person"
     widget._run_btn.native.click()
     qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
@@ -87,7 +96,7 @@ def test_cancel_mid_run_leaves_no_layer(widget, viewer, astronaut, qtbot, blocke
     release.set()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
     assert labels_layers(viewer) == [] and "Cancelled" in widget._status.value
-    assert widget._run_btn.enabled
+    assert widget._run_btn.enabled and widget._progress.value == 0
 
 
 def test_second_run_is_refused_while_one_runs(widget, viewer, astronaut, qtbot, blocked_set_image, messages):
@@ -422,34 +431,6 @@ def test_an_image_edited_in_place_is_encoded_again(widget, viewer, qtbot, rng, t
     assert np.abs(after - before).max() > 1e-4
 
 
-@pytest.fixture
-def blocked_model_load(monkeypatch):
-    """Hold the worker inside the model load until released."""
-    from napari_clipseg.modeling import weights
-
-    entered, release = threading.Event(), threading.Event()
-    original = weights.load_model
-
-    def slow(*args, **kwargs):
-        entered.set()
-        release.wait(30)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(weights, "load_model", slow)
-    return entered, release
-
-
-def test_cancel_while_the_model_loads_leaves_no_layer(widget, viewer, astronaut, qtbot, blocked_model_load):
-    entered, release = blocked_model_load
-    widget._prompts.value = "person"
-    widget._run_btn.native.click()
-    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
-    widget._cancel_btn.native.click()
-    release.set()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
-    assert labels_layers(viewer) == [] and "Cancelled" in widget._status.value and widget._run_btn.enabled
-
-
 @pytest.mark.parametrize("change", ["closed", "replaced"])
 def test_the_image_closed_or_replaced_during_a_run(change, widget, viewer, qtbot, rng, blocked_set_image):
     entered, release = blocked_set_image
@@ -468,23 +449,3 @@ def test_the_image_closed_or_replaced_during_a_run(change, widget, viewer, qtbot
     assert layer.data.shape == original.shape and tuple(layer.scale) == (2, 2)  # placed as the data at Run
     expected = "'img' was closed during the run" if change == "closed" else "'img' changed during the run"
     assert expected in widget._status.value and "data at Run" in widget._status.value
-
-
-@pytest.mark.parametrize("stage", ["embed_prompts", "encode", "decode"])
-def test_cancel_at_each_pipeline_stage_leaves_no_layer(stage, widget, viewer, astronaut, qtbot, monkeypatch):
-    entered, release = threading.Event(), threading.Event()
-    original = getattr(ClipSegPredictor, stage)
-
-    def slow(self, *args, **kwargs):
-        entered.set()
-        release.wait(30)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ClipSegPredictor, stage, slow)
-    widget._prompts.value = "person"
-    widget._run_btn.native.click()
-    qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
-    widget._cancel_btn.native.click()
-    release.set()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
-    assert labels_layers(viewer) == [] and "Cancelled" in widget._status.value

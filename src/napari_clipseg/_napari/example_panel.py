@@ -22,23 +22,23 @@ class ExamplePanel(Container):
         self._viewer = viewer
         self.pinned_index: tuple[int, ...] | None = None  # plane of a pinned result, else the current plane
         self.support = ComboBox(
-            label="Example",
+            label="Layer",
             choices=self._support_choices,
             nullable=True,
             value=None,
             tooltip="A Shapes layer (each shape one example) or a Labels layer",
         )
-        self.label_value = SpinBox(label="Label value", min=1, max=2**31 - 1, value=1, visible=False)
+        self.label_value = SpinBox(label="Label", min=1, max=2**31 - 1, value=1, visible=False)
         self.example_image = ComboBox(
-            label="Example image",
+            label="On image",
             choices=self._image_choices,
             nullable=True,
             value=None,
             tooltip="The image the example is drawn on (empty: the image being segmented)",
         )
-        self.class_name = LineEdit(label="Example name", value="example")
+        self.class_name = LineEdit(label="Name", value="example")
         self.visual_weight = FloatSlider(
-            label="Visual weight",
+            label="Weight",
             min=0.0,
             max=1.0,
             step=0.05,
@@ -46,7 +46,7 @@ class ExamplePanel(Container):
             tooltip="1: the example alone; lower values mix in the name as a text prompt",
         )
         self.engineering = ComboBox(
-            label="Engineering",
+            label="Recipe",
             choices=list(MODES),
             value=DEFAULT_MODE,
             tooltip="Visual prompt engineering (paper Table 2); the default is the paper's best",

@@ -43,13 +43,23 @@ class OptionsPanel(Container):
             tooltip=f"whole: resize to {INPUT_SIZE}; tiled: native-resolution tiles; both: average; "
             f"auto: whole up to {AUTO_WHOLE_MAX_SIDE} px, both above",
         )
-        self.overlap = SpinBox(label="Tile overlap (px)", min=0, max=INPUT_SIZE - 1, value=defaults.overlap)
+        self.overlap = SpinBox(
+            label="Overlap (px)",
+            tooltip="Pixels shared by neighbouring tiles",
+            min=0,
+            max=INPUT_SIZE - 1,
+            value=defaults.overlap,
+        )
         self.channels = LineEdit(
-            label="Channels → RGB",
+            label="RGB channels",
             value="",
             tooltip="Empty: automatic. Else three channel indices, -1 for an empty one",
         )
-        self.contrast = CheckBox(text="Scale intensities by the layer's contrast limits", value=False)
+        self.contrast = CheckBox(
+            text="Use contrast limits",
+            value=False,
+            tooltip="Scale intensities by the layer's contrast limits (what you see) instead of percentiles",
+        )
         self.level = SpinBox(
             label="Pyramid level",
             min=0,

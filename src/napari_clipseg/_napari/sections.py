@@ -19,7 +19,7 @@ class Section(Container):
         self.header = PushButton(text=title)
         self.header.native.setFlat(True)
         self.header.native.setStyleSheet("text-align: left; font-weight: bold;")
-        self.body = Container(widgets=list(widgets), labels=True)
+        self.body = Container(widgets=list(widgets), labels=False)  # labelled controls come in their own forms
         self.body.margins = (12, 0, 0, 0)
         self.margins = (0, 0, 0, 0)
         self.extend([self.header, self.body])

@@ -52,14 +52,16 @@ if TYPE_CHECKING:
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
 OUTPUTS = ("classes", "classes + instances")
 #: Widest the dock grows: napari's canvas keeps most of the window.
-DOCK_WIDTH = 280
+DOCK_WIDTH = 200
 
 
 class ClipSegWidget(Container):
     """Segment the selected image from text prompts or an example (see the module docstring)."""
 
     def __init__(self, viewer: napari.viewer.Viewer, dialogs: Dialogs | None = None) -> None:
-        super().__init__(labels=True)
+        # full-width rows (labelled controls sit in inner forms), scrolling rather than squeezing
+        # its rows or growing napari's window when sections are open
+        super().__init__(labels=False, scrollable=True)
         settle_heavy_imports()
         from ..modeling.devices import available_devices
 
@@ -86,12 +88,18 @@ class ClipSegWidget(Container):
         self._progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self._status = Label(label="Status", value="Ready.")
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=s.options.threshold)
-        self._min_size = SpinBox(label="Min. size (px)", min=0, max=10_000_000, value=s.options.min_size)
+        self._min_size = SpinBox(
+            label="Min. size",
+            min=0,
+            max=10_000_000,
+            tooltip="Remove objects smaller than this many pixels",
+            value=s.options.min_size,
+        )
         self._output = ComboBox(
             label="Output", choices=list(OUTPUTS), value=s.output if s.output in OUTPUTS else OUTPUTS[0]
         )
         self._split = SpinBox(
-            label="Split distance (px)",
+            label="Split (px)",
             min=0,
             max=1000,
             value=s.split_distance,
@@ -115,28 +123,28 @@ class ClipSegWidget(Container):
 
     def _lay_out(self, s: Settings) -> None:
         row = partial(Container, layout="horizontal", labels=False)
+        form = partial(Container, labels=True)
         self._example_section = Section("Segment by example", [self._example], expanded="example" in s.open_sections)
-        advanced = [self._source, row(widgets=[self._browse_file, self._browse_dir], label="")]
-        advanced += [self._device, self._precision, self._options]
-        self._advanced = Section("Advanced", advanced, expanded="advanced" in s.open_sections)
+        browse = row(widgets=[self._browse_file, self._browse_dir], label="")
+        model = form(widgets=[self._source, browse, self._device, self._precision])
+        self._advanced = Section("Advanced", [model, self._options], expanded="advanced" in s.open_sections)
         self.extend(
             [
-                self._image,
-                self._prompts,
+                form(widgets=[self._image, self._prompts]),
                 self._example_section,
-                row(widgets=[self._run_btn, self._cancel_btn], label=""),
+                row(widgets=[self._run_btn, self._cancel_btn]),
                 self._progress,
                 self._status,
-                self._threshold,
-                self._min_size,
-                self._output,
-                self._split,
+                form(widgets=[self._threshold, self._min_size, self._output, self._split]),
                 self._show_probs,
                 self._classes,
-                row(widgets=[self._export_format, self._export_btn], label="Export"),
+                row(widgets=[self._export_format, self._export_btn]),
                 self._advanced,
             ]
         )
+        for part in self:  # compact: napari's default window has little height to spare
+            if isinstance(part, Container) and not isinstance(part, Section):
+                part.margins = (0, 0, 0, 0)
 
     def _polish(self, s: Settings) -> None:
         """Compact layout: a short prompt box, wrapped messages, a narrow dock."""
@@ -146,6 +154,14 @@ class ClipSegWidget(Container):
             label.native.setWordWrap(True)
         self._split.visible = self._output.value == OUTPUTS[1]
         self.native.setMaximumWidth(DOCK_WIDTH)
+
+    def _set_status(self, text: str) -> None:
+        """Show ``text`` in the status line, with all the lines it needs (a scrolling dock does not
+        stretch a wrapped label by itself); the tooltip holds it too."""
+        self._status.value = text
+        self._status.tooltip = text
+        label = self._status.native
+        label.setMinimumHeight(label.heightForWidth(max(label.width(), DOCK_WIDTH - 20)))
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -231,8 +247,7 @@ class ClipSegWidget(Container):
 
     def _say(self, message: str, level: str = "info") -> None:
         """Show ``message`` in the widget (wrapped, in full) and as a napari notification."""
-        self._status.value = message
-        self._status.tooltip = message
+        self._set_status(message)
         {"info": show_info, "warning": show_warning, "error": show_error}[level](message)
 
     # --- running --------------------------------------------------------------------------------
@@ -316,7 +331,7 @@ class ClipSegWidget(Container):
         if self._worker is not None:
             self._runner.request_stop()
             self._worker.quit()
-            self._status.value = "Cancelling…"
+            self._set_status("Cancelling…")
 
     def _set_running(self, running: bool) -> None:
         if not running:
@@ -329,7 +344,7 @@ class ClipSegWidget(Container):
     def _on_progress(self, event: Progress) -> None:
         self._progress.max = max(event.total, 1)
         self._progress.value = event.step
-        self._status.value = f"{event.stage}…" if event.step < event.total else "done"
+        self._set_status(f"{event.stage}…" if event.step < event.total else "done")
 
     def _on_cancelled(self) -> None:
         self._progress.max, self._progress.value = 1, 0  # nothing completed
@@ -364,15 +379,15 @@ class ClipSegWidget(Container):
         """Threshold / min size changed: new labels from cached probabilities (no model call)."""
         blocked = self._results.relabel(float(self._threshold.value), int(self._min_size.value))
         if blocked:
-            self._status.value = blocked
+            self._set_status(blocked)
         elif self._results.last_layer is not None:
-            self._status.value = f"'{self._results.last_layer.name}': {self._results.counts_text()}."
+            self._set_status(f"'{self._results.last_layer.name}': {self._results.counts_text()}.")
 
     def _instances_changed(self, _value: Any = None) -> None:
         self._split.visible = self._output.value == OUTPUTS[1]
         blocked = self._results.set_instances(self._instance_settings())
         if blocked:
-            self._status.value = blocked
+            self._set_status(blocked)
 
     def _probabilities_changed(self, show: bool) -> None:
         if not show:
@@ -380,7 +395,7 @@ class ClipSegWidget(Container):
             return
         message = self._results.show_probabilities()
         if message:
-            self._status.value = message
+            self._set_status(message)
 
     # --- export ---------------------------------------------------------------------------------
 
