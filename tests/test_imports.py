@@ -110,3 +110,13 @@ def test_public_api_names():
     for name in PUBLIC:
         assert getattr(ncs, name) is not None
     assert set(PUBLIC) <= set(dir(ncs))
+
+
+def test_modules_stay_small():
+    """Size budget: no module over 400 lines; split a module by responsibility when it grows."""
+    big = [
+        f"{path.relative_to(SRC)} ({n} lines)"
+        for path in SRC.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    ]
+    assert big == []

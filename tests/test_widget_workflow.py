@@ -173,16 +173,13 @@ def test_cancel_stops_inside_the_image_tower(widget, viewer, qtbot, rng, slow_bl
         widget._prompts.value = "y"
         widget._run_btn.native.click()
         qtbot.waitUntil(lambda: len(ran) >= 1, timeout=TIMEOUT)
-        clicked = time.perf_counter()
         widget._cancel_btn.native.click()
         qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
-        latency = time.perf_counter() - clicked
     finally:
         for hook in hooks:
             hook.remove()
     deepest = widget._runner.predictor.model.config.deepest_layer + 1
-    assert len(ran) < deepest  # stopped between blocks, not after the whole tower
-    assert latency < 0.3 * 2 + 0.5  # at most the block in progress and the next check
+    assert len(ran) < deepest  # stopped between blocks, not after the whole tower (latency: see the benchmark)
     assert "Cancelled" in widget._status.value and widget._progress.value == 0
     assert [x.name for x in labels_layers(viewer)] == ["clipseg: x"]
 

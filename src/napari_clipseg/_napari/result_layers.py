@@ -75,6 +75,11 @@ class InstanceSettings:
     split: bool = True
     min_distance: int = 5
 
+    @classmethod
+    def chosen(cls, instances: bool, split_distance: int) -> InstanceSettings | None:
+        """The settings for the dock's choice (None: no instances; distance 0: no split)."""
+        return cls(split_distance > 0, max(1, split_distance)) if instances else None
+
 
 @dataclass
 class LastRun:
@@ -106,6 +111,19 @@ class ResultLayers:
         if self.last is None or self.last.layer not in self._viewer.layers:
             return None
         return self.last.layer
+
+    def example_source(self, active: Any, image: Any, current_step: tuple) -> tuple | None:
+        """``(labels layer, its image, plane index)`` to take an example from: the selected Labels
+        layer, else the last result (on the image and plane it was made for); None if neither."""
+        layer = active if isinstance(active, Labels) else self.last_layer
+        if layer is None:
+            return None
+        index = _layers.current_index(image, current_step) if image is not None else ()
+        if self.last is not None and layer is self.last_layer:
+            name, planes = self.last.request.image_name, self.last.request.options.planes
+            image = self._viewer.layers[name] if name in self._viewer.layers else image  # noqa: SIM401
+            index = index if planes is None else planes[0]
+        return layer, image, index
 
     def counts_text(self) -> str:
         """Pixels per class of the last result as it is now (after any relabelling)."""

@@ -170,9 +170,7 @@ class ClipSegWidget(Container):
         self._cancel_btn.changed.connect(self.cancel)
         self._export_btn.changed.connect(self.export_masks)
         self._example.use_result.changed.connect(self._use_result_as_example)
-        self._example.support.changed.connect(
-            lambda layer: layer is not None and self._example_section.set_expanded(True)
-        )
+        self._example.support.changed.connect(self._open_example_section)
         self._browse_file.changed.connect(partial(self._browse, folder=False))
         self._browse_dir.changed.connect(partial(self._browse, folder=True))
         self._threshold.changed.connect(self._relabel)
@@ -189,13 +187,11 @@ class ClipSegWidget(Container):
         layers.selection.events.active.connect(self._on_active)
         self._save_timer = QTimer(self.native, singleShot=True, interval=300)  # dies with the widget
         self._save_timer.timeout.connect(self._save_settings)
-        for w in (self._prompts, self._source, self._device, self._precision, self._threshold, self._min_size):
-            w.changed.connect(lambda *_: self._save_timer.start())
-        for w in (self._show_probs, self._output, self._split, self._options.region, self._options.tiling):
-            w.changed.connect(lambda *_: self._save_timer.start())
-        self._options.overlap.changed.connect(lambda *_: self._save_timer.start())
-        for section in (self._example_section, self._advanced):
-            section.toggled.connect(lambda *_: self._save_timer.start())
+        saved = [self._prompts, self._source, self._device, self._precision, self._threshold, self._min_size]
+        saved += [self._show_probs, self._output, self._split, self._options.region, self._options.tiling]
+        for signal in [w.changed for w in [*saved, self._options.overlap]] + [self._advanced.toggled]:
+            signal.connect(lambda *_: self._save_timer.start())
+        self._example_section.toggled.connect(lambda *_: self._save_timer.start())
 
     def _open_example_section(self, layer: Any) -> None:
         if layer is not None:
@@ -243,8 +239,6 @@ class ClipSegWidget(Container):
         if path:
             self._source.value = path
 
-    # --- messages -------------------------------------------------------------------------------
-
     def _say(self, message: str, level: str = "info") -> None:
         """Show ``message`` in the widget (wrapped, in full) and as a napari notification."""
         self._set_status(message)
@@ -276,18 +270,13 @@ class ClipSegWidget(Container):
 
     def _use_result_as_example(self, _value: Any = None) -> None:
         """Use the last result (or the selected Labels layer), as corrected, as the example."""
-        active = self._viewer.layers.selection.active
-        layer = active if isinstance(active, Labels) else self._results.last_layer
-        if layer is None:
+        source = self._results.example_source(
+            self._viewer.layers.selection.active, self._image.value, self._viewer.dims.current_step
+        )
+        if source is None:
             self._say("Run once (or select a Labels layer) first: its selected label becomes the example.", "warning")
             return
-        image = self._image.value
-        index = _layers.current_index(image, self._viewer.dims.current_step) if image is not None else ()
-        last = self._results.last
-        if last is not None and layer is self._results.last_layer:
-            name, planes = last.request.image_name, last.request.options.planes
-            image = self._viewer.layers[name] if name in self._viewer.layers else image  # noqa: SIM401
-            index = index if planes is None else planes[0]
+        layer, image, index = source
         value = self._example.pin(layer, int(layer.selected_label), image, index)
         self._example_section.set_expanded(True)
         where = f" (plane {list(index)})" if index else ""
@@ -360,9 +349,7 @@ class ClipSegWidget(Container):
     # --- results --------------------------------------------------------------------------------
 
     def _instance_settings(self) -> InstanceSettings | None:
-        if self._output.value != OUTPUTS[1]:
-            return None
-        return InstanceSettings(split=self._split.value > 0, min_distance=max(1, int(self._split.value)))
+        return InstanceSettings.chosen(self._output.value == OUTPUTS[1], int(self._split.value))
 
     def _on_result(self, pieces: list[Piece], record: dict, request: RunRequest) -> None:
         layer, note = self._results.add(
@@ -371,9 +358,8 @@ class ClipSegWidget(Container):
         if self._show_probs.value:
             note += f" {self._results.show_probabilities() or ''}".rstrip()
         self._classes.value = _layers.class_table_text(request.names)
-        self._say(
-            f"'{layer.name}': {self._results.counts_text()}.{note}{_layers.image_change_note(self._viewer, request)}"
-        )
+        note += _layers.image_change_note(self._viewer, request)
+        self._say(f"'{layer.name}': {self._results.counts_text()}.{note}")
 
     def _relabel(self, _value: Any = None) -> None:
         """Threshold / min size changed: new labels from cached probabilities (no model call)."""

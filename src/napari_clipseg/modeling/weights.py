@@ -42,7 +42,7 @@ from ..errors import (
 from ..export import atomic_write
 from . import keymap
 from .clipseg import ClipSeg
-from .config import ClipSegConfig, TextConfig, VisionConfig, from_hf_config, get_config, to_hf_config
+from .config import ClipSegConfig, from_hf_config, get_config, infer_original_config, to_hf_config
 from .devices import resolve_device, resolve_precision
 from .hub import HF_WEIGHT_FILES, fetch_file, fetch_hub_model
 from .info import ModelInfo, WeightsInfo
@@ -191,54 +191,6 @@ def _hf_state_to_ours(state: dict[str, torch.Tensor], config: ClipSegConfig) -> 
         return keymap.hf_to_ours(state, config)
     except keymap.KeyMismatchError as e:
         raise ArchitectureMismatchError(f"the checkpoint does not match its config.json: {e}") from None
-
-
-def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    return len({m.group(1) for k in state if (m := pattern.match(k))})
-
-
-def infer_original_config(state: dict[str, torch.Tensor]) -> ClipSegConfig:
-    """Config of an original-format model from tensor shapes (our keys).
-
-    Shapes fix every size except head counts (OpenAI CLIP uses 64-wide heads, the decoder 4) and
-    the extract layers (the released weights use (3, 6, 9)); pass ``config`` to
-    :func:`load_model` when a checkpoint differs.
-    """
-    try:
-        conv = state["clip.visual.conv1.weight"]
-        width, patch = conv.shape[0], conv.shape[-1]
-        grid = round((state["clip.visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        text_width = state["clip.token_embedding.weight"].shape[1]
-        n_reduces = _count_blocks(state, "decoder.reduces.")
-        vision = VisionConfig(
-            width=width,
-            layers=_count_blocks(state, "clip.visual.transformer.resblocks."),
-            heads=max(1, width // 64),
-            mlp_dim=state["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-            patch_size=patch,
-            image_size=grid * patch,
-        )
-        text = TextConfig(
-            width=text_width,
-            layers=_count_blocks(state, "clip.transformer.resblocks."),
-            heads=max(1, text_width // 64),
-            mlp_dim=state["clip.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-            vocab_size=state["clip.token_embedding.weight"].shape[0],
-            context_length=state["clip.positional_embedding"].shape[0],
-        )
-        if n_reduces != 3:
-            raise ArchitectureMismatchError(f"the decoder has {n_reduces} layers; pass config= with its extract_layers")
-        return ClipSegConfig(
-            vision=vision,
-            text=text,
-            projection_dim=state["clip.visual.proj"].shape[1],
-            reduce_dim=state["decoder.film_mul.weight"].shape[0],
-            decoder_mlp_dim=state["decoder.blocks.0.linear1.weight"].shape[0],
-            refined="decoder.trans_conv.0.weight" in state,
-        )
-    except KeyError as e:
-        raise ArchitectureMismatchError(f"not a CLIPSeg decoder / CLIP backbone checkpoint: no key {e}") from None
 
 
 def _read_original(
