@@ -7,7 +7,7 @@ wrote, plus napari's paint events) is never written to again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,7 +90,6 @@ class LastRun:
     request: RunRequest
     instances: Labels | None = None
     instance_settings: InstanceSettings | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def result(self) -> SegmentationResult:
