@@ -40,7 +40,8 @@ def tiled_run(model_dir: str) -> dict:
     import napari_clipseg as ncs
     from napari_clipseg.tiling import tile_boxes
 
-    predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir))
+    # a one-off run, as segment() does it: no feature cache (see performance.md for the cached case)
+    predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir), cache_bytes=0)
     image = np.random.default_rng(0).integers(0, 65535, (4096, 4096), dtype=np.uint16)
     n_tiles = len(tile_boxes(image.shape))
     one_tile = image[:352, :352]

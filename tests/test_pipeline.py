@@ -356,3 +356,18 @@ def test_a_box_of_a_huge_lazy_image_never_loads_the_rest(tiny_model):
     canvas = labels_canvas((50_000, 50_000), np.uint8, lazy=True)
     canvas[1000:1300, 2000:2400] = parts[0].result.labels
     assert canvas.nchunks_initialized == 4  # the four 1024-px chunks the box touches
+
+
+def test_a_one_off_segment_keeps_no_features(tiny_model, rng, monkeypatch):
+    from napari_clipseg import pipeline
+
+    made = []
+    original = pipeline.ClipSegPredictor
+
+    def recording(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(pipeline, "ClipSegPredictor", recording)
+    ncs.segment(rng.random((40, 40)), "x", model=tiny_model)
+    assert len(made[0].feature_cache) == 0  # a predictor that dies with the call caches nothing

@@ -19,7 +19,8 @@ class LRUCache(Generic[V]):
 
     Args:
         capacity: Largest total size kept; the oldest entries are dropped beyond it (the newest
-            entry is always kept, even when it alone exceeds the capacity).
+            entry is kept even when it alone exceeds the capacity, unless the capacity is 0: then
+            nothing is kept).
         size: Size of one value (default 1: ``capacity`` counts entries).
 
     Attributes:
@@ -27,8 +28,8 @@ class LRUCache(Generic[V]):
     """
 
     def __init__(self, capacity: int, size: Callable[[V], int] | None = None) -> None:
-        if capacity < 1:
-            raise ValueError(f"cache capacity must be at least 1; got {capacity}")
+        if capacity < 0:
+            raise ValueError(f"cache capacity must be at least 0; got {capacity}")
         self.capacity = capacity
         self._size = size or (lambda _value: 1)
         self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
@@ -72,6 +73,6 @@ class LRUCache(Generic[V]):
                 self._total -= old[1]
             self._items[key] = (value, size)
             self._total += size
-            while self._total > self.capacity and len(self._items) > 1:
+            while self._total > self.capacity and len(self._items) > (1 if self.capacity else 0):
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._total -= dropped

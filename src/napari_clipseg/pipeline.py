@@ -296,7 +296,8 @@ def segment(
             from .modeling.weights import load_model
 
             model = load_model()
-        predictor = ClipSegPredictor(model)
+        # a one-off predictor: caching its features would only cost memory (it dies with this call)
+        predictor = ClipSegPredictor(model, cache_bytes=0)
     return run(iter_segment(image, prompts, predictor, options)).labels
 
 

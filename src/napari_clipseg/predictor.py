@@ -46,7 +46,7 @@ class ClipSegPredictor:
         model: A loaded :class:`~napari_clipseg.modeling.ClipSeg` (see ``load_model``).
         percentiles: Intensity percentiles for non-uint8 images (see ``transforms``).
         cache_bytes: Memory for image features, kept by content signature so re-prompting an
-            image, a stack plane or a tile seen before skips the image tower.
+            image, a stack plane or a tile seen before skips the image tower (0: keep none).
 
     One predictor may be shared between threads: calls are serialised by a lock (an image set in
     one thread is the image ``predict`` answers for in another, so give each thread its own
