@@ -16,7 +16,15 @@ from typing import Any
 
 from .constants import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, INPUT_SIZE, MODES
 
-__all__ = ["MODES", "SegmentOptions", "check_min_size", "check_threshold", "parse_channels", "split_prompts"]
+__all__ = [
+    "MODES",
+    "SegmentOptions",
+    "check_distinct",
+    "check_min_size",
+    "check_threshold",
+    "parse_channels",
+    "split_prompts",
+]
 
 
 def _is_int(value: Any) -> bool:
@@ -27,12 +35,15 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_threshold(threshold: Any) -> float | tuple[float, ...]:
+def check_threshold(threshold: Any, n_prompts: int | None = None) -> float | tuple[float, ...]:
     """A threshold (or one per prompt) as floats, each finite and in [0, 1].
+
+    Args:
+        n_prompts: When given, a sequence must hold one threshold, or exactly one per prompt.
 
     Raises:
         TypeError: not a number or a sequence of numbers.
-        ValueError: NaN, infinite, outside [0, 1], or an empty sequence.
+        ValueError: NaN, infinite, outside [0, 1], an empty sequence, or the wrong count.
     """
     values = threshold if isinstance(threshold, Sequence) and not isinstance(threshold, str) else None
     items = list(values) if values is not None else [threshold]
@@ -43,7 +54,18 @@ def check_threshold(threshold: Any) -> float | tuple[float, ...]:
             raise TypeError(f"threshold must be a number in [0, 1] (or one per prompt); got {item!r}")
         if not (math.isfinite(float(item)) and 0.0 <= float(item) <= 1.0):
             raise ValueError(f"threshold must lie in [0, 1]; got {item!r}")
+    if values is not None and n_prompts is not None and len(items) not in (1, n_prompts):
+        raise ValueError(
+            f"got {len(items)} thresholds for {n_prompts} prompts: give one threshold, or exactly one per prompt"
+        )
     return tuple(float(v) for v in items) if values is not None else float(items[0])
+
+
+def check_distinct(names: Sequence[str]) -> None:
+    """Raise ValueError when a class name is given twice (one class would stay empty)."""
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise ValueError(f"'{twice[0]}' is given more than once: each class needs its own name")
 
 
 def check_min_size(min_size: int) -> int:
@@ -199,9 +221,4 @@ class SegmentOptions:
         Raises:
             ValueError: one threshold per prompt was given, but not as many as there are prompts.
         """
-        if isinstance(self.threshold, tuple) and len(self.threshold) not in (1, n_prompts):
-            raise ValueError(
-                f"got {len(self.threshold)} thresholds for {n_prompts} prompts: give one threshold, "
-                "or exactly one per prompt"
-            )
-        return self.threshold
+        return check_threshold(self.threshold, n_prompts)

@@ -32,7 +32,7 @@ import torch
 
 from .constants import AUTO_WHOLE_MAX_SIDE, INPUT_SIZE, MODES
 from .errors import PlaneError
-from .options import SegmentOptions
+from .options import SegmentOptions, check_distinct
 from .postprocess import label_dtype
 from .predictor import ClipSegPredictor
 from .prompts import Prompts, clean_prompts, prompt_label
@@ -252,9 +252,7 @@ def iter_segment(
     geometry = plan_planes(image, options)
     prompts = _bind_visual_prompts(clean_prompts(prompts), geometry)
     names = [prompt_label(p) for p in prompts]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"prompt {duplicates[0]!r} is given more than once: each class needs its own name")
+    check_distinct(names)
     threshold = options.thresholds_for(len(prompts))
     mode = choose_mode(geometry.plane_shape, options.mode)
     value_range = options.intensity or intensity_range(geometry.data, predictor.percentiles)

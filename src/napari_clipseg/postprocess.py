@@ -55,9 +55,7 @@ def labels_from_probabilities(
     """
     probabilities = np.asarray(probabilities)
     n = probabilities.shape[0]
-    checked = check_threshold(threshold)
-    if isinstance(checked, tuple) and len(checked) not in (1, n):
-        raise ValueError(f"got {len(checked)} thresholds for {n} prompts: give one, or exactly one per prompt")
+    checked = check_threshold(threshold, n)
     thresholds = np.broadcast_to(np.asarray(checked, dtype=np.float32), (n,))
     min_size = check_min_size(min_size)
     above = probabilities >= thresholds.reshape((n,) + (1,) * (probabilities.ndim - 1))

@@ -109,11 +109,7 @@ class ExamplePanel(Container):
         index = pinned if pinned is not None else _layers.current_index(image, self._viewer.dims.current_step)
         if isinstance(support, Shapes) and len(support.data) == 0:
             raise ValueError(f"Shapes layer '{support.name}' has no shapes: draw around an example first")
-        if not _layers.same_transform(support, image):
-            raise ValueError(
-                f"'{support.name}' and '{image.name}' are not aligned (scale, translation, rotation): "
-                "draw the example on a layer with the image's transform"
-            )
+        _layers.check_aligned(support, image, "the example")
         masks = _layers.support_masks(support, self.label_value.value, _layers.spatial_shape(image), index)
         if not masks or not any(m.any() for m in masks):
             raise ValueError(f"the example in '{support.name}' is empty on this plane: mark an example first")

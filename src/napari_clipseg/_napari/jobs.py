@@ -111,7 +111,6 @@ class ModelRunner:
         )
         if request.boxes is not None:
             record["boxes"] = [list(p.box) for p in parts]
-        predictor.model.info.weights.sha256  # noqa: B018 - hash the weights here, in the worker
         return pieces, record
 
 

@@ -133,10 +133,9 @@ def canvas_for(request: Any, dtype: Any) -> Any:
     lazy or huge images (see :func:`napari_clipseg.regions.labels_canvas`)."""
     from ..regions import labels_canvas
 
-    lazy = request.boxes is not None and not isinstance(request.data, np.ndarray)
     if request.boxes is None:
         return np.zeros(request.spatial_shape, dtype)
-    return labels_canvas(request.spatial_shape, dtype, lazy)
+    return labels_canvas(request.spatial_shape, dtype, lazy=not isinstance(request.data, np.ndarray))
 
 
 def instance_features(classes: Sequence[int], names: list[str]) -> pd.DataFrame:
@@ -244,6 +243,15 @@ def support_masks(layer: Any, value: int, spatial_shape: tuple[int, ...], index:
     raise ValueError(f"'{layer.name}' is a {type(layer).__name__} layer; use a Shapes or Labels layer as the example")
 
 
+def check_aligned(layer: Any, image: Any, what: str) -> None:
+    """Raise ValueError unless ``layer`` maps to the world as ``image`` does (``what`` is drawn on it)."""
+    if not same_transform(layer, image):
+        raise ValueError(
+            f"'{layer.name}' and '{image.name}' are not aligned (scale, translation, rotation): "
+            f"draw {what} on a layer with the image's transform"
+        )
+
+
 def same_transform(a: Any, b: Any) -> bool:
     """Whether two layers map data to world identically (so their data coordinates agree)."""
     return (
@@ -260,11 +268,8 @@ def boxes_from_shapes(shapes: Any, image: Any, index: tuple[int, ...], level: in
     Raises:
         ValueError: the layer is not aligned with the image, or has no shape on this plane.
     """
-    if not same_transform(shapes, image) and not (shapes.ndim == 2 and image.ndim > 2):
-        raise ValueError(
-            f"'{shapes.name}' and '{image.name}' are not aligned (scale, translation, rotation): "
-            "draw the boxes on a layer with the image's transform"
-        )
+    if not (shapes.ndim == 2 and image.ndim > 2):  # 2D boxes on a stack apply to every plane
+        check_aligned(shapes, image, "the boxes")
     factors = np.ones(2)
     if image.multiscale and level:
         factors = np.asarray(image.downsample_factors[min(level, len(image.data) - 1)], float)[-2:]

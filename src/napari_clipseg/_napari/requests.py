@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..options import SegmentOptions, split_prompts
+from ..options import SegmentOptions, check_distinct, split_prompts
 from ..prompts import prompt_label
 from . import layers as _layers
 from .example_panel import ExamplePanel
@@ -61,9 +61,7 @@ def build_request(
         visual, entry = example_prompt(example, layer)
         prompts.append(visual)
     names = [prompt_label(p) for p in prompts]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"'{twice[0]}' is given more than once: each class needs its own name.")
+    check_distinct(names)
     return RunRequest(
         image_name=layer.name,
         prompts=prompts,
