@@ -102,6 +102,44 @@ def tree_snapshot(root) -> dict:
     return out
 
 
+# --- datasets --------------------------------------------------------------------------------
+
+#: Prompts of the dataset tests (two classes).
+DATASET_PROMPTS = ["cell", "background noise"]
+
+
+def make_dataset(root, rng):
+    """Three inputs: an RGB PNG, a 16-bit OME-TIFF stack with pixel sizes (in a subfolder), a .npy."""
+    import imageio.v3 as iio
+    import tifffile
+
+    (root / "sub").mkdir(parents=True)
+    iio.imwrite(root / "photo.png", rng.integers(0, 255, (72, 90, 3), dtype=np.uint8))
+    stack = rng.integers(0, 4000, (9, 64, 70)).astype(np.uint16)
+    meta = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.25, "PhysicalSizeZ": 2.0}
+    tifffile.imwrite(root / "sub" / "stack.ome.tif", stack, ome=True, metadata=meta)
+    np.save(root / "plain.npy", rng.random((66, 80)).astype(np.float32))
+    return {"photo": root / "photo.png", "sub/stack": root / "sub" / "stack.ome.tif", "plain": root / "plain.npy"}
+
+
+@pytest.fixture
+def dataset(tmp_path, rng):
+    """Three inputs in ``tmp_path/images`` (see :func:`make_dataset`), by output name."""
+    return make_dataset(tmp_path / "images", rng)
+
+
+def output_files(root):
+    """{relative path: bytes} of every output file (reports and records left out: they hold times)."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            if name not in ("clipseg.json", "report.json", "report.csv"):
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item: napari's make_napari_viewer reads ``rep_call``."""
@@ -146,6 +184,10 @@ class ScriptedDialogs:
         self.questions: list[str] = []
 
     def ask_folder(self, parent, start: str) -> str:
+        return self.folders.pop(0)
+
+    def choose_folder(self, parent, title: str, start: str) -> str:
+        self.questions.append(f"{title} [{start}]")
         return self.folders.pop(0)
 
     def confirm(self, parent, question: str) -> bool:

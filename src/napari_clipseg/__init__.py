@@ -10,7 +10,11 @@ The package tree reads as the architecture:
   ``predictor.py``, ``transforms.py``, ``tiling.py``, ``prompts.py``, ``visual.py``,
   ``postprocess.py``, ``results.py`` (progress and result types), ``cache.py``;
 * outputs: ``records.py`` (the one provenance record), ``export.py``, ``masks.py``;
-* ``cli.py``; and ``_napari/``, the only part that imports napari, Qt or magicgui.
+* datasets: ``inputs.py`` (finding and opening files), ``batch.py`` (the steps of one input),
+  ``cluster.py`` (dask.distributed), ``dataset.py`` (``segment_dataset``), ``outputs.py`` (an
+  input's output folder), ``batch_report.py``, ``coco.py``, ``metrics.py``, ``evaluation.py``;
+* ``cli.py`` (with ``cli_args.py``, ``cli_dataset.py``); and ``_napari/``, the only part that
+  imports napari, Qt or magicgui.
 
 >>> import napari_clipseg as ncs
 >>> model = ncs.load_model()  # CIDAS/clipseg-rd64-refined
@@ -61,6 +65,12 @@ _EXPORTS = {
     "write_record": "records",
     "RecordError": "errors",
     "export_masks": "masks",
+    "InstanceSettings": "postprocess",
+    "segment_dataset": "dataset",
+    "iter_segment_dataset": "dataset",
+    "ExampleFile": "batch",
+    "BatchReport": "batch_report",
+    "evaluate": "evaluation",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -14,17 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
-from .constants import DEFAULT_HUB_ID, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, MODES
-from .errors import PlaneError, RecordError, WeightsError
+from . import cli_dataset
+from .cli_args import add_run_options, run_options, text_prompts
+from .errors import PlaneError, RecordError, UsageError, WeightsError
 from .export import FLOAT_SUFFIXES, LABEL_SUFFIXES, check_suffix, check_target
-from .options import SegmentOptions, parse_channels, split_prompts
 from .samples import SAMPLES
 
 PROG = "napari-clipseg"
-
-
-class UsageError(ValueError):
-    """Arguments that cannot work together or at all (exit code 2)."""
 
 
 def _segment_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,27 +30,10 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--sample", choices=sorted(SAMPLES), help="use a sample image shipped with scikit-image")
     seg.add_argument("-p", "--prompt", action="append", required=True, help="prompt(s); repeat or separate with commas")
     seg.add_argument("-o", "--output", required=True, type=Path, help=f"label image ({', '.join(LABEL_SUFFIXES)})")
-    seg.add_argument("-m", "--model", default=DEFAULT_HUB_ID, help=f"hub id, folder or .pth (default {DEFAULT_HUB_ID})")
-    seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
-    seg.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"in [0, 1] (default {DEFAULT_THRESHOLD})"
-    )
-    seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
+    add_run_options(seg)
     seg.add_argument(
         "--probabilities", type=Path, help=f"also write the (P, ...) probabilities ({', '.join(FLOAT_SUFFIXES)})"
     )
-    seg.add_argument(
-        "--mode", default="auto", choices=MODES, help="whole image, native-resolution tiles, both, or by size"
-    )
-    seg.add_argument(
-        "--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in pixels (default {DEFAULT_OVERLAP})"
-    )
-    seg.add_argument("--channels", help="channels to use as R,G,B, e.g. '0,2,-1' (-1: empty)")
-    seg.add_argument(
-        "--rgb", choices=["auto", "yes", "no"], default="auto", help="is the last axis colour? (auto: 3 or 4 values)"
-    )
-    seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    seg.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -62,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="CLIPSeg segmentation from text prompts.")
     sub = parser.add_subparsers(dest="command", required=True)
     _segment_parser(sub)
+    cli_dataset.add_parsers(sub)
     rnd = sub.add_parser("random-weights", help="write a randomly initialised model (offline trials, tests)")
     rnd.add_argument("directory", type=Path)
     rnd.add_argument("--config", default="rd64-refined", help="architecture name (rd64-refined, rd64, rd16, tiny)")
@@ -69,21 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     rnd.add_argument("--overwrite", action="store_true", help="replace a model already in the folder")
     sub.add_parser("samples", help="list the sample images")
     return parser
-
-
-def _options(args: argparse.Namespace) -> SegmentOptions:
-    """The run's options from the arguments (raises UsageError with the option's name)."""
-    try:
-        return SegmentOptions(
-            mode=args.mode,
-            overlap=args.overlap,
-            channels=parse_channels(args.channels or ""),
-            rgb={"auto": None, "yes": True, "no": False}[args.rgb],
-            threshold=args.threshold,
-            min_size=args.min_size,
-        )
-    except (ValueError, TypeError) as e:
-        raise UsageError(str(e)) from None
 
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
@@ -106,12 +71,10 @@ def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    prompts = [p for text in args.prompt for p in split_prompts(text)]
+    prompts = text_prompts(args.prompt)
     if not prompts:
         raise UsageError("give at least one non-empty prompt with -p")
-    if len(set(prompts)) != len(prompts):
-        raise UsageError(f"a prompt is given twice ({', '.join(prompts)}): each class needs its own name")
-    options = _options(args)
+    options = run_options(args)
     labels_path, record_path, probs_path = _outputs(args)
     from .export import array_writer, json_writer, read_array, write_together
     from .samples import load_sample
@@ -173,7 +136,7 @@ def _samples(_args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"segment": _segment, "random-weights": _random_weights, "samples": _samples}
+COMMANDS = {"segment": _segment, "random-weights": _random_weights, "samples": _samples, **cli_dataset.COMMANDS}
 
 
 def _log_to_stderr() -> None:
@@ -199,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output was written", file=sys.stderr)
+        done = "inputs finished before it keep their outputs" if args.command == "batch" else "no output was written"
+        print(f"{PROG}: interrupted; {done}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, WeightsError, PlaneError, RecordError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -36,3 +36,17 @@ class RecordError(ValueError):
 
 class RunCancelled(Exception):
     """A run was stopped on request (``ClipSegPredictor.stop``) between two steps of the model."""
+
+
+class UsageError(ValueError):
+    """Command-line arguments that cannot work together or at all (the CLI exits with code 2)."""
+
+
+def is_cancellation(error: BaseException | None) -> bool:
+    """Whether ``error`` is, or was caused by, a stop the user asked for (:class:`RunCancelled`),
+    however many layers (PlaneError, a worker's JobError) wrap it."""
+    while error is not None:
+        if isinstance(error, RunCancelled):
+            return True
+        error = error.__cause__
+    return False

@@ -135,8 +135,10 @@ def atomic_write(path: Path, write: Writer, overwrite: bool) -> Path:
     return write_together([(Path(path), write)], overwrite=overwrite)[0]
 
 
-def array_writer(path: str | os.PathLike, array: np.ndarray) -> Writer:
+def array_writer(path: str | os.PathLike, array: np.ndarray, pixel_size: dict[str, float] | None = None) -> Writer:
     """The function that writes ``array`` in the format of ``path``'s suffix, checked before any write.
+
+    ``pixel_size`` (micrometres along ``y`` and ``x``) goes into a TIFF's resolution tags.
 
     Raises:
         ValueError: unknown suffix, or data the format cannot hold (PNG: 2D, 8/16-bit or bool).
@@ -148,8 +150,11 @@ def array_writer(path: str | os.PathLike, array: np.ndarray) -> Writer:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
+        extra = {}
+        if pixel_size and pixel_size.get("x") and pixel_size.get("y"):  # pixels per centimetre
+            extra = {"resolution": (1e4 / pixel_size["x"], 1e4 / pixel_size["y"]), "resolutionunit": "CENTIMETER"}
         # minisblack: a (3, Y, X) label stack is three planes, never an RGB image
-        return lambda tmp: tifffile.imwrite(tmp, array, compression="zlib", photometric="minisblack")
+        return lambda tmp: tifffile.imwrite(tmp, array, compression="zlib", photometric="minisblack", **extra)
     if suffix == ".png":
         if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16, np.bool_):
             raise ValueError(f"{path}: PNG holds 2D 8/16-bit images; got {array.dtype} {array.shape}: use .tif")

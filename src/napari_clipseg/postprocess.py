@@ -105,6 +105,34 @@ class Instances:
         return len(self.classes)
 
 
+@dataclass(frozen=True)
+class InstanceSettings:
+    """How instances are made from class labels: ``split`` touching objects, seeds at least
+    ``min_distance`` px apart (the widget's "Split (px)", the CLI's ``--split``)."""
+
+    split: bool = True
+    min_distance: int = 5
+
+    @classmethod
+    def chosen(cls, instances: bool, split_distance: int) -> InstanceSettings | None:
+        """The settings for a split distance (None: no instances; distance 0: no split)."""
+        return cls(split_distance > 0, max(1, split_distance)) if instances else None
+
+    def apply(self, labels: np.ndarray, probabilities: np.ndarray | None = None) -> Instances:
+        """The instances of ``labels`` (see :func:`instances_from_labels`)."""
+        return instances_from_labels(labels, probabilities, split=self.split, min_distance=self.min_distance)
+
+
+def instance_scores(instances: Instances, probabilities: np.ndarray) -> list[float]:
+    """Each object's mean probability of its class inside it (COCO's detection score)."""
+    scores = np.zeros(instances.count)
+    for value in set(instances.classes):
+        ids = [i + 1 for i, c in enumerate(instances.classes) if c == value]
+        means = ndi.mean(np.asarray(probabilities[value - 1], np.float64), labels=instances.ids, index=ids)
+        scores[np.asarray(ids) - 1] = means
+    return [round(float(s), 6) for s in scores]
+
+
 def _split_touching(mask: np.ndarray, probability: np.ndarray | None, min_distance: int, seeds: str) -> np.ndarray:
     """Seeded watershed of one class mask: seeds at peaks of the distance transform (or of the
     probability), flooding ``-distance`` (or ``-probability``) within the mask."""

@@ -13,6 +13,12 @@ def ask_folder(parent: Any, start: str) -> str:
     return QFileDialog.getExistingDirectory(parent, "Export masks to folder", start)
 
 
+def choose_folder(parent: Any, title: str, start: str) -> str:
+    from qtpy.QtWidgets import QFileDialog
+
+    return QFileDialog.getExistingDirectory(parent, title, start)
+
+
 def confirm(parent: Any, question: str) -> bool:
     from qtpy.QtWidgets import QMessageBox
 
@@ -38,8 +44,10 @@ class Dialogs:
         ask_folder: ``(parent, start folder) -> chosen folder`` ("" when cancelled).
         confirm: ``(parent, question) -> yes?``.
         choose_model: ``(parent, folder?) -> a model folder or checkpoint file`` ("" when cancelled).
+        choose_folder: ``(parent, title, start) -> a folder`` ("" when cancelled).
     """
 
     ask_folder: Callable[[Any, str], str] = ask_folder
     confirm: Callable[[Any, str], bool] = confirm
     choose_model: Callable[[Any, bool], str] = choose_model
+    choose_folder: Callable[[Any, str, str], str] = choose_folder

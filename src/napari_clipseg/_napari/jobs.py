@@ -10,11 +10,13 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import is_cancellation
 from ..results import Progress, relay
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
+    from ..batch_report import BatchReport
     from ..predictor import ClipSegPredictor
     from .result_layers import Piece, RunRequest
 
@@ -62,6 +64,25 @@ class ModelRunner:
         self._stop_load.clear()
         try:
             return (yield from self._steps(key, request))
+        except Exception as e:
+            raise JobError(str(e)) from e
+
+    def batch_job(
+        self, key: ModelKey, inputs: list[str], out_dir: str, settings: dict
+    ) -> Generator[Progress, None, BatchReport]:
+        """Worker-thread generator: pre-label ``inputs`` into ``out_dir`` with the loaded model
+        (:func:`napari_clipseg.dataset.iter_segment_dataset` with ``settings``); returns the report."""
+        from ..dataset import iter_segment_dataset
+        from ..errors import RunCancelled
+
+        self._stop_load.clear()
+        try:
+            predictor = yield from self._load(key)
+            predictor.stop.clear()
+            if self._stop_load.is_set():
+                raise RunCancelled("stopped on request")
+            events = iter_segment_dataset(inputs, out_dir=out_dir, model=predictor, **settings)
+            return (yield from relay(events, lambda e: Progress(e.step + 1, e.total + 1, e.stage)))
         except Exception as e:
             raise JobError(str(e)) from e
 
@@ -132,17 +153,6 @@ def settle_heavy_imports() -> None:
     from ..modeling import weights  # noqa: F401 - safetensors
 
     gc.collect()
-
-
-def is_cancellation(error: BaseException) -> bool:
-    """Whether a worker failure is a stop the user asked for."""
-    from ..errors import RunCancelled
-
-    while error is not None:
-        if isinstance(error, RunCancelled):
-            return True
-        error = error.__cause__
-    return False
 
 
 def describe_error(error: BaseException, device: str) -> str:

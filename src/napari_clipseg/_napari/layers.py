@@ -184,7 +184,7 @@ def mark_edits(layer: napari.layers.Labels) -> None:
     layer.events.paint.connect(lambda event=None: _mark_edited(layer))
 
 
-def _checksum(data: Any, regions: Sequence[tuple]) -> str:
+def checksum(data: Any, regions: Sequence[tuple]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for region in regions:
         digest.update(np.ascontiguousarray(np.asarray(data[region])).data)
@@ -193,7 +193,13 @@ def _checksum(data: Any, regions: Sequence[tuple]) -> str:
 
 def remember_written(layer: Any, regions: list[tuple]) -> None:
     """Record what the plugin just wrote, so a later change by anyone is noticed (:func:`is_edited`)."""
-    layer.metadata[WRITTEN_KEY] = {"regions": regions, "checksum": _checksum(layer.data, regions)}
+    layer.metadata[WRITTEN_KEY] = {"regions": regions, "checksum": checksum(layer.data, regions)}
+
+
+def changed_since_written(data: Any, metadata: dict[str, Any]) -> bool:
+    """Whether ``data`` differs from what the plugin (or its reader) last put there."""
+    written = metadata.get(WRITTEN_KEY)
+    return written is not None and checksum(data, written["regions"]) != written["checksum"]
 
 
 def is_edited(layer: napari.layers.Layer) -> bool:
@@ -205,8 +211,7 @@ def is_edited(layer: napari.layers.Layer) -> bool:
         return False
     if meta.get("edited"):
         return True
-    written = layer.metadata.get(WRITTEN_KEY)
-    if written is not None and _checksum(layer.data, written["regions"]) != written["checksum"]:
+    if changed_since_written(layer.data, layer.metadata):
         _mark_edited(layer)
         return True
     return False

@@ -14,7 +14,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from ..options import SegmentOptions
-from ..postprocess import instances_from_labels
+from ..postprocess import InstanceSettings
 from ..records import class_names
 from ..results import SegmentationResult
 from . import layers as _layers
@@ -66,19 +66,6 @@ class Piece:
         labels = self.result.labels if labels is None else labels
         for plane in self.result.planes:
             data[(*self.offset, *plane)] = labels[plane]
-
-
-@dataclass(frozen=True)
-class InstanceSettings:
-    """How instances are made from the class labels: ``split`` touching objects at ``min_distance`` px."""
-
-    split: bool = True
-    min_distance: int = 5
-
-    @classmethod
-    def chosen(cls, instances: bool, split_distance: int) -> InstanceSettings | None:
-        """The settings for the dock's choice (None: no instances; distance 0: no split)."""
-        return cls(split_distance > 0, max(1, split_distance)) if instances else None
 
 
 @dataclass
@@ -237,12 +224,7 @@ class ResultLayers:
             return f"'{layer.name}' has your edits, so it is left alone: run again for new instances."
         settings, ids, classes = last.instance_settings, [], []
         for piece in last.pieces:
-            objects = instances_from_labels(
-                piece.result.labels,
-                piece.result.probabilities,
-                split=settings.split,
-                min_distance=settings.min_distance,
-            )
+            objects = settings.apply(piece.result.labels, piece.result.probabilities)
             shifted = np.where(objects.ids > 0, objects.ids.astype(np.int64) + len(classes), 0)
             ids.append(shifted.astype(np.uint32))
             classes += objects.classes

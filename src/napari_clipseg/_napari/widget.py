@@ -1,14 +1,13 @@
 """The CLIPSeg dock widget: prompts in, editable Labels layers out, without blocking napari.
 
 Thin by design: it gathers inputs into a ``RunRequest``, runs the core pipeline in a napari
-``thread_worker``, and updates layers on the main thread. The dock reads in the order people work
+``thread_worker`` (:mod:`.job_control`), and updates layers on the main thread. The dock reads in the order people work
 (image, prompts, Run, threshold, classes, export); the example and the advanced settings are
 collapsible sections. ``NAPARI_CLIPSEG_SYNC=1`` runs inline (debugging).
 """
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -33,23 +32,24 @@ from napari.utils.notifications import show_error, show_info, show_warning  # no
 from qtpy.QtCore import QTimer  # noqa: E402
 
 from ..options import SegmentOptions  # noqa: E402
-from ..results import Progress, run  # noqa: E402
+from ..postprocess import InstanceSettings  # noqa: E402
 from . import layers as _layers  # noqa: E402
+from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
-from .jobs import ModelKey, ModelRunner, describe_error, is_cancellation, settle_heavy_imports  # noqa: E402
+from .job_control import JobControl  # noqa: E402
+from .jobs import ModelKey, ModelRunner, settle_heavy_imports  # noqa: E402
 from .options_panel import OptionsPanel  # noqa: E402
 from .prompt_box import PromptKeys  # noqa: E402
 from .requests import build_request  # noqa: E402
-from .result_layers import InstanceSettings, Piece, ResultLayers, RunRequest  # noqa: E402
+from .result_layers import Piece, ResultLayers, RunRequest  # noqa: E402
 from .sections import Section  # noqa: E402
 from .settings import Settings, load_settings, save_settings  # noqa: E402
 
 if TYPE_CHECKING:
     import napari
 
-SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
 OUTPUTS = ("classes", "classes + instances")
 #: Widest the dock grows: napari's canvas keeps most of the window.
 DOCK_WIDTH = 200
@@ -67,13 +67,16 @@ class ClipSegWidget(Container):
 
         self._viewer = viewer
         self.dialogs = dialogs or Dialogs()
-        self._worker = None
         self._runner = ModelRunner()
         self._results = ResultLayers(viewer)
         settings = load_settings()
         self._create_controls(settings, available_devices())
         self._lay_out(settings)
         self._polish(settings)
+        buttons = (self._run_btn, self._cancel_btn)
+        self._jobs = JobControl(
+            self._runner, buttons, self._progress, self._say, self._set_status, self._device.get_value
+        )
         self._connect()
         self._on_active()
 
@@ -110,6 +113,7 @@ class ClipSegWidget(Container):
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
         self._export_btn = PushButton(text="Export masks…")
+        self._folder_btn = PushButton(text="Pre-label a folder…", tooltip="Every image of a folder, with these prompts")
         self._source = LineEdit(
             label="Model", value=s.model_source, tooltip="Hub id, a transformers folder, or an original .pth checkpoint"
         )
@@ -127,7 +131,8 @@ class ClipSegWidget(Container):
         self._example_section = Section("Segment by example", [self._example], expanded="example" in s.open_sections)
         browse = row(widgets=[self._browse_file, self._browse_dir], label="")
         model = form(widgets=[self._source, browse, self._device, self._precision])
-        self._advanced = Section("Advanced", [model, self._options], expanded="advanced" in s.open_sections)
+        parts = [model, self._options, self._folder_btn]
+        self._advanced = Section("Advanced", parts, expanded="advanced" in s.open_sections)
         self.extend(
             [
                 form(widgets=[self._image, self._prompts]),
@@ -169,6 +174,7 @@ class ClipSegWidget(Container):
         self._run_btn.changed.connect(self.run)
         self._cancel_btn.changed.connect(self.cancel)
         self._export_btn.changed.connect(self.export_masks)
+        self._folder_btn.changed.connect(self.prelabel_folder)
         self._example.use_result.changed.connect(self._use_result_as_example)
         self._example.support.changed.connect(self._open_example_section)
         self._browse_file.changed.connect(partial(self._browse, folder=False))
@@ -246,10 +252,6 @@ class ClipSegWidget(Container):
 
     # --- running --------------------------------------------------------------------------------
 
-    @property
-    def is_running(self) -> bool:
-        return self._worker is not None
-
     def _request(self) -> RunRequest | None:
         """Everything a run needs; None (after telling the user why) when a run cannot start."""
         layer = self._image.value
@@ -284,67 +286,37 @@ class ClipSegWidget(Container):
 
     def run(self, _value: Any = None) -> None:
         """Start a run for the current inputs (refused while one is running)."""
-        if self.is_running:
-            self._say("A CLIPSeg run is already in progress: wait for it or press Cancel.", "warning")
+        if self._jobs.refuse_while_running():
             return
         request = self._request()
-        if request is None:
-            return
-        key = ModelKey(self._source.value.strip(), self._device.value, self._precision.value)
-        job = partial(self._runner.job, key, request)
-        self._set_running(True)
-        if SYNC:
-            self._run_inline(job, request)
-            return
-        from napari.qt.threading import create_worker
+        if request is not None:
+            job = partial(self._runner.job, self._model_key(), request)
+            on_result = lambda value: self._on_result(*value, request=request)  # noqa: E731
+            self._jobs.start(job, on_result, "Cancelled: no layer was changed.")
 
-        worker = create_worker(job, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda value: self._on_result(*value, request=request))
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_cancelled)
-        worker.finished.connect(partial(self._set_running, False))
-        self._worker = worker
-        worker.start()
+    def prelabel_folder(self, _value: Any = None) -> None:
+        """Pre-label every image of a folder with the dock's prompts and settings, in the worker."""
+        if self._jobs.refuse_while_running():
+            return
+        options, instances = self._run_options(), self._instance_settings()
+        chosen = ask_folder_run(self, self._prompts.value, options, instances, self._export_format.value)
+        if isinstance(chosen, str):
+            self._say(chosen, "warning")
+        elif chosen is not None:
+            job = partial(self._runner.batch_job, self._model_key(), chosen.inputs, chosen.out_dir, chosen.settings)
+            on_result = lambda report: self._say(*report_message(report))  # noqa: E731
+            self._jobs.start(job, on_result, "Cancelled: images finished before keep their pre-labels.")
 
-    def _run_inline(self, job: Any, request: RunRequest) -> None:
-        try:
-            self._on_result(*run(job(), self._on_progress), request=request)
-        except Exception as e:  # noqa: BLE001 - reported like the worker's errored signal
-            self._on_error(e)
-        finally:
-            self._set_running(False)
+    def _model_key(self) -> ModelKey:
+        return ModelKey(self._source.value.strip(), self._device.value, self._precision.value)
+
+    @property
+    def is_running(self) -> bool:
+        return self._jobs.is_running
 
     def cancel(self, _value: Any = None) -> None:
         """Stop the running job: inside the image tower after its current block, else at its next step."""
-        if self._worker is not None:
-            self._runner.request_stop()
-            self._worker.quit()
-            self._set_status("Cancelling…")
-
-    def _set_running(self, running: bool) -> None:
-        if not running:
-            self._worker = None
-        self._run_btn.enabled = not running
-        self._cancel_btn.enabled = running
-        if running:
-            self._progress.value = 0
-
-    def _on_progress(self, event: Progress) -> None:
-        self._progress.max = max(event.total, 1)
-        self._progress.value = event.step
-        self._set_status(f"{event.stage}…" if event.step < event.total else "done")
-
-    def _on_cancelled(self) -> None:
-        self._progress.max, self._progress.value = 1, 0  # nothing completed
-        self._say("Cancelled: no layer was changed.")
-
-    def _on_error(self, error: Exception) -> None:
-        if is_cancellation(error):
-            self._on_cancelled()
-            return
-        self._progress.value = 0
-        self._say(describe_error(error, self._device.value), "error")
+        self._jobs.cancel()
 
     # --- results --------------------------------------------------------------------------------
 

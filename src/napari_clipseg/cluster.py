@@ -1,0 +1,84 @@
+"""Running a dataset's steps on a dask.distributed cluster: a LocalCluster of worker processes, or
+any scheduler dask can reach (SLURM through dask-jobqueue, Kubernetes, ...).
+
+Each worker process loads the model once (:func:`~napari_clipseg.batch.predictor_for`), opens its
+inputs itself, and writes its outputs itself (atomically); the client only receives report rows.
+The parts of a split stack go worker to worker as task results, never through the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Generator, Iterator
+from typing import Any
+
+from .batch import BatchJob, Part, Plan, failed_row, finish_input, guarded, plan_input, predictor_for, segment_part
+from .batch_report import Row
+from .inputs import InputFile
+from .results import Progress
+
+logger = logging.getLogger(__name__)
+
+
+def _plan_task(job: BatchJob, item: InputFile) -> Plan | Row:
+    return guarded(lambda: plan_input(job, item, predictor_for(job.model)), item)
+
+
+def _part_task(job: BatchJob, item: InputFile, planes: tuple[int, int] | None) -> Part | Row:
+    return guarded(lambda: segment_part(job, item, planes, predictor_for(job.model)), item)
+
+
+def _finish_task(job: BatchJob, plan: Plan, *parts: Part | Row) -> Row:
+    failed = next((p for p in parts if isinstance(p, Row)), None)
+    if failed is not None:
+        return failed
+    return guarded(lambda: finish_input(job, plan, list(parts)), plan.item)
+
+
+@contextlib.contextmanager
+def dask_client(workers: int = 0, scheduler: str | None = None) -> Iterator[Any]:
+    """A client of the cluster at ``scheduler``, or of a new LocalCluster of ``workers`` processes
+    with one thread each (closed on exit). The dashboard's address is logged."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            logger.info("dask scheduler %s; dashboard: %s", scheduler, client.dashboard_link)
+            yield client
+        return
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        logger.info("dask LocalCluster of %d worker process(es); dashboard: %s", workers, client.dashboard_link)
+        yield client
+
+
+def run_on_cluster(job: BatchJob, items: list[InputFile], client: Any) -> Generator[Progress, None, list[Row]]:
+    """Plan every input on the workers, then segment the parts of those to do and finish each;
+    yields progress per finished input and returns the rows (in input order)."""
+    from distributed import as_completed
+
+    owner: dict[Any, InputFile] = {}
+    futures = as_completed()
+    for item in items:
+        future = client.submit(_plan_task, job, item, pure=False)
+        owner[future] = item
+        futures.add(future)
+    rows: dict[str, Row] = {}
+    for future in futures:
+        item = owner[future]
+        try:
+            result = future.result()
+        except Exception as e:  # noqa: BLE001 - a killed worker or a lost task fails this input only
+            result = failed_row(item, e)
+        if isinstance(result, Plan):
+            parts = [client.submit(_part_task, job, item, planes, pure=False) for planes in result.parts]
+            finish = client.submit(_finish_task, job, result, *parts, pure=False)
+            owner[finish] = item
+            futures.add(finish)
+            continue
+        rows[str(item.path)] = result
+        yield Progress(len(rows), len(items), f"{item.name}: {result.status}")
+    return [rows[str(item.path)] for item in items]
