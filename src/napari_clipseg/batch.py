@@ -151,6 +151,8 @@ class Part:
 
 _PREDICTORS: dict[ModelSpec, Any] = {}
 _LOCK = threading.Lock()
+#: Seconds each model of this process took to load (the per-worker cost of a cluster run).
+LOAD_SECONDS: dict[ModelSpec, float] = {}
 
 
 def predictor_for(spec: ModelSpec) -> Any:
@@ -164,7 +166,9 @@ def predictor_for(spec: ModelSpec) -> Any:
             from .modeling.weights import load_model
             from .predictor import ClipSegPredictor
 
+            started = time.perf_counter()
             model = load_model(spec.source, device=spec.device, dtype=spec.precision, backbone=spec.backbone)
+            LOAD_SECONDS[spec] = time.perf_counter() - started
             _PREDICTORS[spec] = ClipSegPredictor(model, cache_bytes=0)  # every input is new: no feature cache
         return _PREDICTORS[spec]
 
