@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import napari_clipseg as ncs
+from napari_clipseg.samples import striped_discs  # noqa: F401 - shared with the tests
 
 TINY_HF = {
     "text_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4},

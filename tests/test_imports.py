@@ -120,3 +120,14 @@ def test_modules_stay_small():
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
     ]
     assert big == []
+
+
+def test_no_export_is_shadowed_by_a_submodule():
+    """``ncs.evaluate`` must stay the function after ``import napari_clipseg.evaluation`` (an export
+    named like a submodule would be replaced by the module once anything imports it)."""
+    import pkgutil
+
+    import napari_clipseg
+
+    modules = {m.name for m in pkgutil.iter_modules(napari_clipseg.__path__)}
+    assert [name for name in napari_clipseg._EXPORTS if name in modules] == []

@@ -275,7 +275,7 @@ def test_unavailable_device_and_precision_are_refused(tiny_model_dir):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             ncs.load_model(tiny_model_dir, device="cuda")
-    with pytest.raises(ValueError, match="bfloat16"):
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
         ncs.load_model(tiny_model_dir, dtype="float16")
     with pytest.raises(ValueError, match="unknown precision"):
         ncs.load_model(tiny_model_dir, dtype="int8")

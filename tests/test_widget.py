@@ -292,7 +292,7 @@ def test_out_of_memory_becomes_advice(widget, viewer, astronaut, qtbot, monkeypa
     widget._prompts.value = "person"
     click_run(widget, qtbot)
     level, text = messages[-1]
-    assert level == "error" and "Out of memory" in text and "bfloat16" in text
+    assert level == "error" and "Out of memory" in text and "crop" in text and "tiled" in text
     assert labels_layers(viewer) == []
 
 

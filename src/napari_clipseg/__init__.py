@@ -13,6 +13,7 @@ The package tree reads as the architecture:
 * datasets: ``inputs.py`` (finding and opening files), ``batch.py`` (the steps of one input),
   ``cluster.py`` (dask.distributed), ``dataset.py`` (``segment_dataset``), ``outputs.py`` (an
   input's output folder), ``batch_report.py``, ``coco.py``, ``metrics.py``, ``evaluation.py``;
+* learning from corrections: ``finetune.py``, ``training_data.py``, ``decoders.py``;
 * ``cli.py`` (with ``cli_args.py``, ``cli_dataset.py``); and ``_napari/``, the only part that
   imports napari, Qt or magicgui.
 
@@ -71,6 +72,9 @@ _EXPORTS = {
     "ExampleFile": "batch",
     "BatchReport": "batch_report",
     "evaluate": "evaluation",
+    "TrainingPair": "finetune",
+    "iter_finetune": "finetune",
+    "save_decoder": "decoders",
 }
 
 __all__ = ["__version__", *_EXPORTS]

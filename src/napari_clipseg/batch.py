@@ -90,6 +90,7 @@ class ModelSpec:
     device: str = "cpu"
     precision: str | None = None
     threads: int | None = None
+    decoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,9 @@ def predictor_for(spec: ModelSpec) -> Any:
             from .predictor import ClipSegPredictor
 
             started = time.perf_counter()
-            model = load_model(spec.source, device=spec.device, dtype=spec.precision, backbone=spec.backbone)
+            model = load_model(
+                spec.source, device=spec.device, dtype=spec.precision, backbone=spec.backbone, decoder=spec.decoder
+            )
             LOAD_SECONDS[spec] = time.perf_counter() - started
             _PREDICTORS[spec] = ClipSegPredictor(model, cache_bytes=0)  # every input is new: no feature cache
         return _PREDICTORS[spec]

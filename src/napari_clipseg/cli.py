@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import cli_dataset
 from .cli_args import add_run_options, run_options, text_prompts
-from .errors import PlaneError, RecordError, UsageError, WeightsError
+from .errors import PlaneError, RecordError, TrainingRefusedError, UsageError, WeightsError
 from .export import FLOAT_SUFFIXES, LABEL_SUFFIXES, check_suffix, check_target
 from .samples import SAMPLES
 
@@ -88,7 +88,9 @@ def _segment(args: argparse.Namespace) -> int:
     plan_planes(image, options)  # a shape that cannot work fails before the model loads
     from .modeling.weights import load_model
 
-    model = load_model(args.model, device=args.device, dtype=args.precision, backbone=args.backbone)
+    model = load_model(
+        args.model, device=args.device, dtype=args.precision, backbone=args.backbone, decoder=args.decoder
+    )
     result = run(
         iter_segment(image, prompts, ClipSegPredictor(model), options),
         lambda e: logging.getLogger("napari_clipseg").info("[%d/%d] %s", e.step, e.total, e.stage),
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         done = "inputs finished before it keep their outputs" if args.command == "batch" else "no output was written"
         print(f"{PROG}: interrupted; {done}", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, WeightsError, PlaneError, RecordError) as e:
+    except (ValueError, TypeError, OSError, WeightsError, PlaneError, RecordError, TrainingRefusedError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
 

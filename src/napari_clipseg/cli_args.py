@@ -13,6 +13,7 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
     """The model and run options ``segment`` and ``batch`` share."""
     seg.add_argument("-m", "--model", default=DEFAULT_HUB_ID, help=f"hub id, folder or .pth (default {DEFAULT_HUB_ID})")
     seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
+    seg.add_argument("--decoder", help="a fine-tuned decoder folder (napari-clipseg finetune) to apply")
     seg.add_argument(
         "--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"in [0, 1] (default {DEFAULT_THRESHOLD})"
     )
@@ -28,7 +29,12 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
         "--rgb", choices=["auto", "yes", "no"], default="auto", help="is the last axis colour? (auto: 3 or 4 values)"
     )
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    seg.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
+    seg.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="auto (default): the fastest path that passed the accuracy guard on this device; float32: exact",
+    )
 
 
 def run_options(args: argparse.Namespace) -> SegmentOptions:

@@ -1,4 +1,5 @@
-"""The CLI's dataset commands: ``batch`` (pre-label many images) and ``evaluate`` (score them).
+"""The CLI's dataset commands: ``batch`` (pre-label many images), ``evaluate`` (score them) and
+``finetune`` (teach the decoder from corrected masks).
 
 ``batch`` exits 0 when every input has its outputs, 1 when some failed (each listed on stderr),
 2 for bad usage; everything it can check (options, prompts, format, inputs, examples, the output
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .cli_args import add_run_options, run_options, text_prompts
+from .constants import DEFAULT_HUB_ID
 from .errors import UsageError
 from .outputs import FORMATS
 
@@ -44,6 +46,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("prediction", help="batch output folder, label image(s), or COCO JSON")
     ev.add_argument("truth", help="ground-truth folder, label image(s), or COCO JSON (matched by name)")
     ev.add_argument("--out", type=Path, help="write metrics.csv, metrics.json and metrics.png here")
+    ft = sub.add_parser("finetune", help="fine-tune the decoder on corrected masks (CPU, minutes)")
+    ft.add_argument("--images", nargs="+", required=True, help="image files, folders or globs")
+    ft.add_argument("--masks", nargs="+", required=True, help="corrected label images or batch outputs (by name)")
+    ft.add_argument(
+        "-p", "--prompt", action="append", help="class prompts in label order (default: the masks' records)"
+    )
+    ft.add_argument("--out", required=True, type=Path, help="decoder folder to write")
+    ft.add_argument("-m", "--model", default=DEFAULT_HUB_ID, help=f"base model (default {DEFAULT_HUB_ID})")
+    ft.add_argument("--epochs", type=int, default=40)
+    ft.add_argument("--patience", type=int, default=8, help="stop after this many epochs without improvement")
+    ft.add_argument("--holdout", type=float, default=0.25, help="share of images held out to check (default 0.25)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--ignore-value", type=int, help="label value of pixels nobody looked at (left out)")
+    ft.add_argument("--no-augment", action="store_true", help="no flips or rotation")
+    ft.add_argument("--force", action="store_true", help="keep the decoder even if it is not better than the base")
+    ft.add_argument("--overwrite", action="store_true", help="replace a decoder already in --out")
 
 
 def _job_arguments(args: argparse.Namespace) -> dict:
@@ -73,6 +91,7 @@ def _job_arguments(args: argparse.Namespace) -> dict:
         "probabilities": args.probabilities, "coco": args.coco, "overwrite": args.overwrite, "workers": args.workers,
         "scheduler": args.scheduler, "model": args.model, "device": args.device, "precision": args.precision,
         "backbone": args.backbone, "threads": args.threads, "planes_per_task": args.planes_per_task,
+        "decoder": args.decoder,
     }  # fmt: skip
 
 
@@ -136,4 +155,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"batch": run_batch, "evaluate": run_evaluate}
+def run_finetune(args: argparse.Namespace) -> int:
+    from .finetune import FineTuneSettings
+
+    try:
+        settings = FineTuneSettings(
+            epochs=args.epochs, patience=args.patience, holdout=args.holdout, seed=args.seed,
+            ignore_value=args.ignore_value, augment=not args.no_augment, force=args.force,
+        )  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if (args.out / "decoder.json").exists() and not args.overwrite:
+        raise UsageError(f"{args.out} already holds a decoder (use --overwrite to replace it)")
+    from .training_data import pairs_from_files
+
+    pairs, recorded = pairs_from_files(args.images, args.masks)
+    classes = text_prompts(args.prompt) or recorded
+    if not classes:
+        raise UsageError("give the class prompts with -p (label 1 = the first), or masks with records")
+    from .decoders import save_decoder
+    from .finetune import iter_finetune
+    from .modeling.weights import load_model
+    from .predictor import ClipSegPredictor
+
+    predictor = ClipSegPredictor(load_model(args.model), cache_bytes=0)
+    result = _drive(iter_finetune(predictor, pairs, classes, settings), quiet=False)
+    save_decoder(result, args.out, overwrite=args.overwrite)
+    print(
+        f"held-out IoU {result.base_iou:.3f} -> {result.iou:.3f} (epoch {result.best_epoch}); wrote {args.out}; "
+        f"use it with --decoder {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+COMMANDS = {"batch": run_batch, "evaluate": run_evaluate, "finetune": run_finetune}

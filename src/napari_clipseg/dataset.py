@@ -118,6 +118,7 @@ def iter_segment_dataset(
     precision: str | None = None,
     backbone: str | None = None,
     threads: int | None = None,
+    decoder: str | os.PathLike | None = None,
     planes_per_task: int = 16,
     **changes: Any,
 ) -> Generator[Progress, None, BatchReport]:
@@ -135,7 +136,8 @@ def iter_segment_dataset(
     items = find_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, skip=out_dir)
     if (client is not None or workers or scheduler) and not isinstance(model, str | os.PathLike):
         raise ValueError("a cluster run needs the model as a hub id, folder or file (workers load it themselves)")
-    spec, predictor = _model(model, backbone=backbone, device=device, precision=precision, threads=threads)
+    how = {"backbone": backbone, "device": device, "precision": precision, "threads": threads}
+    spec, predictor = _model(model, **how, decoder=str(decoder) if decoder else None)
     output = {"file_format": file_format, "instances": instances or None, "probabilities": probabilities}
     job = BatchJob(
         tuple(prompts), out_dir, spec, options, **output, overwrite=overwrite, planes_per_task=planes_per_task
@@ -170,7 +172,8 @@ def segment_dataset(inputs: Any, prompts: Any, out_dir: str | os.PathLike, **kwa
         overwrite: Redo inputs whose outputs exist and match (they are skipped otherwise).
         workers: Run on a new dask LocalCluster of this many processes (0: in this process).
         scheduler: Address of a running dask scheduler to use instead; ``client``: a dask Client.
-        device, precision, backbone: How a model given by source is loaded.
+        device, precision, backbone, decoder: How a model given by source is loaded (``decoder``:
+            a fine-tuned decoder folder, see docs/finetune.md).
         threads: Torch threads per process (here, and on each worker); None: torch's default here,
             one per worker thread on a cluster. Probabilities are byte-identical between runs
             with the same threads per process (see :class:`~napari_clipseg.batch.ModelSpec`).

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import find_inputs
+from .inputs import named_entries
 from .masks import RECORD_NAME
 from .metrics import SEMANTIC_KEYS, changed_fraction, class_scores, coco_ap, instance_ap, matting_errors, summarise
 from .records import class_names, read_record
@@ -49,18 +49,6 @@ def _side(path: Path) -> Side:
         get("labels"), class_names(record), get("instances"), record.get("instance_classes"),
         record.get("instance_scores"), get("probabilities"),
     )  # fmt: skip
-
-
-def _entries(source: str | os.PathLike) -> dict[str, Path]:
-    """Name -> output folder or file, for one side."""
-    path = Path(source)
-    if path.is_dir() and (path / RECORD_NAME).exists():
-        return {path.name: path}
-    if path.is_dir():
-        folders = sorted(p.parent for p in path.rglob(RECORD_NAME) if ".staging" not in p.parts)
-        if folders:
-            return {f.relative_to(path).as_posix(): f for f in folders}
-    return {item.name: item.path for item in find_inputs([path])}
 
 
 @dataclass
@@ -151,7 +139,7 @@ def evaluate(
         truth_coco, predicted = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (truth, prediction))
         report = EvaluationReport(mean=coco_ap(truth_coco, predicted))
     else:
-        report = _evaluate_pairs(_entries(prediction), _entries(truth))
+        report = _evaluate_pairs(named_entries(prediction), named_entries(truth))
     if out_dir is not None:
         report.write(out_dir)
     return report

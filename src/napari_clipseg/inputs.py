@@ -222,3 +222,18 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     stats = [f.stat() for f in files]
     return {"bytes": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+
+
+def named_entries(source: str | os.PathLike) -> dict[str, Path]:
+    """Name -> path for one side of a pairing (evaluation, training pairs): the output folders of
+    a batch run (named by their path below ``source``), else the images ``find_inputs`` finds."""
+    from .masks import RECORD_NAME
+
+    path = Path(source)
+    if path.is_dir() and (path / RECORD_NAME).exists():
+        return {path.name: path}
+    if path.is_dir():
+        folders = sorted(p.parent for p in path.rglob(RECORD_NAME) if ".staging" not in p.parts)
+        if folders:
+            return {f.relative_to(path).as_posix(): f for f in folders}
+    return {item.name: item.path for item in find_inputs([path])}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import is_cancellation
 from ..results import Progress, relay
@@ -38,6 +38,7 @@ class ModelKey:
     source: str
     device: str
     precision: str
+    decoder: str = ""
 
 
 class ModelRunner:
@@ -86,6 +87,19 @@ class ModelRunner:
         except Exception as e:
             raise JobError(str(e)) from e
 
+    def finetune_job(self, key: ModelKey, pairs: list, classes: list[str]) -> Generator[Progress, None, Any]:
+        """Worker-thread generator: train a decoder on ``pairs`` with the loaded model (which is
+        not changed); returns the :class:`~napari_clipseg.finetune.FineTuneResult`."""
+        from ..finetune import iter_finetune
+
+        self._stop_load.clear()
+        try:
+            predictor = yield from self._load(key)
+            predictor.stop.clear()
+            return (yield from relay(iter_finetune(predictor, pairs, classes), lambda e: e))
+        except Exception as e:
+            raise JobError(str(e)) from e
+
     def _load(self, key: ModelKey) -> Generator[Progress, None, ClipSegPredictor]:
         yield Progress(0, 1, "loading model" if key != self.key else "model ready")
         if key != self.key:
@@ -96,7 +110,12 @@ class ModelRunner:
 
             # downloads report to napari's activity dock
             model = load_model(
-                key.source, device=key.device, dtype=key.precision, tqdm_class=napari_progress, stop=self._stop_load
+                key.source,
+                device=key.device,
+                dtype=key.precision,
+                tqdm_class=napari_progress,
+                stop=self._stop_load,
+                decoder=key.decoder or None,
             )
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
@@ -162,10 +181,7 @@ def describe_error(error: BaseException, device: str) -> str:
     if isinstance(error, JobError) and error.__cause__ is not None:
         error = error.__cause__
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
-        return (
-            f"Out of memory on '{device}': try a smaller image or crop, the CPU device, "
-            "bfloat16 precision, or Tiling 'tiled'."
-        )
+        return f"Out of memory on '{device}': try a smaller image or crop, the CPU device, or Tiling 'tiled'."
     if isinstance(error, WeightsError | ValueError | TypeError | OSError | PlaneError | RecordError):
         return str(error)
     logger.exception("CLIPSeg run failed", exc_info=error)

@@ -28,8 +28,9 @@ REGIONS = ("current plane", "whole stack", "inside boxes")
 @dataclass
 class Settings:
     model_source: str = DEFAULT_HUB_ID
+    decoder: str = ""
     device: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"
     show_probabilities: bool = False
     prompts: str = ""
     export_folder: str = ""

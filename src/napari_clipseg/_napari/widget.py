@@ -40,6 +40,7 @@ from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl  # noqa: E402
 from .jobs import ModelKey, ModelRunner, settle_heavy_imports  # noqa: E402
+from .learn_action import collect_pairs, describe, offer_decoder  # noqa: E402
 from .options_panel import OptionsPanel  # noqa: E402
 from .prompt_box import PromptKeys  # noqa: E402
 from .requests import build_request  # noqa: E402
@@ -53,6 +54,13 @@ if TYPE_CHECKING:
 OUTPUTS = ("classes", "classes + instances")
 #: Widest the dock grows: napari's canvas keeps most of the window.
 DOCK_WIDTH = 200
+TIPS = {
+    "prompts": "One class per line or comma-separated. Enter runs, Shift+Enter adds a line.",
+    "min_size": "Remove objects smaller than this many pixels",
+    "split": "Instances: 0 keeps connected objects whole; else touching objects are split by a seeded "
+    "watershed, with seeds at least this far apart (about an object's radius)",
+    "decoder": "A fine-tuned decoder folder (Learn from corrections); empty: the model's own",
+}
 
 
 class ClipSegWidget(Container):
@@ -82,33 +90,16 @@ class ClipSegWidget(Container):
 
     def _create_controls(self, s: Settings, available: list[str]) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
-        self._prompts = TextEdit(
-            label="Prompts",
-            value=s.prompts,
-            tooltip="One class per line or comma-separated. Enter runs, Shift+Enter adds a line.",
-        )
+        self._prompts = TextEdit(label="Prompts", value=s.prompts, tooltip=TIPS["prompts"])
         self._run_btn, self._cancel_btn = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self._status = Label(label="Status", value="Ready.")
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=s.options.threshold)
-        self._min_size = SpinBox(
-            label="Min. size",
-            min=0,
-            max=10_000_000,
-            tooltip="Remove objects smaller than this many pixels",
-            value=s.options.min_size,
-        )
+        self._min_size = SpinBox(label="Min. size", max=10_000_000, tooltip=TIPS["min_size"], value=s.options.min_size)
         self._output = ComboBox(
             label="Output", choices=list(OUTPUTS), value=s.output if s.output in OUTPUTS else OUTPUTS[0]
         )
-        self._split = SpinBox(
-            label="Split (px)",
-            min=0,
-            max=1000,
-            value=s.split_distance,
-            tooltip="Instances: 0 keeps connected objects whole; else touching objects are split by a seeded "
-            "watershed, with seeds at least this far apart (about an object's radius)",
-        )
+        self._split = SpinBox(label="Split (px)", max=1000, value=s.split_distance, tooltip=TIPS["split"])
         self._show_probs = CheckBox(text="Show probability maps", value=s.show_probabilities)
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
@@ -118,9 +109,12 @@ class ClipSegWidget(Container):
             label="Model", value=s.model_source, tooltip="Hub id, a transformers folder, or an original .pth checkpoint"
         )
         self._browse_file, self._browse_dir = PushButton(text="File…"), PushButton(text="Folder…")
+        self._decoder = LineEdit(label="Decoder", value=s.decoder, tooltip=TIPS["decoder"])
+        self._learn_btn = PushButton(text="Learn from corrections", tooltip="Fine-tune the decoder on your edits")
         devices = ["auto", *available]
         self._device = ComboBox(label="Device", choices=devices, value=s.device if s.device in devices else "auto")
-        self._precision = ComboBox(label="Precision", choices=["float32", "bfloat16", "float16"], value=s.precision)
+        self._precision = ComboBox(label="Precision", choices=self._precision_choices)
+        self._precision.value = s.precision if s.precision in self._precision.choices else "auto"
         self._example = ExamplePanel(self._viewer)
         self._options = OptionsPanel(self._viewer)
         self._options.restore(s)
@@ -130,7 +124,7 @@ class ClipSegWidget(Container):
         form = partial(Container, labels=True)
         self._example_section = Section("Segment by example", [self._example], expanded="example" in s.open_sections)
         browse = row(widgets=[self._browse_file, self._browse_dir], label="")
-        model = form(widgets=[self._source, browse, self._device, self._precision])
+        model = form(widgets=[self._source, browse, self._decoder, self._device, self._precision])
         parts = [model, self._options, self._folder_btn]
         self._advanced = Section("Advanced", parts, expanded="advanced" in s.open_sections)
         self.extend(
@@ -144,6 +138,7 @@ class ClipSegWidget(Container):
                 self._show_probs,
                 self._classes,
                 row(widgets=[self._export_format, self._export_btn]),
+                self._learn_btn,
                 self._advanced,
             ]
         )
@@ -175,6 +170,7 @@ class ClipSegWidget(Container):
         self._cancel_btn.changed.connect(self.cancel)
         self._export_btn.changed.connect(self.export_masks)
         self._folder_btn.changed.connect(self.prelabel_folder)
+        self._learn_btn.changed.connect(self.learn_from_corrections)
         self._example.use_result.changed.connect(self._use_result_as_example)
         self._example.support.changed.connect(self._open_example_section)
         self._browse_file.changed.connect(partial(self._browse, folder=False))
@@ -182,6 +178,7 @@ class ClipSegWidget(Container):
         self._threshold.changed.connect(self._relabel)
         self._min_size.changed.connect(self._relabel)
         self._output.changed.connect(self._instances_changed)
+        self._device.changed.connect(self._precision.reset_choices)
         self._split.changed.connect(self._instances_changed)
         self._show_probs.changed.connect(self._probabilities_changed)
         self._prompt_keys = PromptKeys(self.run)
@@ -193,7 +190,15 @@ class ClipSegWidget(Container):
         layers.selection.events.active.connect(self._on_active)
         self._save_timer = QTimer(self.native, singleShot=True, interval=300)  # dies with the widget
         self._save_timer.timeout.connect(self._save_settings)
-        saved = [self._prompts, self._source, self._device, self._precision, self._threshold, self._min_size]
+        saved = [
+            self._prompts,
+            self._source,
+            self._decoder,
+            self._device,
+            self._precision,
+            self._threshold,
+            self._min_size,
+        ]
         saved += [self._show_probs, self._output, self._split, self._options.region, self._options.tiling]
         for signal in [w.changed for w in [*saved, self._options.overlap]] + [self._advanced.toggled]:
             signal.connect(lambda *_: self._save_timer.start())
@@ -202,6 +207,12 @@ class ClipSegWidget(Container):
     def _open_example_section(self, layer: Any) -> None:
         if layer is not None:
             self._example_section.set_expanded(True)
+
+    def _precision_choices(self, _widget: Any = None) -> list[str]:
+        """Only precisions that run natively on the chosen device (never an emulated, slower one)."""
+        from ..modeling.devices import offered_precisions, resolve_device
+
+        return offered_precisions(resolve_device(self._device.value))
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if _layers.is_input_image(layer)]
@@ -225,6 +236,7 @@ class ClipSegWidget(Container):
         sections = {"example": self._example_section, "advanced": self._advanced}
         return Settings(
             model_source=self._source.value.strip(),
+            decoder=self._decoder.value.strip(),
             device=self._device.value,
             precision=self._precision.value,
             show_probabilities=bool(self._show_probs.value),
@@ -307,8 +319,23 @@ class ClipSegWidget(Container):
             on_result = lambda report: self._say(*report_message(report))  # noqa: E731
             self._jobs.start(job, on_result, "Cancelled: images finished before keep their pre-labels.")
 
+    def learn_from_corrections(self, _value: Any = None) -> None:
+        """Fine-tune the decoder on the edited result layers, in the worker; then offer to save and use it."""
+        if self._jobs.refuse_while_running():
+            return
+        found = collect_pairs(self._viewer)
+        if isinstance(found, str):
+            self._say(found, "warning")
+            return
+        self._say(describe(*found))
+        use = lambda folder: setattr(self._decoder, "value", folder)  # noqa: E731 - the next run loads it
+        on_result = lambda result: self._say(*offer_decoder(self.dialogs, self.native, result, use))  # noqa: E731
+        job = partial(self._runner.finetune_job, self._model_key(), *found)
+        self._jobs.start(job, on_result, "Cancelled: no decoder was made.")
+
     def _model_key(self) -> ModelKey:
-        return ModelKey(self._source.value.strip(), self._device.value, self._precision.value)
+        source, decoder = self._source.value.strip(), self._decoder.value.strip()
+        return ModelKey(source, self._device.value, self._precision.value, decoder)
 
     @property
     def is_running(self) -> bool:

@@ -64,10 +64,14 @@ class ModelInfo:
         weights: Where the weights came from.
         precision: ``"float32"`` (exact), ``"bfloat16"`` or ``"float16"``: the autocast dtype the
             predictor runs under. Weights stay float32 in every case.
+        decoder: A fine-tuned decoder applied over the weights (its ``name``, ``path`` and
+            ``sha256``; see :mod:`napari_clipseg.decoders`), or None.
     """
 
     weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))
     precision: str = "float32"
+    decoder: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.weights.to_dict(), "precision": self.precision}
+        extra = {"decoder": dict(self.decoder)} if self.decoder else {}
+        return {**self.weights.to_dict(), "precision": self.precision, **extra}

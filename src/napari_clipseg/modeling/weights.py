@@ -291,6 +291,7 @@ def load_model(
     revision: str | None = None,
     tqdm_class: Any = None,
     stop: threading.Event | None = None,
+    decoder: str | os.PathLike | None = None,
 ) -> ClipSeg:
     """Load CLIPSeg weights from a hub id, a transformers directory, or an original checkpoint.
 
@@ -309,12 +310,15 @@ def load_model(
         tqdm_class: Progress-bar class for downloads (huggingface_hub's default when None).
         stop: Set it from another thread to end the load early (RunCancelled), e.g. from a GUI's
             Cancel button.
+        decoder: A fine-tuned decoder folder (``napari-clipseg finetune``) to apply; it must have
+            been made for these weights.
 
     Returns:
         The model in eval mode on ``device``, with ``info`` describing the weights and precision.
 
     Raises:
-        WeightsUnavailableError, CorruptWeightsError, UnsafeWeightsError, ArchitectureMismatchError.
+        WeightsUnavailableError, CorruptWeightsError, UnsafeWeightsError, ArchitectureMismatchError,
+        DecoderMismatchError (a decoder for other weights).
     """
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
@@ -328,6 +332,10 @@ def load_model(
     _stop_check(stop)
     model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
     _stop_check(stop)
+    if decoder is not None:
+        from ..decoders import apply_decoder
+
+        apply_decoder(model, decoder)
     logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
     return model
 

@@ -1,0 +1,54 @@
+"""Learn from corrections in the dock, driven as a user would: run, correct, Learn, save, run again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import TIMEOUT, click_run, labels_layers
+from napari_clipseg.decoders import read_decoder
+from napari_clipseg.metrics import class_scores
+from test_finetune import striped_discs
+
+
+def test_learn_from_corrections_then_the_next_run_uses_the_decoder(widget, viewer, qtbot, dialogs, messages, tmp_path):
+    widget._prompts.value = "disc"
+    for seed in range(6):
+        image, truth = striped_discs(seed)
+        viewer.add_image(image, name=f"discs {seed}")
+        widget._image.value = viewer.layers[f"discs {seed}"]
+        click_run(widget, qtbot)
+        layer = labels_layers(viewer)[-1]
+        layer.data = truth  # the annotator's correction: the true discs
+    before = [lab.data.copy() for lab in labels_layers(viewer)]
+    dialogs.folders.append(str(tmp_path / "my-decoder"))
+    widget._learn_btn.native.click()
+    assert "from 6 corrected images" in messages[-1][1]
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=2 * TIMEOUT)
+    assert "Decoder saved to" in messages[-1][1] and messages[-1][0] == "info", messages[-1]
+    assert widget._decoder.value == str(tmp_path / "my-decoder")
+    assert read_decoder(tmp_path / "my-decoder")[1]["classes"] == ["disc"]
+    assert all(np.array_equal(a, lab.data) for a, lab in zip(before, labels_layers(viewer), strict=True))
+    image, truth = striped_discs(300)
+    viewer.add_image(image, name="new")
+    widget._image.value = viewer.layers["new"]
+    click_run(widget, qtbot)
+    result = labels_layers(viewer)[-1]
+    assert result.metadata["clipseg"]["model"]["decoder"]["name"] == "my-decoder"
+    assert class_scores(np.asarray(result.data), truth, 1)["iou"] > 0.5
+
+
+def test_learn_needs_corrections_and_can_be_cancelled(widget, viewer, qtbot, dialogs, messages):
+    widget._learn_btn.native.click()
+    assert "Correct a result layer first" in messages[-1][1] and not widget.is_running
+    widget._prompts.value = "disc"
+    for seed in range(4):
+        image, truth = striped_discs(seed)
+        viewer.add_image(image, name=f"d{seed}")
+        widget._image.value = viewer.layers[f"d{seed}"]
+        click_run(widget, qtbot)
+        labels_layers(viewer)[-1].data = truth
+    widget._learn_btn.native.click()
+    qtbot.waitUntil(lambda: "epoch" in widget._status.value, timeout=TIMEOUT)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    assert "no decoder was made" in messages[-1][1] and widget._decoder.value == ""
