@@ -27,6 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
 from _common import full_size_pair, interleaved_medians, write_results
+from napari_clipseg.modeling.devices import auto_precision, native_bfloat16
+from napari_clipseg.precision_guard import guard_figures, passes
 from napari_clipseg.prompts import tokenize
 from napari_clipseg.transforms import to_model_input
 
@@ -139,6 +141,8 @@ def main() -> None:
         "visual_prompt_vs_transformers": t["transformers_visual_prompt"] / t["visual_prompt_cached_image"],
         "visual_prompt_over_its_floor": t["visual_prompt_cached_image"] / t["support_pass_and_decoder"],
     }
+    guard = bf16_guard(ours, bf16_model)
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bfloat16: {native_bfloat16(ours.device)}")
     write_results(
         "predictor",
         {
@@ -147,8 +151,31 @@ def main() -> None:
             "targets": TARGETS,
             "met": {k: ratios[k] >= v for k, v in TARGETS.items()},
             "bf16_max_relative_logit_error": bf16_error,
+            "native_bfloat16": native_bfloat16(ours.device),
+            "auto_precision": auto_precision(ours.device),
+            "bf16_guard": guard,
+            "bf16_passes_guard": all(passes(g) for g in guard.values()),
         },
     )
+
+
+def bf16_guard(exact_model, bf16_model) -> dict[str, dict[str, float]]:
+    """Guard figures of bfloat16 against float32 on natural samples and microscopy-like images."""
+    from napari_clipseg.samples import load_sample
+
+    rng = np.random.default_rng(1)
+    images = {name: load_sample(name) for name in ("astronaut", "coffee", "ihc", "cell")}
+    images["uint16 noise"] = rng.normal(1000, 200, (300, 300)).astype(np.uint16)
+    prompts = ["person", "cup", "cell nuclei", "background"]
+    figures = {}
+    for name, image in images.items():
+        maps = []
+        for model in (exact_model, bf16_model):
+            predictor = ncs.ClipSegPredictor(model, cache_bytes=0)
+            predictor.set_image(image)
+            maps.append(predictor.predict(prompts))
+        figures[name] = guard_figures(*maps)
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""GPU check (issue #14): one short prepared script for a CUDA machine, under 5 minutes.
+
+1. Parity: float32 on the GPU against float32 on the CPU (same random full-size weights, same
+   inputs): largest logit difference relative to the logit range, and the guard figures.
+2. float16 and bfloat16 autocast on the GPU against float32 on the GPU: guard figures
+   (``napari_clipseg.precision_guard``) on natural samples and a microscopy-like image.
+3. Throughput of the image tower + decoder in tiles per second for 352-px tiles at batch 1, 8, 32,
+   in float32, float16 and bfloat16.
+
+Run: ``python benchmarks/gpu_check.py``; writes benchmarks/results/gpu_check.json. Exits with a
+message when no CUDA device is present.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import napari_clipseg as ncs
+from _common import write_results
+from napari_clipseg.precision_guard import guard_figures, passes
+from napari_clipseg.samples import load_sample
+
+PROMPTS = ["person", "cup", "cell nuclei", "background"]
+
+
+def _images() -> dict[str, np.ndarray]:
+    images = {name: load_sample(name) for name in ("astronaut", "coffee", "ihc")}
+    images["uint16 noise"] = np.random.default_rng(0).normal(1000, 200, (300, 300)).astype(np.uint16)
+    return images
+
+
+def _maps(model, image) -> np.ndarray:
+    predictor = ncs.ClipSegPredictor(model, cache_bytes=0)
+    predictor.set_image(image)
+    return predictor.predict(PROMPTS)
+
+
+def _with_precision(model, precision: str):
+    changed = copy.copy(model)  # shares the weights
+    changed.info = dataclasses.replace(model.info, precision=precision)
+    return changed
+
+
+def _tiles_per_second(model, batch: int, seconds: float = 4.0) -> float:
+    predictor = ncs.ClipSegPredictor(model, cache_bytes=0)
+    rng = np.random.default_rng(0)
+    conditionals = predictor.embed_prompts(["cell"])
+    done, started = 0, None
+    while started is None or time.perf_counter() - started < seconds:
+        tiles = [rng.integers(0, 255, (352, 352, 3), dtype=np.uint8) for _ in range(batch)]
+        for features in predictor.encode(tiles):
+            predictor.decode(features, conditionals, (352, 352))
+        torch.cuda.synchronize()
+        if started is None:  # the first batch warms up (kernels, autotuning)
+            started = time.perf_counter()
+        else:
+            done += batch
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device here; the GPU path stays unmeasured (docs/performance.md)")
+    cpu_model = ncs.build_model("rd64-refined", seed=0)
+    gpu_model = copy.deepcopy(cpu_model).to("cuda")
+    images = _images()
+    parity = {name: guard_figures(_maps(cpu_model, im), _maps(gpu_model, im)) for name, im in images.items()}
+    reduced = {}
+    for precision in ("float16", "bfloat16"):
+        approx = _with_precision(gpu_model, precision)
+        reduced[precision] = {
+            name: guard_figures(_maps(gpu_model, im), _maps(approx, im)) for name, im in images.items()
+        }
+    throughput = {
+        precision: {batch: _tiles_per_second(_with_precision(gpu_model, precision), batch) for batch in (1, 8, 32)}
+        for precision in ("float32", "float16", "bfloat16")
+    }
+    write_results(
+        "gpu_check",
+        {
+            "device": torch.cuda.get_device_name(),
+            "compute_capability": list(torch.cuda.get_device_capability()),
+            "parity_float32_cpu_vs_gpu": parity,
+            "guard_vs_gpu_float32": reduced,
+            "passes_guard": {p: all(passes(g) for g in figures.values()) for p, figures in reduced.items()},
+            "tiles_per_second_352px": throughput,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
