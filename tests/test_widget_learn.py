@@ -10,15 +10,19 @@ from napari_clipseg.metrics import class_scores
 from test_finetune import striped_discs
 
 
-def test_learn_from_corrections_then_the_next_run_uses_the_decoder(widget, viewer, qtbot, dialogs, messages, tmp_path):
+def _run_and_correct(widget, viewer, qtbot, images: int) -> None:
+    """Run on ``images`` synthetic images and correct each result to the true discs, as an annotator would."""
     widget._prompts.value = "disc"
-    for seed in range(6):
+    for seed in range(images):
         image, truth = striped_discs(seed)
         viewer.add_image(image, name=f"discs {seed}")
         widget._image.value = viewer.layers[f"discs {seed}"]
         click_run(widget, qtbot)
-        layer = labels_layers(viewer)[-1]
-        layer.data = truth  # the annotator's correction: the true discs
+        labels_layers(viewer)[-1].data = truth
+
+
+def test_learn_from_corrections_then_the_next_run_uses_the_decoder(widget, viewer, qtbot, dialogs, messages, tmp_path):
+    _run_and_correct(widget, viewer, qtbot, 6)
     before = [lab.data.copy() for lab in labels_layers(viewer)]
     dialogs.folders.append(str(tmp_path / "my-decoder"))
     widget._learn_btn.native.click()
@@ -40,13 +44,7 @@ def test_learn_from_corrections_then_the_next_run_uses_the_decoder(widget, viewe
 def test_learn_needs_corrections_and_can_be_cancelled(widget, viewer, qtbot, dialogs, messages):
     widget._learn_btn.native.click()
     assert "Correct a result layer first" in messages[-1][1] and not widget.is_running
-    widget._prompts.value = "disc"
-    for seed in range(4):
-        image, truth = striped_discs(seed)
-        viewer.add_image(image, name=f"d{seed}")
-        widget._image.value = viewer.layers[f"d{seed}"]
-        click_run(widget, qtbot)
-        labels_layers(viewer)[-1].data = truth
+    _run_and_correct(widget, viewer, qtbot, 4)
     widget._learn_btn.native.click()
     qtbot.waitUntil(lambda: "epoch" in widget._status.value, timeout=TIMEOUT)
     widget.cancel()
