@@ -157,3 +157,16 @@ def test_finetune_command_then_segment_and_batch_with_the_decoder(base, tmp_path
     other = ncs.save_pretrained(ncs.build_model("tiny", seed=3), tmp_path / "other")
     assert main([*seg[:-1], str(tmp_path / "x.tif"), "-m", str(other), "--decoder", str(tmp_path / "decoder")]) == 1
     assert "made for other base weights" in capsys.readouterr().err
+
+
+def test_progress_carries_loss_iou_and_a_live_plot(base, pairs):
+    from napari_clipseg.finetune import TrainingProgress, sparkline
+
+    events = []
+    finetune_events = iter_finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=2, patience=2, force=True)
+    result = ncs.run(finetune_events, events.append)
+    epochs = [e for e in events if isinstance(e, TrainingProgress)]
+    assert [e.step for e in epochs] == [1, 2] and all(e.total == 2 for e in epochs)
+    assert [e.loss for e in epochs] == [h["loss"] for h in result.history]
+    assert epochs[-1].stage.endswith(sparkline([result.base_iou, *(h["iou"] for h in result.history)], 0, 1))
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▄█" and sparkline([]) == ""

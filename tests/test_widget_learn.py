@@ -38,6 +38,7 @@ def test_learn_from_corrections_then_the_next_run_uses_the_decoder(widget, viewe
     click_run(widget, qtbot)
     result = labels_layers(viewer)[-1]
     assert result.metadata["clipseg"]["model"]["decoder"]["name"] == "my-decoder"
+    assert "Decoder: my-decoder." in messages[-1][1]
     assert class_scores(np.asarray(result.data), truth, 1)["iou"] > 0.5
 
 

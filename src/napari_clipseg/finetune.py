@@ -180,6 +180,17 @@ def _held_out_iou(
     return float(mean_ignoring_nan(scores)) if scores else float("nan")
 
 
+def sparkline(values: Sequence[float], low: float | None = None, high: float | None = None, width: int = 12) -> str:
+    """The last ``width`` values as a line of block characters (a live plot in a status line)."""
+    values = [v for v in values[-width:] if v == v]
+    if not values:
+        return ""
+    low = min(values) if low is None else low
+    high = max(values) if high is None else high
+    span = (high - low) or 1.0
+    return "".join("▁▂▃▄▅▆▇█"[min(7, max(0, int((v - low) / span * 7.999)))] for v in values)
+
+
 def _trainable(decoder: torch.nn.Module) -> list[torch.nn.Parameter]:
     decoder.requires_grad_(False)
     params = []
@@ -276,7 +287,8 @@ def iter_finetune(
         history.append({"epoch": epoch, "loss": loss, "iou": iou})
         if iou > best_iou:
             best_iou, best_epoch, best_state = iou, epoch, copy.deepcopy(decoder.state_dict())
-        stage = f"epoch {epoch}: loss {history[-1]['loss']:.3f}, held-out IoU {iou:.3f} (base {base_iou:.3f})"
+        losses, ious = [h["loss"] for h in history], [base_iou] + [h["iou"] for h in history]
+        stage = f"epoch {epoch}: loss {loss:.3f} {sparkline(losses)}, held-out IoU {iou:.3f} {sparkline(ious, 0, 1)}"
         yield TrainingProgress(epoch, settings.epochs, stage, history[-1]["loss"], iou)
         if epoch - best_epoch >= settings.patience:
             break

@@ -54,6 +54,12 @@ def collect_pairs(viewer: Any) -> tuple[list[TrainingPair], list[str]] | str:
     return pairs, classes
 
 
+def decoder_note(record: dict[str, Any]) -> str:
+    """`` Decoder: <name>.`` when a run used a fine-tuned decoder (the status says so), else ""."""
+    decoder = (record.get("model") or {}).get("decoder")
+    return f" Decoder: {decoder['name']}." if decoder else ""
+
+
 def describe(pairs: list[TrainingPair], classes: list[str]) -> str:
     labelled = sum(int(np.count_nonzero(p.labels)) for p in pairs)
     return f"Learning {', '.join(classes)} from {len(pairs)} corrected images ({labelled:,} labelled pixels)…"

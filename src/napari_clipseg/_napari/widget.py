@@ -40,7 +40,7 @@ from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl  # noqa: E402
 from .jobs import ModelKey, ModelRunner, settle_heavy_imports  # noqa: E402
-from .learn_action import collect_pairs, describe, offer_decoder  # noqa: E402
+from .learn_action import collect_pairs, decoder_note, describe, offer_decoder  # noqa: E402
 from .options_panel import OptionsPanel  # noqa: E402
 from .prompt_box import PromptKeys  # noqa: E402
 from .requests import build_request  # noqa: E402
@@ -357,7 +357,7 @@ class ClipSegWidget(Container):
         if self._show_probs.value:
             note += f" {self._results.show_probabilities() or ''}".rstrip()
         self._classes.value = _layers.class_table_text(request.names)
-        note += _layers.image_change_note(self._viewer, request)
+        note += _layers.image_change_note(self._viewer, request) + decoder_note(record)
         self._say(f"'{layer.name}': {self._results.counts_text()}.{note}")
 
     def _relabel(self, _value: Any = None) -> None:
