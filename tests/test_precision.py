@@ -36,6 +36,14 @@ def test_auto_never_picks_an_emulated_path(cpu_flags, tiny_model_dir):
     assert devices.resolve_precision("auto", CPU) == "float32"  # bfloat16 has not passed the guard
 
 
+def test_an_isa_limit_on_onednn_counts_as_no_native_bfloat16(cpu_flags, monkeypatch):
+    cpu_flags("avx512f", "avx512_bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # how an AVX2 machine is simulated (performance.md)
+    assert not devices.native_bfloat16(CPU)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert devices.native_bfloat16(CPU)
+
+
 def test_an_explicit_emulated_precision_is_warned_about_with_its_cost(cpu_flags, caplog):
     cpu_flags("avx2")
     with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.devices"):

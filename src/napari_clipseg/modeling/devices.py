@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -79,6 +80,9 @@ def native_bfloat16(device: torch.device) -> bool:
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
+        limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()  # oneDNN told to use less than the CPU has
+        if limit and limit != "ALL" and "BF16" not in limit and "AMX" not in limit:
+            return False
         return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
     return False
 
