@@ -51,3 +51,22 @@ def test_learn_needs_corrections_and_can_be_cancelled(widget, viewer, qtbot, dia
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
     assert "no decoder was made" in messages[-1][1] and widget._decoder.value == ""
+
+
+def test_only_the_corrected_planes_of_a_stack_are_learnt(widget, viewer, qtbot):
+    """A whole-stack run with two of four planes corrected gives two training pairs, not four."""
+    from napari_clipseg._napari.learn_action import collect_pairs
+
+    planes = [striped_discs(seed) for seed in range(4)]
+    viewer.add_image(np.stack([image for image, _ in planes]), name="stack")
+    widget._image.value = viewer.layers["stack"]
+    widget._options.region.value = "whole stack"
+    widget._prompts.value = "disc"
+    click_run(widget, qtbot)
+    layer = labels_layers(viewer)[-1]
+    for z in (1, 3):
+        layer.data[z] = planes[z][1]
+    pairs, classes = collect_pairs(viewer)
+    assert classes == ["disc"] and [p.name for p in pairs] == [f"{layer.name} plane [1]", f"{layer.name} plane [3]"]
+    np.testing.assert_array_equal(pairs[1].labels, planes[3][1])
+    np.testing.assert_array_equal(pairs[1].image, planes[3][0])

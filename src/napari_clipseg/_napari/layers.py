@@ -193,13 +193,23 @@ def checksum(data: Any, regions: Sequence[tuple]) -> str:
 
 def remember_written(layer: Any, regions: list[tuple]) -> None:
     """Record what the plugin just wrote, so a later change by anyone is noticed (:func:`is_edited`)."""
-    layer.metadata[WRITTEN_KEY] = {"regions": regions, "checksum": checksum(layer.data, regions)}
+    parts = [checksum(layer.data, [region]) for region in regions]  # which plane changed, for learning
+    layer.metadata[WRITTEN_KEY] = {"regions": regions, "checksum": checksum(layer.data, regions), "parts": parts}
 
 
 def changed_since_written(data: Any, metadata: dict[str, Any]) -> bool:
     """Whether ``data`` differs from what the plugin (or its reader) last put there."""
     written = metadata.get(WRITTEN_KEY)
     return written is not None and checksum(data, written["regions"]) != written["checksum"]
+
+
+def changed_regions(layer: Any) -> list[tuple]:
+    """The written regions (planes) whose content someone changed since the plugin wrote them."""
+    written = layer.metadata.get(WRITTEN_KEY)
+    if written is None:
+        return []
+    parts = written.get("parts") or [None] * len(written["regions"])
+    return [r for r, c in zip(written["regions"], parts, strict=True) if c is None or checksum(layer.data, [r]) != c]
 
 
 def is_edited(layer: napari.layers.Layer) -> bool:

@@ -45,8 +45,10 @@ def collect_pairs(viewer: Any) -> tuple[list[TrainingPair], list[str]] | str:
         if class_names(record) != classes:
             continue
         labels, data = np.asarray(layer.data), _layers.layer_data(image, 0)
-        planes = record.get("planes") or [[]]
-        for plane in planes:
+        changed = {tuple(region) for region in _layers.changed_regions(layer)}
+        for plane in record.get("planes") or [[]]:
+            if tuple(plane) not in changed:
+                continue  # a plane nobody corrected would teach the model its own mistakes
             where = f" plane {list(plane)}" if plane else ""
             pairs.append(TrainingPair(np.asarray(data[tuple(plane)]), labels[tuple(plane)], f"{layer.name}{where}"))
     if len(pairs) < 2:
