@@ -213,7 +213,7 @@ def plan_input(job: BatchJob, item: InputFile, predictor: Any) -> Plan | Row:
     """Skip (a ``skipped`` row), refuse (a ``failed`` row) or plan the segmentation of one input."""
     from .pipeline import plan_planes
 
-    started = time.perf_counter()
+    started = time.time()  # wall clock: the input may finish in another process or on another machine
     model_info = model_description(predictor.model)
     key = resume_key(job, item, model_info)
     record = output_record(job.out_dir / item.name)
@@ -277,16 +277,15 @@ def finish_input(job: BatchJob, plan: Plan, parts: list[Part]) -> Row:
     if job.probabilities:
         arrays["probabilities"] = probabilities
     write_output_folder(job.out_dir / plan.item.name, arrays, record, file_format=job.file_format, staging=job.staging)
-    seconds = time.perf_counter() - plan.started
+    seconds = time.time() - plan.started
     count = len(record["instance_classes"]) if job.instances is not None else None
     return Row(str(plan.item.path), plan.item.name, "done", seconds=seconds, pixels=record["counts"], instances=count)
 
 
-def failed_row(item: InputFile, error: BaseException, started: float | None = None) -> Row:
+def failed_row(item: InputFile, error: BaseException) -> Row:
     """The row of an input whose step raised ``error`` (its message, one line)."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    seconds = time.perf_counter() - started if started is not None else 0.0
-    return Row(str(item.path), item.name, "failed", error=message[:300], seconds=seconds)
+    return Row(str(item.path), item.name, "failed", error=message[:300])
 
 
 def guarded(step: Any, item: InputFile, *args: Any) -> Any:
