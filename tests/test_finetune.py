@@ -170,3 +170,27 @@ def test_progress_carries_loss_iou_and_a_live_plot(base, pairs):
     assert [e.loss for e in epochs] == [h["loss"] for h in result.history]
     assert epochs[-1].stage.endswith(sparkline([result.base_iou, *(h["iou"] for h in result.history)], 0, 1))
     assert sparkline([0.0, 0.5, 1.0]) == "▁▄█" and sparkline([]) == ""
+
+
+def test_a_feature_cache_on_disk_skips_the_image_tower_next_time(base, pairs, tmp_path):
+    calls = []
+    hook = base.clip.visual.conv1.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        first = finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=2, patience=2, cache_dir=tmp_path / "c")
+        encoded = len(calls)
+        again = finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=2, patience=2, cache_dir=tmp_path / "c")
+    finally:
+        hook.remove()
+    assert encoded == len(pairs) * 4 and len(calls) == encoded  # the second run encoded nothing
+    assert len(list((tmp_path / "c").iterdir())) == len(pairs) * 4
+    assert all(np.array_equal(first.state[k].numpy(), again.state[k].numpy()) for k in first.state)
+    other = ncs.build_model("tiny", seed=5)  # other weights: other keys, encoded anew
+    calls.clear()
+    hook = other.clip.visual.conv1.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        finetune(
+            ncs.ClipSegPredictor(other), pairs[:2], ["disc"], epochs=1, patience=1, force=True, cache_dir=tmp_path / "c"
+        )
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * 4

@@ -62,6 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--no-augment", action="store_true", help="no flips or rotation")
     ft.add_argument("--force", action="store_true", help="keep the decoder even if it is not better than the base")
     ft.add_argument("--overwrite", action="store_true", help="replace a decoder already in --out")
+    ft.add_argument("--cache", type=Path, help="keep the encoded images here: a later run on them skips the encoding")
 
 
 def _job_arguments(args: argparse.Namespace) -> dict:
@@ -179,7 +180,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from .predictor import ClipSegPredictor
 
     predictor = ClipSegPredictor(load_model(args.model), cache_bytes=0)
-    result = _drive(iter_finetune(predictor, pairs, classes, settings), quiet=False)
+    result = _drive(iter_finetune(predictor, pairs, classes, settings, cache_dir=args.cache), quiet=False)
     save_decoder(result, args.out, overwrite=args.overwrite)
     print(
         f"held-out IoU {result.base_iou:.3f} -> {result.iou:.3f} (epoch {result.best_epoch}); wrote {args.out}; "

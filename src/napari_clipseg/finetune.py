@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,8 +123,10 @@ def _variants(image: np.ndarray, labels: np.ndarray, augment: bool) -> list[tupl
     return pairs
 
 
-def _example(predictor: Any, image: np.ndarray, labels: np.ndarray, n_classes: int, ignore: int | None) -> _Example:
-    (features,) = predictor.encode([image])
+def _example(
+    predictor: Any, store: Any, image: np.ndarray, labels: np.ndarray, n_classes: int, ignore: int | None
+) -> _Example:
+    (features,) = predictor.encode([image]) if store is None else (store.encode(predictor, image),)
     reduced = [r.clone() for r in features.reduced]  # normal tensors: autograd may save them
     patch = predictor.model.config.vision.patch_size
     size = (features.grid[0] * patch, features.grid[1] * patch)
@@ -224,14 +227,18 @@ def _epoch(
 
 
 def _prepare(
-    predictor: Any, pairs: Sequence[TrainingPair], classes: Sequence[str], settings: FineTuneSettings
+    predictor: Any, pairs: Sequence[TrainingPair], classes: Sequence[str], settings: FineTuneSettings, cache_dir: Any
 ) -> Generator[Progress, None, tuple[list[list[_Example]], torch.Tensor]]:
-    """Encode every image (and its augmentations) once; embed the classes once."""
+    """Encode every image (and its augmentations) once, or read them from ``cache_dir``; embed the classes once."""
+    from .feature_store import FeatureStore
+
+    store = FeatureStore(cache_dir, predictor.model) if cache_dir is not None else None
     conditionals = predictor.embed_prompts(list(classes)).clone()
     examples = []
     for i, pair in enumerate(pairs):
         variants = _variants(np.asarray(pair.image), np.asarray(pair.labels), settings.augment)
-        examples.append([_example(predictor, im, lab, len(classes), settings.ignore_value) for im, lab in variants])
+        n, ignore = len(classes), settings.ignore_value
+        examples.append([_example(predictor, store, im, lab, n, ignore) for im, lab in variants])
         yield Progress(i + 1, len(pairs), f"encoding image {i + 1} of {len(pairs)}")
     return examples, conditionals
 
@@ -249,6 +256,8 @@ def iter_finetune(
     pairs: Sequence[TrainingPair],
     classes: Sequence[str],
     settings: FineTuneSettings | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
     **changes: Any,
 ) -> Generator[Progress, None, FineTuneResult]:
     """Train a copy of the decoder on ``pairs`` (the model itself is not changed).
@@ -258,6 +267,8 @@ def iter_finetune(
         pairs: Corrected images; label ``i`` is ``classes[i - 1]``.
         classes: The class prompts (texts), in label order.
         settings: :class:`FineTuneSettings`; keywords change fields (``epochs=20``).
+        cache_dir: A folder that keeps the encoded images (:class:`~napari_clipseg.feature_store.FeatureStore`),
+            so a later run on the same images and model skips the image tower.
 
     Yields :class:`Progress` while encoding, then a :class:`TrainingProgress` per epoch; returns
     the :class:`FineTuneResult` of the best epoch.
@@ -271,7 +282,7 @@ def iter_finetune(
     settings = dataclasses.replace(settings or FineTuneSettings(), **changes)
     _check_pairs(pairs, len(classes), settings.ignore_value)
     torch.manual_seed(settings.seed)
-    examples, conditionals = yield from _prepare(predictor, pairs, classes, settings)
+    examples, conditionals = yield from _prepare(predictor, pairs, classes, settings, cache_dir)
     train, held = _split(len(pairs), settings.holdout, settings.seed)
     held_out = [examples[i][0] for i in held]  # held-out images as they are (no augmentation)
     decoder = copy.deepcopy(predictor.model.decoder).float()
