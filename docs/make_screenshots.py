@@ -124,6 +124,31 @@ def main(model: str) -> None:
     viewer.close()
     support_strip(image.data, shapes.to_masks(mask_shape=image.data.shape[:2])[0])
     instances_strip()
+    learn_picture(model)
+
+
+def learn_picture(model: str) -> None:
+    """Run on six synthetic images, correct them, Learn from corrections, run on a new image."""
+    from napari_clipseg.samples import striped_discs
+
+    viewer, widget = fresh_viewer(model)
+    widget.dialogs.choose_folder = lambda *_: tempfile.mkdtemp(prefix="decoder-")
+    widget._prompts.value = "disc"
+    for seed in range(6):
+        image, truth = striped_discs(seed, 256)
+        widget._image.value = viewer.add_image(image, name=f"discs {seed}", visible=False)
+        run(widget)
+        viewer.layers[-1].data = truth  # the annotator's correction
+        viewer.layers[-1].visible = False
+    widget._learn_btn.native.click()
+    while widget.is_running:
+        settle(0.05)
+    widget._image.value = viewer.add_image(striped_discs(300, 256)[0], name="new image")
+    run(widget)
+    viewer.layers.selection.active = viewer.layers[-1]
+    settle()
+    save(viewer, "widget-learn.png")
+    viewer.close()
 
 
 def _colour(ids: np.ndarray) -> np.ndarray:
