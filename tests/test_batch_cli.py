@@ -117,3 +117,17 @@ def test_evaluate_command_writes_metrics(dataset, tiny_model_dir, tmp_path, caps
     changed = np.count_nonzero(labels != corrected) / labels.size
     assert f"changed_fraction   {changed:.4f}" in printed and "iou" in printed
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["metrics.csv", "metrics.json", "metrics.png"]
+
+
+def test_a_running_scheduler_is_used_by_address(dataset, tiny_model_dir, tmp_path, capsys):
+    """``--scheduler ADDRESS``: the run goes to a cluster someone else started (here a LocalCluster)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        argv = ["batch", str(dataset["photo"]), "-p", "cell", "--out", str(tmp_path / "out"), "-m", str(tiny_model_dir)]
+        assert main([*argv, "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
+        with Client(cluster) as client:
+            loaded = client.run(lambda: __import__("napari_clipseg.batch").batch.LOAD_SECONDS)
+    assert "1 input(s): 1 done" in capsys.readouterr().err
+    assert read_record(tmp_path / "out" / "photo" / "clipseg.json")["classes"] == [{"value": 1, "name": "cell"}]
+    assert [len(seconds) for seconds in loaded.values()] == [1]  # the worker loaded the model itself, once
