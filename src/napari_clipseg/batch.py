@@ -128,11 +128,14 @@ class BatchJob:
 
 @dataclass(frozen=True)
 class Plan:
-    """An input to segment: its resume key, the model's description, and its parts (plane ranges)."""
+    """An input to segment: its resume key (and the fingerprint in it), the model's description,
+    the image's record entry, and its parts (plane ranges)."""
 
     item: InputFile
     key: str
+    fingerprint: dict[str, int]
     model_info: dict[str, Any]
+    image: dict[str, Any]
     parts: tuple[tuple[int, int] | None, ...]
     started: float
 
@@ -179,16 +182,11 @@ def predictor_for(spec: ModelSpec) -> Any:
 # --- the three steps ----------------------------------------------------------------------------
 
 
-def model_description(model: Any) -> dict[str, Any]:
-    """The model's record entry (weights source, kind, SHA-256, precision)."""
-    return model.info.to_dict()
-
-
-def resume_key(job: BatchJob, item: InputFile, model_info: dict[str, Any]) -> str:
+def resume_key(job: BatchJob, model_info: dict[str, Any], input_fingerprint: dict[str, int]) -> str:
     """Changes when anything that decides the input's outputs changes: the weights (by hash),
     prompts, options, output settings, or the input file (size and modification time)."""
     weights = {k: v for k, v in model_info.items() if k != "files"}  # local paths differ between machines
-    payload = {"model": weights, **job.settings(), "input": fingerprint(item.path)}
+    payload = {"model": weights, **job.settings(), "input": input_fingerprint}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -214,8 +212,8 @@ def plan_input(job: BatchJob, item: InputFile, predictor: Any) -> Plan | Row:
     from .pipeline import plan_planes
 
     started = time.time()  # wall clock: the input may finish in another process or on another machine
-    model_info = model_description(predictor.model)
-    key = resume_key(job, item, model_info)
+    model_info, stamp = predictor.model.info.to_dict(), fingerprint(item.path)
+    key = resume_key(job, model_info, stamp)
     record = output_record(job.out_dir / item.name)
     if record is not None and not job.overwrite and record.get("batch", {}).get("key") == key:
         counts = {str(k): int(v) for k, v in record.get("counts", {}).items()}
@@ -224,7 +222,10 @@ def plan_input(job: BatchJob, item: InputFile, predictor: Any) -> Plan | Row:
     opened = open_image(item.path)
     options = input_options(job.options, opened)
     geometry = plan_planes(opened.data, options)
-    return Plan(item, key, model_info, _parts(geometry.spatial, options, job.planes_per_task), started)
+    image = {"name": str(item.path), "shape": list(np.shape(opened.data)), "axes": opened.axes}
+    image["pixel_size"] = opened.pixel_size
+    parts = _parts(geometry.spatial, options, job.planes_per_task)
+    return Plan(item, key, stamp, model_info, image, parts, started)
 
 
 def segment_part(job: BatchJob, item: InputFile, planes: tuple[int, int] | None, predictor: Any) -> Part:
@@ -253,22 +254,24 @@ def _joined(parts: list[Part]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, 
     return probabilities, labels, planes
 
 
-def finish_input(job: BatchJob, plan: Plan, parts: list[Part]) -> Row:
-    """Join the parts, make instances, and write the input's output folder at once."""
+def finish_input(job: BatchJob, plan: Plan, parts: list[Part | Row]) -> Row:
+    """Join the parts, make instances, and write the input's output folder at once; a part that
+    failed (a row) fails the input, and nothing is written."""
     from .records import build_record
 
+    failed = next((p for p in parts if isinstance(p, Row)), None)
+    if failed is not None:
+        return failed
     probabilities, labels, planes = _joined(parts)
     names = job.names
     arrays: dict[str, np.ndarray] = {"labels": labels}
     counts = np.bincount(labels.ravel(), minlength=len(names) + 1)[1:]
-    opened = open_image(plan.item.path)
-    image = {"name": str(plan.item.path), "shape": list(np.shape(opened.data)), "axes": opened.axes}
     record = build_record(
-        names, options=job.options, mode=parts[0].mode, image={**image, "pixel_size": opened.pixel_size},
+        names, options=job.options, mode=parts[0].mode, image=plan.image,
         planes=None if planes == [()] else planes, example=None,
     )  # fmt: skip
     record.update(model=plan.model_info, counts={n: int(c) for n, c in zip(names, counts, strict=True)})
-    record["batch"] = {"key": plan.key, "input": str(plan.item.path), **fingerprint(plan.item.path)}
+    record["batch"] = {"key": plan.key, "input": str(plan.item.path), **plan.fingerprint}
     if job.instances is not None:
         objects = job.instances.apply(labels, probabilities)
         arrays["instances"] = objects.ids

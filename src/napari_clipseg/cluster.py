@@ -30,9 +30,6 @@ def _part_task(job: BatchJob, item: InputFile, planes: tuple[int, int] | None) -
 
 
 def _finish_task(job: BatchJob, plan: Plan, *parts: Part | Row) -> Row:
-    failed = next((p for p in parts if isinstance(p, Row)), None)
-    if failed is not None:
-        return failed
     return guarded(lambda: finish_input(job, plan, list(parts)), plan.item)
 
 

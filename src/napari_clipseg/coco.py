@@ -15,11 +15,15 @@ from typing import Any
 import numpy as np
 
 
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """COCO RLE of a 2D boolean mask (JSON-ready: ``counts`` as text)."""
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    """pycocotools' RLE of a 2D boolean mask (``counts`` as bytes)."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def _json_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """An RLE with ``counts`` as text, as COCO JSON holds it."""
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -32,15 +36,14 @@ def annotations_for_plane(
 
     annotations = []
     for obj in np.unique(ids[ids > 0]):
-        rle = encode_mask(ids == obj)
-        coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        rle = _rle(ids == obj)
         annotation = {
             "id": first_id + len(annotations),
             "image_id": image_id,
             "category_id": int(classes[int(obj) - 1]),
-            "segmentation": rle,
-            "area": float(mask_utils.area(coded)),
-            "bbox": [float(v) for v in mask_utils.toBbox(coded)],
+            "segmentation": _json_rle(rle),
+            "area": float(mask_utils.area(rle)),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
             "iscrowd": 0,
         }
         if scores is not None:

@@ -18,8 +18,9 @@ from .batch import BatchJob, ExampleFile, ModelSpec, Plan, finish_input, guarded
 from .batch_report import BatchReport, Row
 from .constants import DEFAULT_HUB_ID
 from .inputs import InputFile, find_inputs
+from .masks import RECORD_NAME
 from .options import SegmentOptions, check_distinct
-from .outputs import check_format, clear_staging, read_output
+from .outputs import check_format, clear_staging, read_labels_file
 from .postprocess import InstanceSettings
 from .results import Progress, run
 
@@ -42,8 +43,7 @@ def _local(job: BatchJob, items: list[InputFile], predictor: Any) -> Generator[P
                 yield Progress(
                     number, len(items), f"{item.name}: planes {planes[0]}-{planes[1] - 1}" if planes else item.name
                 )
-            failed = next((p for p in parts if isinstance(p, Row)), None)
-            plan = failed or guarded(finish_input, item, job, plan, parts)
+            plan = guarded(finish_input, item, job, plan, parts)
         rows.append(plan)
     yield Progress(len(items), len(items), "done")
     return rows
@@ -59,8 +59,8 @@ def _coco(job: BatchJob, rows: list[Row]) -> Path:
             if row.status == "failed":
                 continue
             folder = job.out_dir / row.name
-            record = read_record(folder / "clipseg.json")
-            ids = read_output(folder, "instances")
+            record = read_record(folder / RECORD_NAME)
+            ids = read_labels_file(folder / record["files"]["instances"])
             yield row.name, ids[...], record.get("instance_classes", []), record.get("instance_scores")
 
     return write_coco(job.out_dir / COCO_NAME, build_coco(items(), job.names))

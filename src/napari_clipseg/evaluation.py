@@ -38,13 +38,13 @@ class Side:
 
 def _side(path: Path) -> Side:
     """Read an output folder (with its record) or a single image file."""
-    from .outputs import read_labels_file, read_output
+    from .outputs import read_labels_file
 
     if not (path / RECORD_NAME).exists():
         return Side(np.asarray(read_labels_file(path)))
     record = read_record(path / RECORD_NAME)
     files = record["files"]
-    get = lambda kind: np.asarray(read_output(path, kind)) if kind in files else None  # noqa: E731
+    get = lambda kind: np.asarray(read_labels_file(path / files[kind])) if kind in files else None  # noqa: E731
     return Side(
         get("labels"), class_names(record), get("instances"), record.get("instance_classes"),
         record.get("instance_scores"), get("probabilities"),
