@@ -82,8 +82,6 @@ def apply_decoder(model: Any, folder: str | os.PathLike) -> Any:
     Raises:
         DecoderMismatchError: the decoder was made for other base weights or another architecture.
     """
-    import dataclasses
-
     from .modeling.info import file_sha256
 
     state, meta = read_decoder(folder)
@@ -94,17 +92,20 @@ def apply_decoder(model: Any, folder: str | os.PathLike) -> Any:
             f"sha256 {str(made_for.get('sha256'))[:12]}…); load that model, or fine-tune one for "
             f"{model.info.weights.source}"
         )
-    model.decoder.load_state_dict({k: v.to(model.device) for k, v in state.items()})
     name = Path(folder).resolve().name
     decoder = {"name": name, "path": str(Path(folder)), "sha256": file_sha256(str(Path(folder) / WEIGHTS_NAME))}
-    model.info = dataclasses.replace(model.info, decoder={**decoder, "classes": meta.get("classes", [])})
-    return model
+    return _install(model, state, {**decoder, "classes": meta.get("classes", [])})
 
 
 def use_result(model: Any, result: Any, name: str = "fine-tuned") -> Any:
-    """Apply a training result to ``model`` without saving it first (the widget's "use it")."""
+    """Apply a training result to ``model`` without saving it first (notebooks, benchmarks)."""
+    return _install(model, result.state, {"name": name, "path": None, "classes": result.classes})
+
+
+def _install(model: Any, state: dict[str, torch.Tensor], decoder: dict[str, Any]) -> Any:
+    """Load decoder weights into ``model`` (in place) and name the decoder in ``model.info``."""
     import dataclasses
 
-    model.decoder.load_state_dict({k: v.to(model.device) for k, v in result.state.items()})
-    model.info = dataclasses.replace(model.info, decoder={"name": name, "path": None, "classes": result.classes})
+    model.decoder.load_state_dict({k: v.to(model.device) for k, v in state.items()})
+    model.info = dataclasses.replace(model.info, decoder=decoder)
     return model

@@ -58,11 +58,11 @@ def check_target(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return path
 
 
-def _default_file_mode() -> int:
-    """The mode ``open(path, "w")`` would give a new file: 0o666 minus the process umask."""
+def current_umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def _disk_full(error: OSError, path: Path) -> bool:
@@ -114,7 +114,7 @@ def write_together(items: Sequence[tuple[Path, Writer]], *, overwrite: bool = Fa
                 write(tmp)
             except OSError as e:
                 raise _explain(e, path) from e
-            os.chmod(tmp, _default_file_mode())  # mkstemp files are private (0600); outputs are ordinary files
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp files are 0600; outputs are ordinary files
         for tmp, path in zip(temps, paths, strict=True):
             os.replace(tmp, path)
             done.append(path)

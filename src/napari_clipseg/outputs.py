@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RecordError
-from .export import array_writer, json_writer
+from .export import array_writer, current_umask, json_writer
 from .masks import RECORD_NAME
 from .records import class_names, read_record, validate_record
 
@@ -121,7 +121,7 @@ def write_output_folder(
             for kind, array in arrays.items():
                 array_writer(stage / files[kind], array, full["image"].get("pixel_size"))(str(stage / files[kind]))
         json_writer(full)(str(stage / RECORD_NAME))
-        os.chmod(stage, 0o777 & ~_umask())
+        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp folders are private (0700)
         folder.parent.mkdir(parents=True, exist_ok=True)
         old = staging / f"old-{uuid.uuid4().hex}"
         if folder.exists():
@@ -131,12 +131,6 @@ def write_output_folder(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def clear_staging(staging: str | os.PathLike) -> None:

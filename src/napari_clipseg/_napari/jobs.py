@@ -10,11 +10,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import is_cancellation
 from ..results import Progress, relay
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
 
     from ..batch_report import BatchReport
     from ..predictor import ClipSegPredictor
@@ -62,11 +61,7 @@ class ModelRunner:
 
         Returns ``(pieces, record)``: the result(s) and where they go, and the record.
         """
-        self._stop_load.clear()
-        try:
-            return (yield from self._steps(key, request))
-        except Exception as e:
-            raise JobError(str(e)) from e
+        return (yield from self._with_model(key, lambda predictor: self._steps(predictor, request)))
 
     def batch_job(
         self, key: ModelKey, inputs: list[str], out_dir: str, settings: dict
@@ -74,29 +69,32 @@ class ModelRunner:
         """Worker-thread generator: pre-label ``inputs`` into ``out_dir`` with the loaded model
         (:func:`napari_clipseg.dataset.iter_segment_dataset` with ``settings``); returns the report."""
         from ..dataset import iter_segment_dataset
-        from ..errors import RunCancelled
 
-        self._stop_load.clear()
-        try:
-            predictor = yield from self._load(key)
-            predictor.stop.clear()
-            if self._stop_load.is_set():
-                raise RunCancelled("stopped on request")
+        def work(predictor: ClipSegPredictor) -> Generator[Progress, None, BatchReport]:
             events = iter_segment_dataset(inputs, out_dir=out_dir, model=predictor, **settings)
-            return (yield from relay(events, lambda e: Progress(e.step + 1, e.total + 1, e.stage)))
-        except Exception as e:
-            raise JobError(str(e)) from e
+            return (yield from relay(events, _after_load))
+
+        return (yield from self._with_model(key, work))
 
     def finetune_job(self, key: ModelKey, pairs: list, classes: list[str]) -> Generator[Progress, None, Any]:
         """Worker-thread generator: train a decoder on ``pairs`` with the loaded model (which is
         not changed); returns the :class:`~napari_clipseg.finetune.FineTuneResult`."""
         from ..finetune import iter_finetune
 
+        return (yield from self._with_model(key, lambda predictor: iter_finetune(predictor, pairs, classes)))
+
+    def _with_model(self, key: ModelKey, work: Callable[[ClipSegPredictor], Generator]) -> Generator:
+        """Load the model (once per key), then run ``work(predictor)``; a Cancel pressed while the
+        model loaded stops here, and every failure leaves the worker as a :class:`JobError`."""
+        from ..errors import RunCancelled
+
         self._stop_load.clear()
         try:
             predictor = yield from self._load(key)
             predictor.stop.clear()
-            return (yield from relay(iter_finetune(predictor, pairs, classes), lambda e: e))
+            if self._stop_load.is_set():  # Cancel pressed while the model loaded
+                raise RunCancelled("stopped on request")
+            return (yield from work(predictor))
         except Exception as e:
             raise JobError(str(e)) from e
 
@@ -120,24 +118,20 @@ class ModelRunner:
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 
-    def _steps(self, key: ModelKey, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
-        from ..errors import RunCancelled
+    def _steps(
+        self, predictor: ClipSegPredictor, request: RunRequest
+    ) -> Generator[Progress, None, tuple[list[Piece], dict]]:
         from ..pipeline import iter_segment
         from ..records import build_record
         from ..regions import iter_segment_boxes
         from .result_layers import Piece
 
-        predictor = yield from self._load(key)
-        predictor.stop.clear()
-        if self._stop_load.is_set():  # Cancel pressed while the model loaded
-            raise RunCancelled("stopped on request")
-        step = lambda e: Progress(e.step + 1, e.total + 1, e.stage)  # noqa: E731 - the load was step 0
         if request.boxes is None:
             segment = iter_segment(request.data, request.prompts, predictor, request.options)
-            pieces = [Piece((yield from relay(segment, step)))]
+            pieces = [Piece((yield from relay(segment, _after_load)))]
         else:
             boxes = iter_segment_boxes(request.data, request.boxes, request.prompts, predictor, request.options)
-            parts = yield from relay(boxes, step)
+            parts = yield from relay(boxes, _after_load)
             pieces = [Piece(p.result, (*p.plane, slice(p.box[0], p.box[1]), slice(p.box[2], p.box[3]))) for p in parts]
         first = pieces[0].result
         record = build_record(
@@ -152,6 +146,11 @@ class ModelRunner:
         if request.boxes is not None:
             record["boxes"] = [list(p.box) for p in parts]
         return pieces, record
+
+
+def _after_load(event: Progress) -> Progress:
+    """A job's progress counted after the model load, which was step 0."""
+    return Progress(event.step + 1, event.total + 1, event.stage)
 
 
 def settle_heavy_imports() -> None:
@@ -188,4 +187,4 @@ def describe_error(error: BaseException, device: str) -> str:
     return f"CLIPSeg failed ({type(error).__name__}): {error}"
 
 
-__all__ = ["JobError", "ModelKey", "ModelRunner", "describe_error", "is_cancellation", "settle_heavy_imports"]
+__all__ = ["JobError", "ModelKey", "ModelRunner", "describe_error", "settle_heavy_imports"]
