@@ -212,3 +212,23 @@ def test_bad_requests_fail_before_any_work(dataset, tiny_model, tmp_path):
     with pytest.raises(ValueError, match="a cluster run needs the model as a hub id"):
         next(ncs.iter_segment_dataset(dataset["photo"], ["a"], tmp_path / "o", model=tiny_model, workers=2))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failing_part_of_a_stack_fails_that_input_only(dataset, tiny_model, tmp_path, monkeypatch):
+    """One part of a split stack raises: the stack gets a failed row and no folder; the rest is written."""
+    import napari_clipseg.dataset as dataset_module
+    from napari_clipseg.batch import segment_part
+
+    def flaky(job, item, planes, predictor):
+        if planes == (4, 8):
+            raise RuntimeError("plane trouble")
+        return segment_part(job, item, planes, predictor)
+
+    monkeypatch.setattr(dataset_module, "segment_part", flaky)
+    report = ncs.segment_dataset(
+        dataset["photo"].parent, PROMPTS, tmp_path / "out", model=tiny_model, planes_per_task=4
+    )
+    status = {r.name: r for r in report.rows}
+    assert status["sub/stack"].status == "failed" and status["sub/stack"].error == "plane trouble"
+    assert status["photo"].status == status["plain"].status == "done"
+    assert not (tmp_path / "out" / "sub" / "stack").exists()
