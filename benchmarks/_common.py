@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from napari_clipseg.modeling.cpu import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -55,17 +57,6 @@ def full_size_pair(seed: int = 0):
         hf.save_pretrained(tmp)
         ours = ncs.load_model(tmp)
     return hf, ours
-
-
-def cpu_name() -> str:
-    """The CPU model as lscpu / /proc/cpuinfo name it (every performance claim names its CPU)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_results(name: str, results: dict) -> Path:

@@ -9,6 +9,7 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="ncs-hf-cache-")
 os.environ["NAPARI_CLIPSEG_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ncs-settings-")  # never the user's settings
+os.environ["NAPARI_CLIPSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="ncs-cache-")  # nor the user's CPU timing
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np

@@ -52,7 +52,7 @@ def _inputs(hf, size: int, seed: int = 0):
 def test_saved_transformers_model_loads_with_identical_logits(name, tmp_path):
     hf = make_hf_model(CONFIGS[name])
     hf.save_pretrained(tmp_path)
-    ours = ncs.load_model(tmp_path)
+    ours = ncs.load_model(tmp_path, dtype="float32")  # parity is about the exact path
     size = 96 if hf.config.vision_config.patch_size == 16 else 48
     pixels, ids, support, embeddings = _inputs(hf, size)
     with torch.inference_mode():
@@ -70,7 +70,7 @@ def test_saved_transformers_model_loads_with_identical_logits(name, tmp_path):
 def test_padded_text_with_attention_mask_matches(tmp_path):
     hf = make_hf_model()
     hf.save_pretrained(tmp_path)
-    ours = ncs.load_model(tmp_path)
+    ours = ncs.load_model(tmp_path, dtype="float32")  # parity is about the exact path
     ids = tokenize(["a cat", "a very long description of a glass jar"])
     mask = (torch.arange(ids.shape[1])[None] <= (ids == 49407).int().argmax(1)[:, None]).long()
     pixels = torch.randn(2, 3, 64, 64)
@@ -99,7 +99,7 @@ def test_full_size_rd64_refined_matches_transformers(tmp_path):
     config = CLIPSegConfig(vision_config={"patch_size": 16}, use_complex_transposed_convolution=True)
     hf = perturb_(CLIPSegForImageSegmentation(config)).eval()
     hf.save_pretrained(tmp_path)
-    ours = ncs.load_model(tmp_path)
+    ours = ncs.load_model(tmp_path, dtype="float32")  # parity is about the exact path
     assert ours.config == ncs.ClipSegConfig()  # the registry's rd64-refined
     pixels = torch.randn(2, 3, 352, 352)
     ids = tokenize(["a glass", "something to fill"])

@@ -107,7 +107,7 @@ def test_transformers_conditional_pixel_values_agrees(tmp_path, rng):
     from transformers import CLIPSegForImageSegmentation
 
     hf = CLIPSegForImageSegmentation.from_pretrained(tmp_path).eval()
-    predictor = ncs.ClipSegPredictor(ncs.load_model(tmp_path))
+    predictor = ncs.ClipSegPredictor(ncs.load_model(tmp_path, dtype="float32"))
     image = rng.integers(0, 255, (352, 352, 3), dtype=np.uint8)
     mask = np.zeros((352, 352), bool)
     mask[50:200, 100:180] = True

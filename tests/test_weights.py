@@ -57,14 +57,14 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_hf_directory_roundtrip(tiny_model, tiny_model_dir):
-    loaded = ncs.load_model(tiny_model_dir)
+    loaded = ncs.load_model(tiny_model_dir, dtype="float32")
     assert loaded.info.weights.kind == "hf-directory"
     assert torch.equal(_logits(loaded), _logits(tiny_model))
     assert not loaded.training and not any(p.requires_grad for p in loaded.clip.parameters())
 
 
 def test_hf_single_weights_file_with_config_beside_it(tiny_model, tiny_model_dir):
-    loaded = ncs.load_model(tiny_model_dir / "model.safetensors")
+    loaded = ncs.load_model(tiny_model_dir / "model.safetensors", dtype="float32")
     assert loaded.info.weights.kind == "hf-file"
     assert torch.equal(_logits(loaded), _logits(tiny_model))
 
@@ -75,7 +75,7 @@ def test_pytorch_model_bin_and_sharded_checkpoints(tiny_model, tiny_model_dir, t
     single.mkdir()
     shutil.copy(tiny_model_dir / "config.json", single)
     torch.save(state, single / "pytorch_model.bin")
-    assert torch.equal(_logits(ncs.load_model(single)), _logits(tiny_model))
+    assert torch.equal(_logits(ncs.load_model(single, dtype="float32")), _logits(tiny_model))
 
     sharded = tmp_path / "sharded"
     sharded.mkdir()
@@ -86,14 +86,14 @@ def test_pytorch_model_bin_and_sharded_checkpoints(tiny_model, tiny_model_dir, t
         safetensors.torch.save_file({k: state[k] for k in part}, sharded / name)
     index = {"weight_map": {k: name for name, part in halves.items() for k in part}}
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
-    assert torch.equal(_logits(ncs.load_model(sharded)), _logits(tiny_model))
+    assert torch.equal(_logits(ncs.load_model(sharded, dtype="float32")), _logits(tiny_model))
 
 
 @pytest.mark.parametrize("refined", [True, False])
 def test_original_decoder_checkpoint_with_local_backbone(refined, tmp_path):
     model = perturb_(ncs.build_model("tiny" if refined else "tiny-simple", seed=1))
     pth, backbone = _write_original(model, tmp_path)
-    loaded = ncs.load_model(pth, backbone=backbone, config="tiny" if refined else "tiny-simple")
+    loaded = ncs.load_model(pth, backbone=backbone, config="tiny" if refined else "tiny-simple", dtype="float32")
     assert loaded.info.weights.kind == "original"
     assert loaded.info.weights.files == (str(pth), str(backbone))
     assert torch.equal(_logits(loaded), _logits(model))
@@ -111,7 +111,7 @@ def test_original_full_state_dict_needs_no_backbone(tmp_path):
         else:
             state[k.removeprefix("decoder.")] = v
     torch.save(state, tmp_path / "clip_plus_rd16-uni.pth")
-    loaded = ncs.load_model(tmp_path / "clip_plus_rd16-uni.pth", config="tiny")
+    loaded = ncs.load_model(tmp_path / "clip_plus_rd16-uni.pth", config="tiny", dtype="float32")
     assert torch.equal(_logits(loaded), _logits(model))
 
 
@@ -125,7 +125,7 @@ def test_open_clip_training_checkpoint_wrapping_is_unwrapped(tmp_path):
         "epoch": torch.tensor(3),
     }
     torch.save(wrapped, tmp_path / "epoch_3.pt")
-    loaded = ncs.load_model(pth, backbone=tmp_path / "epoch_3.pt", config="tiny")
+    loaded = ncs.load_model(pth, backbone=tmp_path / "epoch_3.pt", config="tiny", dtype="float32")
     assert torch.equal(_logits(loaded), _logits(model))
 
 
@@ -135,7 +135,7 @@ def test_released_sizes_are_inferred_from_original_checkpoint(tmp_path):
     model = ncs.build_model("rd64-refined", seed=0)
     pth, backbone = _write_original(model, tmp_path)
     assert set(torch.load(pth, weights_only=True)) >= {"reduce.weight", "trans_conv.4.bias"}
-    loaded = ncs.load_model(pth, backbone=backbone)
+    loaded = ncs.load_model(pth, backbone=backbone, dtype="float32")
     assert loaded.config == ncs.ClipSegConfig()
     pixels = torch.randn(1, 3, 352, 352)
     with torch.inference_mode():
@@ -145,7 +145,7 @@ def test_released_sizes_are_inferred_from_original_checkpoint(tmp_path):
 def test_hub_id_loads_from_the_cache_offline(tiny_model, tiny_model_dir, hub_cache):
     files = {name: tiny_model_dir / name for name in ("config.json", "model.safetensors")}
     _fake_hub_cache(hub_cache, "CIDAS/clipseg-rd16", files)
-    loaded = ncs.load_model("CIDAS/clipseg-rd16")
+    loaded = ncs.load_model("CIDAS/clipseg-rd16", dtype="float32")
     assert loaded.info.weights.kind == "hub" and loaded.info.weights.source == "CIDAS/clipseg-rd16"
     assert torch.equal(_logits(loaded), _logits(tiny_model))
 
@@ -154,7 +154,7 @@ def test_original_checkpoint_fetches_the_openai_backbone_from_the_hub_cache(tmp_
     model = perturb_(ncs.build_model("tiny", seed=4))
     pth, backbone = _write_original(model, tmp_path)
     _fake_hub_cache(hub_cache, OPENAI_BACKBONE_HUB_ID, {OPENAI_BACKBONE_FILE: backbone})
-    loaded = ncs.load_model(pth, config="tiny")
+    loaded = ncs.load_model(pth, config="tiny", dtype="float32")
     assert torch.equal(_logits(loaded), _logits(model))
 
 
@@ -278,7 +278,7 @@ def test_unavailable_device_and_precision_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="float16 is for GPUs"):
         ncs.load_model(tiny_model_dir, dtype="float16")
     with pytest.raises(ValueError, match="unknown precision"):
-        ncs.load_model(tiny_model_dir, dtype="int8")
+        ncs.load_model(tiny_model_dir, dtype="int4")
     assert ncs.load_model(tiny_model_dir, device="auto", dtype="bfloat16").autocast_dtype == torch.bfloat16
 
 

@@ -32,7 +32,7 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
     seg.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "float32", "float16", "bfloat16"],
+        choices=["auto", "float32", "int8", "float16", "bfloat16"],
         help="auto (default): the fastest path that passed the accuracy guard on this device; float32: exact",
     )
 

@@ -1,8 +1,9 @@
 """Image features on disk, keyed by content, so training images are encoded once across runs.
 
 A key covers the model input pixels (the predictor's content signature) and what the features
-depend on in the model: the base weights' identity and the decoder's input projections. Files
-are safetensors, written atomically; a damaged file is encoded again.
+depend on in the model: the base weights' identity, the precision the towers run at and the
+decoder's input projections. Files are safetensors, written atomically; a damaged file is
+encoded again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class FeatureStore:
         from .decoders import base_identity
 
         self.folder = Path(folder)
-        digest = hashlib.sha256(json.dumps(base_identity(model), sort_keys=True, default=str).encode())
+        identity = {**base_identity(model), "precision": model.info.precision}  # int8 towers encode differently
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
         for tensor in model.decoder.reduces.state_dict().values():
             digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).data)
         self._model_key = digest.hexdigest()

@@ -209,10 +209,11 @@ class ClipSegWidget(Container):
             self._example_section.set_expanded(True)
 
     def _precision_choices(self, _widget: Any = None) -> list[str]:
-        """Only precisions that run natively on the chosen device (never an emulated, slower one)."""
+        """Only precisions that are faster on the chosen device (never an emulated one); no timing
+        runs here, in the GUI thread (loading the model does it, in the worker)."""
         from ..modeling.devices import offered_precisions, resolve_device
 
-        return offered_precisions(resolve_device(self._device.value))
+        return offered_precisions(resolve_device(self._device.value), measure=False)
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if _layers.is_input_image(layer)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,8 +13,9 @@ from torch import nn
 from . import backbone
 from .config import ClipSegConfig
 from .decoder import ClipSegDecoder
-from .devices import autocast_dtype
+from .devices import autocast_dtype, resolve_precision
 from .info import ModelInfo
+from .int8 import quantize_towers
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,26 @@ class ClipSeg(nn.Module):
         """Reduced-precision dtype the predictor runs under (None = exact float32)."""
         return autocast_dtype(self.info.precision)
 
+    def with_precision(self, precision: str | None) -> ClipSeg:
+        """The same model (weights shared, not copied) run at another precision (``"auto"``,
+        ``"float32"``, ``"int8"``, ...; see ``load_model``'s ``dtype``)."""
+        other = copy.copy(self)  # shares the submodules; only ``info`` and the int8 copy are its own
+        other.__dict__.pop("_int8_towers", None)
+        other.info = dataclasses.replace(self.info, precision=resolve_precision(precision, self.device))
+        return other
+
+    @property
+    def towers(self) -> nn.Module:
+        """The CLIP towers inference runs through: ``clip``, or at precision ``"int8"`` its int8 copy
+        (built on first use and kept; ``clip`` keeps the exact weights that are saved)."""
+        if self.info.precision != "int8":
+            return self.clip
+        built = self.__dict__.get("_int8_towers")  # a plain attribute: never a submodule, never saved
+        if built is None or built[0] is not self.clip:
+            built = (self.clip, quantize_towers(self.clip))
+            self.__dict__["_int8_towers"] = built
+        return built[1]
+
     @property
     def device(self) -> torch.device:
         return self.decoder.film_mul.weight.device
@@ -66,21 +89,21 @@ class ClipSeg(nn.Module):
         """
         with torch.no_grad():
             taps, grid = backbone.vision_taps(
-                self.clip.visual, pixel_values, self.config.extract_layers, between_blocks
+                self.towers.visual, pixel_values, self.config.extract_layers, between_blocks
             )
         return ImageFeatures(self.decoder.reduce(taps), grid)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Conditional vectors ``(B, projection_dim)`` of token ids ``(B, L)``, ``L <= context``."""
         with torch.no_grad():
-            return backbone.text_embedding(self.clip, input_ids, self.config.text.eos_token_id, attention_mask)
+            return backbone.text_embedding(self.towers, input_ids, self.config.text.eos_token_id, attention_mask)
 
     def encode_support(
         self, conditional_pixel_values: torch.Tensor, between_blocks: Callable[[], None] | None = None
     ) -> torch.Tensor:
         """Conditional vectors ``(B, projection_dim)`` of normalised support images (visual prompts)."""
         with torch.no_grad():
-            return backbone.image_embedding(self.clip.visual, conditional_pixel_values, between_blocks)
+            return backbone.image_embedding(self.towers.visual, conditional_pixel_values, between_blocks)
 
     def forward(
         self,

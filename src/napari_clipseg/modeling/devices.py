@@ -1,21 +1,28 @@
-"""Choosing a torch device and a precision: never a path that is emulated (and so slower) here.
+"""Choosing a torch device and a precision: never a path that is emulated, or slower, here.
 
 ``"auto"`` (the default) picks per device the fastest path that passed the accuracy guard of
-:mod:`napari_clipseg.precision_guard` on this project's measurements (docs/performance.md):
-today that is exact float32 on every device. bfloat16 passed the probability limit but not the
-flipped-pixel limit on the full-size model (near-tied classes flip), and the GPU paths are not
-measured yet (``benchmarks/gpu_check.py``). An explicit reduced precision that this machine
-would emulate is allowed but warned about, with the cost measured on such a CPU.
+:mod:`napari_clipseg.precision_guard` in this project's measurements (:data:`GUARD_PASSED`,
+docs/performance.md) *and* is faster on this machine:
+
+* CPU: the candidates are ``"int8"`` (:mod:`.int8`, where torch has an int8 engine for the CPU)
+  and ``"bfloat16"`` (only with native AVX512-BF16 or AMX; elsewhere it is emulated, several times
+  slower). One vision block is timed at each (:mod:`.speed`, once per machine); the fastest that
+  beats float32 by :data:`MIN_SPEEDUP` wins, otherwise exact float32.
+* GPU: float32, until ``benchmarks/gpu_check.py`` has measured float16/bfloat16 there.
+
+An explicit choice that is slower here is allowed but warned about, with its cost.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from pathlib import Path
 
 import torch
+
+from .cpu import cpu_flags
+from .int8 import quantized_engine
+from .speed import speedups
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,18 @@ PRECISIONS = {
     "fp16": "float16",
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
+    "int8": "int8",
 }
-_TORCH_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: Autocast dtype per precision (None: the towers run in float32, or in int8 through their own copy).
+_TORCH_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": None}
+
+#: Approximate paths that passed the accuracy guard (precision_guard.LIMITS) on this project's
+#: measurements (benchmarks/bench_predictor.py; docs/performance.md): "auto" may pick only these.
+GUARD_PASSED = frozenset({"int8", "bfloat16"})
+
+#: How much faster than float32 a timed vision block must run before "auto" picks that path, so
+#: that noise in the one-off timing can never make "auto" slower than exact float32.
+MIN_SPEEDUP = 1.2
 
 
 def available_devices() -> list[str]:
@@ -62,18 +79,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def native_bfloat16(device: torch.device) -> bool:
     """Whether bfloat16 matrix products run natively on ``device`` (not emulated in float32):
     CUDA with bfloat16 support, or a CPU with AVX512-BF16 or AMX."""
@@ -83,33 +88,60 @@ def native_bfloat16(device: torch.device) -> bool:
         limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()  # oneDNN told to use less than the CPU has
         if limit and limit != "ALL" and "BF16" not in limit and "AMX" not in limit:
             return False
-        return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     return False
 
 
-def offered_precisions(device: torch.device) -> list[str]:
-    """The precisions worth offering on ``device`` (a GUI lists these): never an emulated one."""
+def cpu_candidates(device: torch.device) -> tuple[str, ...]:
+    """The approximate paths that can run natively on ``device`` if it is a CPU (see the module docstring)."""
+    if device.type != "cpu":
+        return ()
+    return tuple(name for name, ok in (("int8", quantized_engine()), ("bfloat16", native_bfloat16(device))) if ok)
+
+
+def measured_speedups(device: torch.device, measure: bool = True) -> dict[str, float] | None:
+    """Speed-up over float32 of each CPU candidate path, timed once per machine (:mod:`.speed`);
+    None when not timed yet and ``measure`` is False; empty off the CPU or without candidates."""
+    candidates = cpu_candidates(device)
+    return speedups(candidates, measure) if candidates else {}
+
+
+def is_faster(precision: str, device: torch.device, measure: bool = True) -> bool:
+    """Whether ``precision`` runs clearly faster than float32 on this CPU. Without ``measure``, a
+    machine not timed yet counts as faster (loading the model times it, and warns if it is not)."""
+    found = measured_speedups(device, measure)
+    if found is None:
+        return precision in cpu_candidates(device)
+    return found.get(precision, 0.0) >= MIN_SPEEDUP
+
+
+def offered_precisions(device: torch.device, measure: bool = True) -> list[str]:
+    """The precisions worth offering on ``device`` (a GUI lists these): never one that is emulated
+    or slower than float32 here. ``measure=False`` never runs the one-off timing."""
     offered = ["auto", "float32"]
-    if native_bfloat16(device):
-        offered.append("bfloat16")
-    if device.type in ("cuda", "mps"):
-        offered.append("float16")
+    if device.type == "cpu":
+        offered += [name for name in cpu_candidates(device) if is_faster(name, device, measure)]
+    else:
+        offered += ["bfloat16"] if native_bfloat16(device) else []
+        offered += ["float16"]
     return offered
 
 
 def auto_precision(device: torch.device) -> str:
-    """What ``"auto"`` stands for on ``device`` (see the module docstring): float32 until a faster
-    path passes the accuracy guard there."""
-    return "float32"
+    """What ``"auto"`` stands for on ``device`` (see the module docstring)."""
+    found = {k: v for k, v in (measured_speedups(device) or {}).items() if k in GUARD_PASSED and v >= MIN_SPEEDUP}
+    return max(found, key=found.get) if found else "float32"
 
 
 def resolve_precision(precision: str | torch.dtype | None, device: torch.device) -> str:
     """Canonical precision name for ``precision`` on ``device`` (``None`` and ``"auto"``: :func:`auto_precision`).
 
-    An explicit bfloat16 on a device without native bfloat16 is logged as a warning with its cost.
+    An explicit bfloat16 without native bfloat16, or a CPU path timed slower than float32 here, is
+    logged as a warning with its cost.
 
     Raises:
-        ValueError: unknown precision, or float16 on the CPU (slow and inexact there).
+        ValueError: unknown precision, float16 on the CPU (slow and inexact there), int8 off the
+            CPU or without an int8 engine.
     """
     if precision is None or precision == "auto":
         return auto_precision(device)
@@ -124,13 +156,24 @@ def resolve_precision(precision: str | torch.dtype | None, device: torch.device)
         raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
     name = PRECISIONS[precision]
     if name == "float16" and device.type == "cpu":
-        raise ValueError("float16 is for GPUs; on the CPU use auto or float32")
+        raise ValueError("float16 is for GPUs; on the CPU use auto, float32 or int8")
+    if name == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU only; on {device.type} use auto, float32 or a 16-bit precision")
+    if name == "int8" and quantized_engine() is None:
+        raise ValueError("this torch build has no int8 engine for this CPU; use auto or float32")
     if name == "bfloat16" and not native_bfloat16(device):
         logger.warning(
             "bfloat16 is emulated on this %s (no native bfloat16): it ran %.1fx slower than float32 on such a "
             "CPU; use precision 'auto' or 'float32'",
             device.type,
             EMULATED_BF16_SLOWDOWN,
+        )
+    elif name in cpu_candidates(device) and not is_faster(name, device):
+        logger.warning(
+            "%s is not faster than float32 on this CPU (a timed vision block: %.2fx); use precision 'auto' or "
+            "'float32'",
+            name,
+            measured_speedups(device)[name],
         )
     return name
 

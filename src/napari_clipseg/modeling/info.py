@@ -62,8 +62,9 @@ class ModelInfo:
 
     Attributes:
         weights: Where the weights came from.
-        precision: ``"float32"`` (exact), ``"bfloat16"`` or ``"float16"``: the autocast dtype the
-            predictor runs under. Weights stay float32 in every case.
+        precision: ``"float32"`` (exact), ``"int8"`` (int8 towers on the CPU), ``"bfloat16"`` or
+            ``"float16"`` (the autocast dtype the predictor runs under). The model's weights stay
+            float32 in every case.
         decoder: A fine-tuned decoder applied over the weights (its ``name``, ``path`` and
             ``sha256``; see :mod:`napari_clipseg.decoders`), or None.
     """

@@ -300,8 +300,10 @@ def load_model(
             ``save_pretrained``, an original ``rd*-uni*.pth`` decoder checkpoint, or a single
             transformers weights file with its ``config.json`` beside it.
         device: ``"cpu"`` (default), ``"cuda"``, ``"mps"`` or ``"auto"`` (best available).
-        dtype: ``None``/``"float32"``, or ``"float16"``/``"bfloat16"`` to run under autocast on a
-            GPU (bfloat16 also on CPU). Weights stay float32.
+        dtype: ``"auto"``/``None`` (the fastest path that passed the accuracy guard on this device,
+            see ``modeling.devices``), ``"float32"`` (exact), ``"int8"`` (CPU: int8 towers), or
+            ``"float16"``/``"bfloat16"`` (autocast; bfloat16 on CPU only where native). The saved
+            weights stay float32 in every case.
         backbone: For original decoder checkpoints: a local open_clip/OpenAI ViT-B/16 state dict
             (``.safetensors``, ``.bin``, ``.pt``). ``None`` fetches open_clip's 'openai' weights.
         config: For original checkpoints whose sizes cannot be read from shapes: a config name
@@ -332,6 +334,7 @@ def load_model(
     _stop_check(stop)
     model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
     _stop_check(stop)
+    model.towers  # noqa: B018 - at int8, quantize now (part of loading), not at the first prompt
     if decoder is not None:
         from ..decoders import apply_decoder
 
