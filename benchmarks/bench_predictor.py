@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
-from _common import full_size_pair, interleaved_medians, write_results
+from _common import full_size_pair, guard_model, guard_table, interleaved_medians, write_results
 from napari_clipseg.modeling.devices import auto_precision, measured_speedups, native_bfloat16
-from napari_clipseg.precision_guard import LIMITS, guard_figures, passes
+from napari_clipseg.precision_guard import LIMITS, passes
 from napari_clipseg.prompts import tokenize
 from napari_clipseg.transforms import to_model_input
 
@@ -121,42 +120,6 @@ def visual_cases(hf, ours, images) -> dict:
     return {"visual_prompt": visual_prompt, "visual_floor": floor, "transformers_visual": transformers_visual}
 
 
-def guard_model(source: str | None):
-    """The model the guard runs on, and the prompts to use (see the module docstring)."""
-    if source is not None:
-        return ncs.load_model(source, dtype="float32"), ["a person", "a cup", "cell nuclei"]
-    from napari_clipseg.decoders import use_result
-    from napari_clipseg.finetune import TrainingPair, finetune
-    from napari_clipseg.samples import striped_discs
-
-    base = ncs.build_model("rd64-refined", seed=0)
-    pairs = [TrainingPair(*striped_discs(seed, 352), name=str(seed)) for seed in range(8)]
-    with tempfile.TemporaryDirectory() as cache:
-        result = finetune(ncs.ClipSegPredictor(base, cache_bytes=0), pairs, ["disc"], epochs=12, cache_dir=cache)
-    print(f"guard model: decoder trained to held-out IoU {result.iou:.3f} (from {result.base_iou:.3f})")
-    return use_result(base, result), ["disc", "nucleus"]
-
-
-def guard(model, prompts: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Guard figures of every approximate path against float32, per image."""
-    from napari_clipseg.samples import load_sample, striped_discs
-
-    images = {f"discs {seed}": striped_discs(seed, 352)[0] for seed in (1000, 1001)}
-    images["discs 512px"] = striped_discs(1002, 512)[0]
-    images |= {name: load_sample(name) for name in ("astronaut", "coffee", "cell")}
-    images["uint16 noise"] = np.random.default_rng(1).normal(1000, 200, (300, 300)).astype(np.uint16)
-    figures: dict[str, dict[str, dict[str, float]]] = {p: {} for p in PATHS[1:]}
-    for name, image in images.items():
-        maps = {}
-        for path in PATHS:
-            predictor = ncs.ClipSegPredictor(model.with_precision(path), cache_bytes=0)
-            predictor.set_image(image)
-            maps[path] = predictor.predict(prompts)
-        for path in PATHS[1:]:
-            figures[path][name] = guard_figures(maps["float32"], maps[path])
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
@@ -185,7 +148,7 @@ def main() -> None:
     }
     ratios["visual_prompt_vs_transformers"] = t["transformers_visual"] / t["visual_prompt"]
     ratios["visual_prompt_over_its_floor"] = t["visual_prompt"] / t["visual_floor"]
-    figures = guard(*guard_model(args.guard_model))
+    figures = guard_table(*guard_model(args.guard_model), PATHS)
     passed = {path: all(passes(f) for f in per_image.values()) for path, per_image in figures.items()}
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bfloat16: {native_bfloat16(ours.device)}")
     for name in TARGETS:

@@ -1,9 +1,9 @@
 """GPU check (issue #14): one short prepared script for a CUDA machine, under 5 minutes.
 
-1. Parity: float32 on the GPU against float32 on the CPU (same random full-size weights, same
-   inputs): largest logit difference relative to the logit range, and the guard figures.
+1. Parity: float32 on the GPU against float32 on the CPU, as guard figures, on the guard model
+   of ``bench_predictor.py`` (full-size random towers, a decoder trained for a minute).
 2. float16 and bfloat16 autocast on the GPU against float32 on the GPU: guard figures
-   (``napari_clipseg.precision_guard``) on natural samples and a microscopy-like image.
+   (``napari_clipseg.precision_guard``) on the same images.
 3. Throughput of the image tower + decoder in tiles per second for 352-px tiles at batch 1, 8, 32,
    in float32, float16 and bfloat16.
 
@@ -24,29 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
-from _common import write_results
+from _common import guard_images, guard_model, guard_table, write_results
 from napari_clipseg.precision_guard import guard_figures, passes
-from napari_clipseg.samples import load_sample
-
-PROMPTS = ["person", "cup", "cell nuclei", "background"]
-
-
-def _images() -> dict[str, np.ndarray]:
-    images = {name: load_sample(name) for name in ("astronaut", "coffee", "ihc")}
-    images["uint16 noise"] = np.random.default_rng(0).normal(1000, 200, (300, 300)).astype(np.uint16)
-    return images
-
-
-def _maps(model, image) -> np.ndarray:
-    predictor = ncs.ClipSegPredictor(model, cache_bytes=0)
-    predictor.set_image(image)
-    return predictor.predict(PROMPTS)
-
-
-def _with_precision(model, precision: str):
-    changed = copy.copy(model)  # shares the weights
-    changed.info = dataclasses.replace(model.info, precision=precision)
-    return changed
 
 
 def _tiles_per_second(model, batch: int, seconds: float = 4.0) -> float:
@@ -69,18 +48,20 @@ def _tiles_per_second(model, batch: int, seconds: float = 4.0) -> float:
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here; the GPU path stays unmeasured (docs/performance.md)")
-    cpu_model = ncs.build_model("rd64-refined", seed=0)
-    gpu_model = copy.deepcopy(cpu_model).to("cuda")
-    images = _images()
-    parity = {name: guard_figures(_maps(cpu_model, im), _maps(gpu_model, im)) for name, im in images.items()}
-    reduced = {}
-    for precision in ("float16", "bfloat16"):
-        approx = _with_precision(gpu_model, precision)
-        reduced[precision] = {
-            name: guard_figures(_maps(gpu_model, im), _maps(approx, im)) for name, im in images.items()
-        }
+    model, prompts = guard_model(device="cuda")
+    cpu_model = copy.deepcopy(model).to("cpu")
+    cpu_model.info = dataclasses.replace(model.info, precision="float32")
+    parity = {}
+    for name, image in guard_images().items():
+        maps = []
+        for candidate in (cpu_model, model):
+            predictor = ncs.ClipSegPredictor(candidate, cache_bytes=0)
+            predictor.set_image(image)
+            maps.append(predictor.predict(prompts))
+        parity[name] = guard_figures(*maps)
+    reduced = guard_table(model, prompts, ("float32", "float16", "bfloat16"))
     throughput = {
-        precision: {batch: _tiles_per_second(_with_precision(gpu_model, precision), batch) for batch in (1, 8, 32)}
+        precision: {batch: _tiles_per_second(model.with_precision(precision), batch) for batch in (1, 8, 32)}
         for precision in ("float32", "float16", "bfloat16")
     }
     write_results(

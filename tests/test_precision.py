@@ -95,6 +95,28 @@ def test_the_cpu_is_timed_once_and_remembered(monkeypatch, tmp_path):
     assert torch.__version__ in entry[0] and entry[1] == measured
 
 
+def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_path, caplog):
+    from napari_clipseg.modeling import speed
+
+    monkeypatch.setattr(speed, "_time_one_block", lambda candidates: {"float32_ms": 30.0, "int8_ms": 10.0})
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "cpu-speed.json").write_text("{not json")
+    monkeypatch.setenv(speed.CACHE_ENV, str(damaged))
+    monkeypatch.setattr(speed, "_speedups", {})
+    assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
+    assert list(json.loads((damaged / "cpu-speed.json").read_text()).values()) == [
+        {"float32_ms": 30.0, "int8_ms": 10.0}
+    ]
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setenv(speed.CACHE_ENV, str(blocked))  # its "folder" is a file: nothing can be written there
+    monkeypatch.setattr(speed, "_speedups", {})
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.speed"):
+        assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
+    assert "could not remember" in caplog.text
+
+
 def test_the_real_timing_measures_every_candidate():
     from napari_clipseg.modeling import int8, speed
 

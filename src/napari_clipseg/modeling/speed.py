@@ -106,6 +106,8 @@ def speedups(candidates: tuple[str, ...], measure: bool = True) -> dict[str, flo
 def _remember(path: Path, known: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(known, indent=1))
+        partial = path.with_name(f".{path.name}.{os.getpid()}")  # whole or not at all, also with several workers
+        partial.write_text(json.dumps(known, indent=1))
+        os.replace(partial, path)
     except OSError as error:  # a read-only home: measure again next session
         logger.warning("could not remember the CPU speed measurement in %s: %s", path, error)
