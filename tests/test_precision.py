@@ -224,3 +224,12 @@ def test_an_int8_model_saves_its_exact_float32_weights(tiny_model_dir, tmp_path,
     assert all(torch.equal(tensor, original[name]) for name, tensor in written.items())
     np.testing.assert_array_equal(_maps(ncs.load_model(saved, dtype="int8"), image), before)
     np.testing.assert_array_equal(_maps(ncs.load_model(saved, dtype="float32"), image), _maps(exact, image))
+
+
+def test_with_precision_shares_the_weights_not_the_model(tiny_model):
+    fast = tiny_model.with_precision("int8")
+    assert fast.clip is tiny_model.clip and fast.decoder is tiny_model.decoder  # no copy of the weights
+    assert (fast.info.precision, tiny_model.info.precision) == ("int8", "float32")
+    assert fast.towers is not fast.clip and tiny_model.towers is tiny_model.clip
+    fast.decoder = torch.nn.Identity()  # replacing a part of one leaves the other whole
+    assert isinstance(tiny_model.decoder, ncs.modeling.ClipSegDecoder)

@@ -59,7 +59,8 @@ class ClipSeg(nn.Module):
     def with_precision(self, precision: str | None) -> ClipSeg:
         """The same model (weights shared, not copied) run at another precision (``"auto"``,
         ``"float32"``, ``"int8"``, ...; see ``load_model``'s ``dtype``)."""
-        other = copy.copy(self)  # shares the submodules; only ``info`` and the int8 copy are its own
+        other = copy.copy(self)  # shares the submodules (their weights); ``info`` and the int8 copy are its own
+        other._modules = dict(self._modules)  # so assigning a submodule on one never changes the other
         other.__dict__.pop("_int8_towers", None)
         other.info = dataclasses.replace(self.info, precision=resolve_precision(precision, self.device))
         return other

@@ -40,10 +40,10 @@ def _cache_file() -> Path:
 
 
 def _machine_key(candidates: tuple[str, ...]) -> str:
-    capability = torch.backends.cpu.get_cpu_capability()
-    int8_isa = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "")  # set when simulating a smaller CPU
+    isa = torch.backends.cpu.get_cpu_capability()  # FBGEMM_ENABLE_INSTRUCTIONS: set to simulate a smaller CPU
+    isa += f" {os.environ['FBGEMM_ENABLE_INSTRUCTIONS']}" if os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS") else ""
     threads, paths = torch.get_num_threads(), ",".join(candidates)
-    return f"{cpu_name()} | {capability} {int8_isa} | torch {torch.__version__} | {threads} threads | {paths}"
+    return f"{cpu_name()} | {isa} | torch {torch.__version__} | {threads} threads | {paths}"
 
 
 def _median_ms(block: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, repeats: int = 5) -> float:
