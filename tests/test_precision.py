@@ -233,3 +233,31 @@ def test_with_precision_shares_the_weights_not_the_model(tiny_model):
     assert fast.towers is not fast.clip and tiny_model.towers is tiny_model.clip
     fast.decoder = torch.nn.Identity()  # replacing a part of one leaves the other whole
     assert isinstance(tiny_model.decoder, ncs.modeling.ClipSegDecoder)
+
+
+def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatch, tiny_model_dir, caplog, tmp_path):
+    """The guard also runs on the user's own weights: a failing path falls back to float32, once."""
+    from napari_clipseg.modeling import model_check, speed
+
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path))  # nothing checked on this machine yet
+    timed({"int8": 2.0})
+    figures = model_check.guard_on_model(ncs.load_model(tiny_model_dir, dtype="int8"))  # the real check
+    assert set(figures) >= set(LIMITS) and figures["mean_abs"] > 0
+    checked = []
+
+    def failing(model):
+        checked.append(model.info.precision)
+        return {**figures, "flipped": 0.2}
+
+    monkeypatch.setattr(model_check, "guard_on_model", failing)
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.model_check"):
+        assert ncs.load_model(tiny_model_dir).info.precision == "float32"
+    assert "int8 did not pass the accuracy guard on these weights" in caplog.text and "flipped 0.2" in caplog.text
+    assert ncs.load_model(tiny_model_dir).info.precision == "float32" and checked == ["int8"]  # remembered
+    assert ncs.load_model(tiny_model_dir, dtype="int8").info.precision == "int8"  # an explicit choice is kept
+    monkeypatch.setattr(model_check, "guard_on_model", lambda model: [][0])  # a check that cannot run
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "elsewhere"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.model_check"):
+        assert ncs.load_model(tiny_model_dir).info.precision == "float32"
+    assert "could not check int8" in caplog.text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -90,16 +89,9 @@ class ClipSegPredictor:
         self._require_image()
         return self._image_shape
 
-    @contextlib.contextmanager
-    def inference(self) -> Iterator[None]:
-        """``inference_mode``, plus autocast when the model was loaded with a reduced precision."""
-        with torch.inference_mode():
-            dtype = self.model.autocast_dtype
-            if dtype is None:
-                yield
-            else:
-                with torch.autocast(self.model.device.type, dtype=dtype):
-                    yield
+    def inference(self) -> contextlib.AbstractContextManager[None]:
+        """The model's :meth:`~napari_clipseg.modeling.ClipSeg.inference` context."""
+        return self.model.inference()
 
     def encode(
         self,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +77,16 @@ class ClipSeg(nn.Module):
             built = (self.clip, quantize_towers(self.clip))
             self.__dict__["_int8_towers"] = built
         return built[1]
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """``inference_mode``, plus autocast when the model runs at a reduced precision."""
+        with torch.inference_mode():
+            if self.autocast_dtype is None:
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    yield
 
     @property
     def device(self) -> torch.device:

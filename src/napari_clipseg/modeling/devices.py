@@ -10,6 +10,9 @@ docs/performance.md) *and* is faster on this machine:
   beats float32 by :data:`MIN_SPEEDUP` wins, otherwise exact float32.
 * GPU: float32, until ``benchmarks/gpu_check.py`` has measured float16/bfloat16 there.
 
+``load_model`` then checks the chosen approximate path on the loaded weights themselves
+(:mod:`.model_check`) and falls back to float32 if it breaks the guard there.
+
 An explicit choice that is slower here is allowed but warned about, with its cost.
 """
 

@@ -15,6 +15,7 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,16 +31,16 @@ CACHE_ENV = "NAPARI_CLIPSEG_CACHE_DIR"
 _speedups: dict[str, dict[str, float]] = {}
 
 
-def _cache_file() -> Path:
+def _cache_file(name: str) -> Path:
     folder = os.environ.get(CACHE_ENV)
     if not folder:
         from platformdirs import user_cache_dir
 
         folder = user_cache_dir("napari-clipseg")
-    return Path(folder) / "cpu-speed.json"
+    return Path(folder) / name
 
 
-def _machine_key(candidates: tuple[str, ...]) -> str:
+def machine_key(candidates: tuple[str, ...]) -> str:
     isa = torch.backends.cpu.get_cpu_capability()  # FBGEMM_ENABLE_INSTRUCTIONS: set to simulate a smaller CPU
     isa += f" {os.environ['FBGEMM_ENABLE_INSTRUCTIONS']}" if os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS") else ""
     threads, paths = torch.get_num_threads(), ",".join(candidates)
@@ -85,22 +86,35 @@ def _time_one_block(candidates: tuple[str, ...]) -> dict[str, float]:
 def speedups(candidates: tuple[str, ...], measure: bool = True) -> dict[str, float] | None:
     """How many times faster than float32 a vision block runs at each candidate precision here
     (``("int8",)``, ``("int8", "bfloat16")``); None when not measured yet and ``measure`` is False."""
-    key = _machine_key(candidates)
+    key = machine_key(candidates)
     if key not in _speedups:
-        path = _cache_file()
-        try:
-            known = json.loads(path.read_text())
-        except (OSError, ValueError):
-            known = {}
-        if not isinstance(known.get(key), dict):
-            if not measure:
-                return None
-            known[key] = _time_one_block(candidates)
-            logger.info("timed one vision block on this CPU (ms): %s", json.dumps(known[key]))
-            _remember(path, known)
-        exact = float(known[key]["float32_ms"])
-        _speedups[key] = {name: exact / max(float(known[key][f"{name}_ms"]), 1e-9) for name in candidates}
+        timed = remembered("cpu-speed.json", key, lambda: _time_one_block(candidates), measure)
+        if timed is None:
+            return None
+        exact = float(timed["float32_ms"])
+        _speedups[key] = {name: exact / max(float(timed[f"{name}_ms"]), 1e-9) for name in candidates}
     return _speedups[key]
+
+
+def remembered(
+    name: str, key: str, compute: Callable[[], dict[str, float]], measure: bool = True
+) -> dict[str, float] | None:
+    """``compute()``'s figures for ``key``, computed once and kept in the JSON file ``name`` of the
+    user's cache folder (None when unknown and ``measure`` is False). A damaged file counts as
+    empty; one that cannot be written only means computing again next session."""
+    path = _cache_file(name)
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    if not isinstance(known.get(key), dict):
+        if not measure:
+            return None
+        known[key] = compute()
+        logger.info("measured on this machine (%s): %s", name, json.dumps(known[key]))
+        _remember(path, known)
+    return known[key]
 
 
 def _remember(path: Path, known: dict) -> None:
@@ -110,4 +124,4 @@ def _remember(path: Path, known: dict) -> None:
         partial.write_text(json.dumps(known, indent=1))
         os.replace(partial, path)
     except OSError as error:  # a read-only home: measure again next session
-        logger.warning("could not remember the CPU speed measurement in %s: %s", path, error)
+        logger.warning("could not remember a measurement in %s: %s", path, error)

@@ -46,6 +46,7 @@ from .config import ClipSegConfig, from_hf_config, get_config, infer_original_co
 from .devices import resolve_device, resolve_precision
 from .hub import HF_WEIGHT_FILES, fetch_file, fetch_hub_model
 from .info import ModelInfo, WeightsInfo
+from .model_check import verified
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -281,6 +282,18 @@ def _read_source(
     raise WeightsUnavailableError(f"no such file or directory: {path}")
 
 
+def _finish(model: ClipSeg, decoder: str | os.PathLike | None, auto: bool) -> ClipSeg:
+    """Apply a fine-tuned decoder; with precision "auto", check an approximate path on these very
+    weights (:mod:`.model_check`); build the int8 towers now, as part of loading, not at the first prompt."""
+    if decoder is not None:
+        from ..decoders import apply_decoder
+
+        apply_decoder(model, decoder)
+    model = verified(model) if auto else model
+    model.towers  # noqa: B018 - builds the int8 copy (a no-op at other precisions)
+    return model
+
+
 def load_model(
     source: str | os.PathLike = DEFAULT_HUB_ID,
     *,
@@ -334,11 +347,7 @@ def load_model(
     _stop_check(stop)
     model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
     _stop_check(stop)
-    model.towers  # noqa: B018 - at int8, quantize now (part of loading), not at the first prompt
-    if decoder is not None:
-        from ..decoders import apply_decoder
-
-        apply_decoder(model, decoder)
+    model = _finish(model, decoder, auto=dtype in (None, "auto"))
     logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
     return model
 
