@@ -8,6 +8,12 @@ precision "auto" resolves to on this machine). Targets (issues #3 and #14, for "
 prompt on a new image >= 2x, new prompt on a cached image >= 25x, repeated prompt >= 40x,
 8 new prompts on a new image >= 6x.
 
+"auto" here is what precision "auto" picks on this machine (capability, guard, timing). The
+speed of a path does not depend on the weights' values, but ``load_model`` also checks the path
+on the weights it loads; the JSON says what that check keeps for the timing weights (transformers'
+initialisation: saturated logits, so every approximate path fails and they would run at float32)
+and for the guard model (a trained decoder: the path is kept).
+
 The guard (``napari_clipseg.precision_guard``) needs a model whose maps look like real ones: the
 full-size random towers with a decoder trained for a minute on the striped-discs task (held-out
 IoU about 0.9), so probabilities form objects with edges and a realistic logit range, on disc
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
 from _common import full_size_pair, guard_model, guard_table, interleaved_medians, write_results
 from napari_clipseg.modeling.devices import auto_precision, measured_speedups, native_bfloat16
+from napari_clipseg.modeling.model_check import verified
 from napari_clipseg.precision_guard import LIMITS, passes
 from napari_clipseg.prompts import tokenize
 from napari_clipseg.transforms import to_model_input
@@ -138,7 +145,7 @@ def main() -> None:
     t = interleaved_medians({"transformers/one_prompt": reference["one"], **single}, args.repeats)
     eight = {k: v for k, v in cases.items() if k.endswith("eight_prompts_new_image")}
     t |= interleaved_medians({"transformers/eight_prompts": reference["eight"], **eight}, max(3, args.repeats // 2))
-    t |= interleaved_medians(visual_cases(hf, ours, images), args.repeats)
+    t |= interleaved_medians(visual_cases(hf, ours.with_precision(auto), images), args.repeats)
     ratios = {
         key: (
             t["transformers/eight_prompts"] if key.endswith("eight_prompts_new_image") else t["transformers/one_prompt"]
@@ -148,7 +155,8 @@ def main() -> None:
     }
     ratios["visual_prompt_vs_transformers"] = t["transformers_visual"] / t["visual_prompt"]
     ratios["visual_prompt_over_its_floor"] = t["visual_prompt"] / t["visual_floor"]
-    figures = guard_table(*guard_model(args.guard_model), PATHS)
+    checked, prompts = guard_model(args.guard_model)
+    figures = guard_table(checked, prompts, PATHS)
     passed = {path: all(passes(f) for f in per_image.values()) for path, per_image in figures.items()}
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bfloat16: {native_bfloat16(ours.device)}")
     for name in TARGETS:
@@ -160,6 +168,12 @@ def main() -> None:
             "seconds": t,
             "ratios": ratios,
             "auto_precision": auto,
+            # what load_model's "auto" keeps after its check on the weights themselves (model_check):
+            # the timing weights share transformers' initialisation, whose saturated logits fail any check
+            "auto_after_weights_check": {
+                "timing_weights": verified(ours.with_precision(auto)).info.precision,
+                "guard_model": verified(checked.with_precision(auto)).info.precision,
+            },
             "block_speedups": measured_speedups(ours.device),
             "native_bfloat16": native_bfloat16(ours.device),
             "targets_for_auto": TARGETS,

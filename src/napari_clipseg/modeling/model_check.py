@@ -56,8 +56,8 @@ def verified(model: Any) -> Any:
     precision = model.info.precision
     if precision == "float32":
         return model
-    key = f"{_weights_key(model)} | {machine_key((precision,))}"
     try:
+        key = f"{_weights_key(model)} | {machine_key((precision,))}"  # hashes the weight files once
         figures = remembered("precision-checks.json", key, lambda: guard_on_model(model))
     except Exception as error:  # noqa: BLE001 - e.g. a text tower that cannot read the prompts: never fail the load
         logger.warning("could not check %s on these weights (%s); 'auto' runs them at float32", precision, error)
