@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,3 +116,18 @@ def test_hf_config_roundtrip_and_defaults():
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClipSegConfig(**kwargs)
+
+
+def test_the_cached_position_embedding_follows_the_weights(rng):
+    """The rescaled position embedding is kept between images, but never outlives a change of weights."""
+    model = ncs.build_model("tiny", seed=0).eval()
+    pixels = torch.from_numpy(rng.normal(size=(1, 3, 64, 96)).astype(np.float32))  # a grid unlike the stored one
+    before = model.encode_image(pixels).reduced[0]
+    with torch.no_grad():
+        model.clip.visual.positional_embedding.mul_(3.0)  # in place: same storage, new version
+    after = model.encode_image(pixels).reduced[0]
+    fresh = ncs.build_model("tiny", seed=0).eval()
+    with torch.no_grad():
+        fresh.clip.visual.positional_embedding.mul_(3.0)
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, fresh.encode_image(pixels).reduced[0], rtol=0, atol=0)

@@ -11,7 +11,7 @@ A path may be chosen by precision ``"auto"`` only when, on every image measured,
 
 Reported but not limited: the maximum and the 99.9th percentile of the probability difference,
 and the share of changed multi-class labels. The maximum sits on the one pixel where a steep edge
-crosses; native bfloat16, a path nobody doubts, moves it by 0.04-0.14 on the guard model
+crosses; native bfloat16, the usual reduced precision, moves it by 0.04-0.14 on the guard model
 (docs/performance.md), so a limit on it would measure edge steepness, not the path. Labels flip
 between prompts whose maps coincide, which untrained prompts on a random model do everywhere.
 The exact path is always available, and is what the parity tests use.

@@ -69,7 +69,9 @@ class ClipSeg(nn.Module):
     @property
     def towers(self) -> nn.Module:
         """The CLIP towers inference runs through: ``clip``, or at precision ``"int8"`` its int8 copy
-        (built on first use and kept; ``clip`` keeps the exact weights that are saved)."""
+        (built on first use and kept; ``clip`` keeps the exact weights that are saved). The copy
+        does not follow later in-place changes to ``clip``'s weights: load other tower weights
+        into a new model (``load_model`` does)."""
         if self.info.precision != "int8":
             return self.clip
         built = self.__dict__.get("_int8_towers")  # a plain attribute: never a submodule, never saved
