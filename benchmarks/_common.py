@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from napari_clipseg.modeling.cpu import cpu_name
+from napari_clipseg.precision.cpu import cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -68,8 +68,8 @@ def guard_model(source: str | None = None, device: str = "cpu"):
 
     if source is not None:
         return ncs.load_model(source, device=device, dtype="float32"), ["a person", "a cup", "cell nuclei"]
-    from napari_clipseg.decoders import use_result
-    from napari_clipseg.finetune import TrainingPair, finetune
+    from napari_clipseg.learning.finetune import TrainingPair, finetune
+    from napari_clipseg.modeling.decoder_files import use_result
     from napari_clipseg.samples import striped_discs
 
     base = ncs.build_model("rd64-refined", seed=0).to(device)
@@ -97,7 +97,7 @@ def guard_images() -> dict:
 def guard_table(model, prompts: list[str], paths: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
     """Guard figures of each approximate path against the first of ``paths`` (the exact one), per image."""
     import napari_clipseg as ncs
-    from napari_clipseg.precision_guard import guard_figures
+    from napari_clipseg.segmentation.guard import guard_figures
 
     figures: dict[str, dict[str, dict[str, float]]] = {p: {} for p in paths[1:]}
     for name, image in guard_images().items():

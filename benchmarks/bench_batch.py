@@ -38,7 +38,7 @@ def _peak_rss_mib() -> float:
 
 
 def _worker_facts() -> dict:
-    from napari_clipseg.batch import LOAD_SECONDS
+    from napari_clipseg.datasets.steps import LOAD_SECONDS
 
     return {"peak_rss_mib": _peak_rss_mib(), "model_load_s": sum(LOAD_SECONDS.values())}
 
@@ -46,7 +46,7 @@ def _worker_facts() -> dict:
 def run_case(case: str, images: str, model: str, out: str) -> dict:
     """Inside the subprocess: one dataset run the way ``case`` says."""
     import napari_clipseg as ncs
-    from napari_clipseg.batch import LOAD_SECONDS
+    from napari_clipseg.datasets.steps import LOAD_SECONDS
 
     workers, threads = CASES[case]
     started = time.perf_counter()

@@ -25,7 +25,7 @@ from _common import write_results
 
 def _segment_iou(model, seeds, size) -> float:
     import napari_clipseg as ncs
-    from napari_clipseg.metrics import class_scores
+    from napari_clipseg.evaluation.metrics import class_scores
     from napari_clipseg.samples import striped_discs
 
     scores = []
@@ -42,8 +42,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
     import napari_clipseg as ncs
-    from napari_clipseg.decoders import use_result
-    from napari_clipseg.finetune import TrainingPair, TrainingProgress, iter_finetune
+    from napari_clipseg.learning.finetune import TrainingPair, TrainingProgress, iter_finetune
+    from napari_clipseg.modeling.decoder_files import use_result
     from napari_clipseg.samples import striped_discs
 
     model = ncs.build_model("rd64-refined", seed=0)

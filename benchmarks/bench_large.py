@@ -38,7 +38,7 @@ def segment_uncached(image, predictor, prompts=PROMPTS, **options):
 def tiled_run(model_dir: str) -> dict:
     """Inside the subprocess: the 4096^2 run, its single-tile reference, and the peak RSS."""
     import napari_clipseg as ncs
-    from napari_clipseg.tiling import tile_boxes
+    from napari_clipseg.segmentation.tiling import tile_boxes
 
     # a one-off run, as segment() does it: no feature cache (see performance.md for the cached case)
     predictor = ncs.ClipSegPredictor(ncs.load_model(model_dir), cache_bytes=0)

@@ -14,7 +14,7 @@ on the weights it loads; the JSON says what that check keeps for the timing weig
 initialisation: saturated logits, so every approximate path fails and they would run at float32)
 and for the guard model (a trained decoder: the path is kept).
 
-The guard (``napari_clipseg.precision_guard``) needs a model whose maps look like real ones: the
+The guard (``napari_clipseg.segmentation.guard``) needs a model whose maps look like real ones: the
 full-size random towers with a decoder trained for a minute on the striped-discs task (held-out
 IoU about 0.9), so probabilities form objects with edges and a realistic logit range, on disc
 images, natural samples and a microscopy sample. ``--guard-model SOURCE`` measures the guard on
@@ -38,11 +38,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
 from _common import full_size_pair, guard_model, guard_table, interleaved_medians, write_results
-from napari_clipseg.modeling.devices import auto_precision, measured_speedups, native_bfloat16
-from napari_clipseg.modeling.model_check import verified
-from napari_clipseg.precision_guard import LIMITS, passes
-from napari_clipseg.prompts import tokenize
-from napari_clipseg.transforms import to_model_input
+from napari_clipseg.precision.choice import auto_precision, measured_speedups, native_bfloat16
+from napari_clipseg.segmentation.guard import LIMITS, passes
+from napari_clipseg.segmentation.precision_check import verified
+from napari_clipseg.segmentation.prompts import tokenize
+from napari_clipseg.segmentation.transforms import to_model_input
 
 TARGETS = {
     "first_prompt_new_image": 2.0,

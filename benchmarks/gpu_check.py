@@ -3,7 +3,7 @@
 1. Parity: float32 on the GPU against float32 on the CPU, as guard figures, on the guard model
    of ``bench_predictor.py`` (full-size random towers, a decoder trained for a minute).
 2. float16 and bfloat16 autocast on the GPU against float32 on the GPU: guard figures
-   (``napari_clipseg.precision_guard``) on the same images.
+   (``napari_clipseg.segmentation.guard``) on the same images.
 3. Throughput of the image tower + decoder in tiles per second for 352-px tiles at batch 1, 8, 32,
    in float32, float16 and bfloat16.
 
@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
 from _common import guard_images, guard_model, guard_table, write_results
-from napari_clipseg.precision_guard import guard_figures, passes
+from napari_clipseg.segmentation.guard import guard_figures, passes
 
 
 def _tiles_per_second(model, batch: int, seconds: float = 4.0) -> float:

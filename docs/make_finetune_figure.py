@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import napari_clipseg as ncs
-from napari_clipseg.decoders import use_result
-from napari_clipseg.finetune import TrainingPair, finetune
+from napari_clipseg.learning.finetune import TrainingPair, finetune
+from napari_clipseg.modeling.decoder_files import use_result
 from napari_clipseg.samples import striped_discs
 
 

@@ -161,7 +161,7 @@ def instances_strip() -> None:
     """Touching discs: class mask, connected components, seeded watershed (no model involved)."""
     from PIL import Image
 
-    from napari_clipseg.postprocess import instances_from_labels
+    from napari_clipseg.segmentation.postprocess import instances_from_labels
 
     yy, xx = np.mgrid[:160, :200]
     labels = np.zeros((160, 200), np.uint8)
@@ -182,7 +182,7 @@ def support_strip(image: np.ndarray, mask: np.ndarray) -> None:
     from PIL import Image, ImageDraw
 
     from napari_clipseg.constants import IMAGENET_MEAN, IMAGENET_STD
-    from napari_clipseg.visual import engineer_visual_prompt
+    from napari_clipseg.segmentation.visual import engineer_visual_prompt
 
     tiles = [Image.fromarray(image).resize((352, 352))]
     ys, xs = np.nonzero(mask)

@@ -16,7 +16,7 @@ import pytest
 from conftest import DATASET_PROMPTS as PROMPTS
 from conftest import output_files as _files
 from napari_clipseg.cli import main
-from napari_clipseg.records import read_record
+from napari_clipseg.io.records import read_record
 
 
 def test_batch_in_process_reports_and_exit_codes(dataset, tiny_model_dir, tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_local_cluster_gives_byte_identical_outputs(dataset, tiny_model_dir, tmp
 def test_evaluate_command_writes_metrics(dataset, tiny_model_dir, tmp_path, capsys):
     import tifffile
 
-    from napari_clipseg.outputs import read_output
+    from napari_clipseg.io.outputs import read_output
 
     out = tmp_path / "out"
     assert (
@@ -127,7 +127,7 @@ def test_a_running_scheduler_is_used_by_address(dataset, tiny_model_dir, tmp_pat
         argv = ["batch", str(dataset["photo"]), "-p", "cell", "--out", str(tmp_path / "out"), "-m", str(tiny_model_dir)]
         assert main([*argv, "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
         with Client(cluster) as client:
-            loaded = client.run(lambda: __import__("napari_clipseg.batch").batch.LOAD_SECONDS)
+            loaded = client.run(lambda dask_worker: dask_worker.plugins["napari-clipseg-model"].load_seconds)
     assert "1 input(s): 1 done" in capsys.readouterr().err
     assert read_record(tmp_path / "out" / "photo" / "clipseg.json")["classes"] == [{"value": 1, "name": "cell"}]
-    assert [len(seconds) for seconds in loaded.values()] == [1]  # the worker loaded the model itself, once
+    assert [seconds > 0 for seconds in loaded.values()] == [True]  # the one worker loaded the model itself

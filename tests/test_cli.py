@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from napari_clipseg.cli import main
-from napari_clipseg.export import read_array, write_array
-from napari_clipseg.records import read_record
+from napari_clipseg.io.export import read_array, write_array
+from napari_clipseg.io.records import read_record
 
 
 def test_segment_sample_writes_labels_sidecar_and_probabilities(tiny_model_dir, tmp_path, capsys):
@@ -187,7 +187,8 @@ def _segment_argv(model_dir, out, *extra):
 def test_a_run_writes_all_of_its_files_or_none(failing, fault, tiny_model_dir, tmp_path, capsys, monkeypatch):
     import errno
 
-    from napari_clipseg import export
+    from napari_clipseg import atomic
+    from napari_clipseg.io import export
 
     def broken(tmp: str) -> None:
         if fault == "ctrl-c":
@@ -197,8 +198,8 @@ def test_a_run_writes_all_of_its_files_or_none(failing, fault, tiny_model_dir, t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     suffix = {"labels": ".tif", "probabilities": ".npy", "record": ".json"}[failing]
-    for name in ("array_writer", "json_writer"):
-        original = getattr(export, name)
+    for module, name in ((export, "array_writer"), (atomic, "json_writer")):
+        original = getattr(module, name)
 
         def patched(*args, _original=original, **kwargs):
             path = args[0] if args and isinstance(args[0], str | os.PathLike) else None
@@ -206,7 +207,7 @@ def test_a_run_writes_all_of_its_files_or_none(failing, fault, tiny_model_dir, t
             target = str(path) if path is not None else ".json"
             return broken if target.endswith(suffix) else real
 
-        monkeypatch.setattr(export, name, patched)
+        monkeypatch.setattr(module, name, patched)
     argv = _segment_argv(tiny_model_dir, tmp_path / "out" / "l.tif", "--probabilities", str(tmp_path / "out" / "p.npy"))
     code = main(argv)
     assert code == (130 if fault == "ctrl-c" else 1)
@@ -216,7 +217,7 @@ def test_a_run_writes_all_of_its_files_or_none(failing, fault, tiny_model_dir, t
 
 
 def test_existing_files_are_kept_when_a_run_fails_late(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    from napari_clipseg import export
+    from napari_clipseg import atomic
 
     out = tmp_path / "l.tif"
     assert main(_segment_argv(tiny_model_dir, out)) == 0
@@ -225,7 +226,7 @@ def test_existing_files_are_kept_when_a_run_fails_late(tiny_model_dir, tmp_path,
     def fail(tmp: str) -> None:
         raise OSError("boom")
 
-    monkeypatch.setattr(export, "json_writer", lambda record: fail)  # the last file of the group fails
+    monkeypatch.setattr(atomic, "json_writer", lambda record: fail)  # the last file of the group fails
     assert main(_segment_argv(tiny_model_dir, out, "--overwrite", "--threshold", "0.9")) == 1
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 

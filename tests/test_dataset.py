@@ -14,10 +14,10 @@ import zarr
 import napari_clipseg as ncs
 from conftest import DATASET_PROMPTS as PROMPTS
 from conftest import output_files as _files
-from napari_clipseg.batch import ExampleFile, parse_example
-from napari_clipseg.inputs import find_inputs, open_image
-from napari_clipseg.outputs import read_output
-from napari_clipseg.records import read_record
+from napari_clipseg.datasets.steps import ExampleFile, parse_example
+from napari_clipseg.io.inputs import find_inputs, open_image
+from napari_clipseg.io.outputs import read_output
+from napari_clipseg.io.records import read_record
 
 
 def test_every_input_gets_its_outputs_and_record(dataset, tiny_model_dir, tmp_path):
@@ -130,7 +130,7 @@ def test_ome_zarr_output_is_read_by_ome_zarr_with_pixel_sizes(dataset, tiny_mode
 def test_coco_file_round_trips_through_pycocotools(dataset, tiny_model, tmp_path):
     from pycocotools import mask as mask_utils
 
-    from napari_clipseg.coco import load_coco
+    from napari_clipseg.io.coco import load_coco
 
     out = tmp_path / "out"
     report = ncs.segment_dataset(
@@ -216,8 +216,8 @@ def test_bad_requests_fail_before_any_work(dataset, tiny_model, tmp_path):
 
 def test_a_failing_part_of_a_stack_fails_that_input_only(dataset, tiny_model, tmp_path, monkeypatch):
     """One part of a split stack raises: the stack gets a failed row and no folder; the rest is written."""
-    import napari_clipseg.dataset as dataset_module
-    from napari_clipseg.batch import segment_part
+    import napari_clipseg.datasets.api as dataset_module
+    from napari_clipseg.datasets.steps import segment_part
 
     def flaky(job, item, planes, predictor):
         if planes == (4, 8):

@@ -12,8 +12,14 @@ import pytest
 import tifffile
 
 import napari_clipseg as ncs
-from napari_clipseg.coco import build_coco
-from napari_clipseg.metrics import changed_fraction, class_scores, coco_ap, instance_ap, matting_errors
+from napari_clipseg.evaluation.metrics import (
+    changed_fraction,
+    class_scores,
+    coco_ap,
+    instance_ap,
+    matting_errors,
+)
+from napari_clipseg.io.coco import build_coco
 
 TRUTH = np.array(
     [
@@ -135,7 +141,7 @@ def test_probabilities_against_an_alpha_matte(tmp_path, tiny_model):
     (tmp_path / "alpha").mkdir()
     tifffile.imwrite(tmp_path / "alpha" / "img.tif", alpha)
     report = ncs.evaluate(tmp_path / "out", tmp_path / "alpha")
-    from napari_clipseg.outputs import read_output
+    from napari_clipseg.io.outputs import read_output
 
     probability = np.asarray(read_output(tmp_path / "out" / "img", "probabilities"))[0]
     assert report.images[0] == pytest.approx({"image": "img", **matting_errors(probability, alpha)})

@@ -7,10 +7,10 @@ import pytest
 
 import napari_clipseg as ncs
 from conftest import perturb_, striped_discs
-from napari_clipseg.decoders import apply_decoder, read_decoder, save_decoder
 from napari_clipseg.errors import DecoderMismatchError, RunCancelled, TrainingRefusedError
-from napari_clipseg.finetune import FineTuneSettings, TrainingPair, finetune, iter_finetune
-from napari_clipseg.metrics import class_scores
+from napari_clipseg.evaluation.metrics import class_scores
+from napari_clipseg.learning.finetune import FineTuneSettings, TrainingPair, finetune, iter_finetune
+from napari_clipseg.modeling.decoder_files import apply_decoder, read_decoder, save_decoder
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_finetune_command_then_segment_and_batch_with_the_decoder(base, tmp_path
     import tifffile
 
     from napari_clipseg.cli import main
-    from napari_clipseg.records import read_record
+    from napari_clipseg.io.records import read_record
 
     model_dir = ncs.save_pretrained(base, tmp_path / "base")
     (tmp_path / "images").mkdir()
@@ -160,7 +160,7 @@ def test_finetune_command_then_segment_and_batch_with_the_decoder(base, tmp_path
 
 
 def test_progress_carries_loss_iou_and_a_live_plot(base, pairs):
-    from napari_clipseg.finetune import TrainingProgress, sparkline
+    from napari_clipseg.learning.finetune import TrainingProgress, sparkline
 
     events = []
     finetune_events = iter_finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=2, patience=2, force=True)

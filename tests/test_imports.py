@@ -68,7 +68,59 @@ def test_no_import_cycle_in_the_package():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    assert graph.get("napari_clipseg.pipeline")
+    assert graph.get("napari_clipseg.segmentation.pipeline")
+
+
+#: The package's layers, bottom to top (docs/architecture.md): a module may import its own layer
+#: and the layers below it, never one above. The top-level modules are the shared basics.
+LAYERS = [
+    "basics",
+    "modeling",
+    "precision",
+    "segmentation",
+    "io",
+    "datasets",
+    "evaluation",
+    "learning",
+    "project",
+    "cli",
+    "_napari",
+]
+#: At most this many modules of shared basics at the top level (besides __init__).
+MAX_BASICS = 8
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else "basics"
+
+
+def test_layers_import_only_downwards():
+    """modeling <- precision <- segmentation <- io <- ... <- _napari: no import runs back up."""
+    graph = _internal_imports()
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if target in graph and rank[_layer(target)] > rank[_layer(module)]
+    ]
+    assert upward == []
+
+
+def test_the_tree_is_the_layers():
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(LAYERS) - {"basics"}
+    basics = [p.name for p in SRC.glob("*.py") if p.name != "__init__.py"]
+    assert len(basics) <= MAX_BASICS, basics
+
+
+def test_the_network_imports_nothing_above_it():
+    graph = _internal_imports()
+    above = {
+        t for m, ts in graph.items() if _layer(m) == "modeling" for t in ts if _layer(t) not in ("basics", "modeling")
+    }
+    assert above == set()
 
 
 def test_functions_stay_short():
@@ -98,7 +150,7 @@ def test_only_the_napari_folder_imports_gui_libraries():
 def test_core_import_pulls_in_no_gui_modules():
     code = (
         "import sys, napari_clipseg as n; n.ClipSegPredictor; n.load_model; n.segment; "
-        "import napari_clipseg.cli, napari_clipseg.pipeline; "
+        "import napari_clipseg.cli, napari_clipseg.segmentation.pipeline; "
         "bad = [m for m in ('napari', 'qtpy', 'magicgui', 'PyQt6', 'PyQt5', 'PySide6') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -123,7 +175,7 @@ def test_modules_stay_small():
 
 
 def test_no_export_is_shadowed_by_a_submodule():
-    """``ncs.evaluate`` must stay the function after ``import napari_clipseg.evaluation`` (an export
+    """``ncs.evaluate`` must stay the function after ``import napari_clipseg.evaluation.scoring`` (an export
     named like a submodule would be replaced by the module once anything imports it)."""
     import pkgutil
 

@@ -17,7 +17,7 @@ from napari_clipseg.modeling.config import (
     get_config,
     to_hf_config,
 )
-from napari_clipseg.prompts import tokenize
+from napari_clipseg.segmentation.prompts import tokenize
 
 
 def test_vision_tower_stops_after_deepest_extract_layer(tiny_model):

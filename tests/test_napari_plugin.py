@@ -13,8 +13,8 @@ import pytest
 
 from napari_clipseg import _gl_guard
 from napari_clipseg._napari.writer import write_labels
-from napari_clipseg.export import read_array
-from napari_clipseg.records import build_record, read_record
+from napari_clipseg.io.export import read_array
+from napari_clipseg.io.records import build_record, read_record
 
 
 def _manifest():

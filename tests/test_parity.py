@@ -7,7 +7,7 @@ import torch
 
 import napari_clipseg as ncs
 from conftest import make_hf_model, relative_error
-from napari_clipseg.prompts import tokenize
+from napari_clipseg.segmentation.prompts import tokenize
 
 TOL = 5e-5  # of max |logit|, fp32
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import napari_clipseg as ncs
-from napari_clipseg import pipeline as pipeline_module
 from napari_clipseg.constants import DEFAULT_THRESHOLD
-from napari_clipseg.pipeline import choose_mode, iter_plane_logits
-from napari_clipseg.predictor import _features_bytes
-from napari_clipseg.tiling import Stitcher, blend_weights, tile_boxes
-from napari_clipseg.transforms import intensity_range
+from napari_clipseg.segmentation import pipeline as pipeline_module
+from napari_clipseg.segmentation.pipeline import choose_mode, iter_plane_logits
+from napari_clipseg.segmentation.predictor import _features_bytes
+from napari_clipseg.segmentation.tiling import Stitcher, blend_weights, tile_boxes
+from napari_clipseg.segmentation.transforms import intensity_range
 
 
 def seg(image, prompts, predictor, **options):
@@ -105,7 +105,7 @@ def test_one_intensity_range_for_the_whole_stack(tiny_model):
     alone = seg(dim[None], ["x"], predictor, intensity=(0, 5000))
     np.testing.assert_array_equal(together.probabilities[:, 0], alone.probabilities[:, 0])
     auto = seg(stack, ["x"], predictor)  # "auto": one range from the whole stack
-    from napari_clipseg.transforms import intensity_range
+    from napari_clipseg.segmentation.transforms import intensity_range
 
     shared = seg(stack, ["x"], predictor, intensity=intensity_range(stack))
     np.testing.assert_array_equal(auto.probabilities, shared.probabilities)
@@ -315,7 +315,7 @@ def test_a_multiscale_list_uses_the_chosen_level(tiny_model, rng):
 
 
 def test_boxes_segment_only_their_region_like_a_crop(tiny_model, rng):
-    from napari_clipseg.regions import iter_segment_boxes
+    from napari_clipseg.segmentation.regions import iter_segment_boxes
 
     image = rng.integers(0, 4000, (300, 400), dtype=np.uint16)
     predictor = ncs.ClipSegPredictor(tiny_model)
@@ -336,7 +336,7 @@ def test_boxes_segment_only_their_region_like_a_crop(tiny_model, rng):
 def test_a_box_of_a_huge_lazy_image_never_loads_the_rest(tiny_model):
     import dask.array as da
 
-    from napari_clipseg.regions import iter_segment_boxes, labels_canvas
+    from napari_clipseg.segmentation.regions import iter_segment_boxes, labels_canvas
 
     reads = []
     lazy = da.zeros((50_000, 50_000), dtype=np.uint16, chunks=4096).map_blocks(
@@ -359,7 +359,7 @@ def test_a_box_of_a_huge_lazy_image_never_loads_the_rest(tiny_model):
 
 
 def test_a_one_off_segment_keeps_no_features(tiny_model, rng, monkeypatch):
-    from napari_clipseg import pipeline
+    from napari_clipseg.segmentation import pipeline
 
     made = []
     original = pipeline.ClipSegPredictor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_clipseg.postprocess import (
+from napari_clipseg.segmentation.postprocess import (
     fill_holes,
     instances_from_labels,
     labels_from_probabilities,

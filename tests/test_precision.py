@@ -12,8 +12,9 @@ import torch
 
 import napari_clipseg as ncs
 from conftest import perturb_
-from napari_clipseg.modeling import devices
-from napari_clipseg.precision_guard import LIMITS, guard_figures, passes
+from napari_clipseg.modeling import runtime
+from napari_clipseg.precision import choice as devices
+from napari_clipseg.segmentation.guard import LIMITS, guard_figures, passes
 
 CPU = torch.device("cpu")
 
@@ -64,6 +65,7 @@ def test_auto_never_picks_an_emulated_or_slower_path(cpu_flags, timed, monkeypat
     timed({"int8": 2.0, "bfloat16": 0.8})
     assert devices.resolve_precision("auto", CPU) == "int8" and "bfloat16" not in devices.offered_precisions(CPU)
     monkeypatch.setattr(devices, "quantized_engine", lambda: None)  # a torch without an int8 engine here
+    monkeypatch.setattr(runtime, "quantized_engine", lambda: None)
     timed({"int8": 2.0})
     assert devices.resolve_precision("auto", CPU) == "float32"
     with pytest.raises(ValueError, match="no int8 engine"):
@@ -74,13 +76,13 @@ def test_auto_never_picks_an_emulated_or_slower_path(cpu_flags, timed, monkeypat
 
 def test_an_explicit_path_that_is_slower_here_is_warned_about(timed, caplog):
     timed({"int8": 0.8})
-    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.devices"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.precision.choice"):
         assert devices.resolve_precision("int8", CPU) == "int8"
     assert "int8 is not faster than float32" in caplog.text and "0.80x" in caplog.text
 
 
 def test_the_cpu_is_timed_once_and_remembered(monkeypatch, tmp_path):
-    from napari_clipseg.modeling import speed
+    from napari_clipseg.precision import timing as speed
 
     calls = []
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path))
@@ -96,7 +98,7 @@ def test_the_cpu_is_timed_once_and_remembered(monkeypatch, tmp_path):
 
 
 def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_path, caplog):
-    from napari_clipseg.modeling import speed
+    from napari_clipseg.precision import timing as speed
 
     monkeypatch.setattr(speed, "_time_one_block", lambda candidates: {"float32_ms": 30.0, "int8_ms": 10.0})
     damaged = tmp_path / "damaged"
@@ -112,13 +114,14 @@ def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_pat
     blocked.write_text("")
     monkeypatch.setenv(speed.CACHE_ENV, str(blocked))  # its "folder" is a file: nothing can be written there
     monkeypatch.setattr(speed, "_speedups", {})
-    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.speed"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.precision.timing"):
         assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
     assert "could not remember" in caplog.text
 
 
 def test_the_real_timing_measures_every_candidate():
-    from napari_clipseg.modeling import int8, speed
+    from napari_clipseg.modeling import int8
+    from napari_clipseg.precision import timing as speed
 
     candidates = ("int8", "bfloat16") if int8.quantized_engine() else ("bfloat16",)
     figures = speed._time_one_block(candidates)
@@ -136,12 +139,12 @@ def test_an_isa_limit_on_onednn_counts_as_no_native_bfloat16(cpu_flags, monkeypa
 
 def test_an_explicit_emulated_precision_is_warned_about_with_its_cost(cpu_flags, caplog):
     cpu_flags("avx2")
-    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.devices"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.precision.choice"):
         assert devices.resolve_precision("bfloat16", CPU) == "bfloat16"
     assert "emulated" in caplog.text and f"{devices.EMULATED_BF16_SLOWDOWN:.1f}x slower" in caplog.text
     caplog.clear()
     cpu_flags("amx_bf16")
-    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.devices"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.precision.choice"):
         devices.resolve_precision("bfloat16", CPU)
     assert caplog.text == ""
 
@@ -237,7 +240,8 @@ def test_with_precision_shares_the_weights_not_the_model(tiny_model):
 
 def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatch, tiny_model_dir, caplog, tmp_path):
     """The guard also runs on the user's own weights: a failing path falls back to float32, once."""
-    from napari_clipseg.modeling import model_check, speed
+    from napari_clipseg.precision import timing as speed
+    from napari_clipseg.segmentation import precision_check as model_check
 
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path))  # nothing checked on this machine yet
     timed({"int8": 2.0})
@@ -250,7 +254,7 @@ def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatc
         return {**figures, "flipped": 0.2}
 
     monkeypatch.setattr(model_check, "guard_on_model", failing)
-    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.model_check"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.segmentation.precision_check"):
         assert ncs.load_model(tiny_model_dir).info.precision == "float32"
     assert "int8 did not pass the accuracy guard on these weights" in caplog.text and "flipped 0.2" in caplog.text
     assert ncs.load_model(tiny_model_dir).info.precision == "float32" and checked == ["int8"]  # remembered
@@ -258,6 +262,6 @@ def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatc
     monkeypatch.setattr(model_check, "guard_on_model", lambda model: [][0])  # a check that cannot run
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "elsewhere"))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.model_check"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.segmentation.precision_check"):
         assert ncs.load_model(tiny_model_dir).info.precision == "float32"
     assert "could not check int8" in caplog.text

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import napari_clipseg as ncs
-from napari_clipseg.prompts import tokenize
-from napari_clipseg.transforms import resize, to_model_input
+from napari_clipseg.segmentation.prompts import tokenize
+from napari_clipseg.segmentation.transforms import resize, to_model_input
 
 
 @pytest.fixture

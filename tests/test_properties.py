@@ -13,11 +13,11 @@ from hypothesis.extra.numpy import arrays
 from skimage.measure import label as connected_components
 
 import napari_clipseg as ncs
-from napari_clipseg.export import read_array, write_array
-from napari_clipseg.postprocess import labels_from_probabilities
-from napari_clipseg.tiling import Stitcher, tile_boxes
-from napari_clipseg.transforms import intensity_range, normalize_intensity
-from napari_clipseg.visual import crop_box
+from napari_clipseg.io.export import read_array, write_array
+from napari_clipseg.segmentation.postprocess import labels_from_probabilities
+from napari_clipseg.segmentation.tiling import Stitcher, tile_boxes
+from napari_clipseg.segmentation.transforms import intensity_range, normalize_intensity
+from napari_clipseg.segmentation.visual import crop_box
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 DTYPES = [np.bool_, np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64]

@@ -9,8 +9,8 @@ import napari_clipseg as ncs
 from conftest import DATASET_PROMPTS as PROMPTS
 from conftest import TIMEOUT
 from napari_clipseg._napari.reader import get_reader
-from napari_clipseg.outputs import read_output
-from napari_clipseg.records import read_record
+from napari_clipseg.io.outputs import read_output
+from napari_clipseg.io.records import read_record
 
 
 def test_reader_opens_outputs_with_classes_scale_and_record(dataset, tiny_model, tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import napari_clipseg as ncs
-from napari_clipseg.records import SCHEMA_VERSION, class_names, sidecar_path
+from napari_clipseg.io.records import SCHEMA_VERSION, class_names, sidecar_path
 
 
 def test_round_trip_through_a_file(tiny_model, tmp_path):

@@ -23,7 +23,7 @@ import torch
 
 import napari_clipseg as ncs
 from conftest import tree_snapshot
-from napari_clipseg.postprocess import labels_from_probabilities
+from napari_clipseg.segmentation.postprocess import labels_from_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,8 +232,8 @@ def _as_another_user(action) -> str:
 
 def test_permission_denied_is_named_not_blamed_on_the_file(tiny_model_dir, capfd):
     """As another user: an unreadable weights file is "no permission", never "truncated, delete it"."""
-    from napari_clipseg import records  # noqa: F401 - imported before the fork (the child cannot read site-packages)
     from napari_clipseg.cli import main
+    from napari_clipseg.io import records  # noqa: F401 - imported before the fork (the child cannot read site-packages)
 
     shared = _world_readable_dir()
     try:
@@ -344,7 +344,8 @@ def test_catalogue_is_documented():
 
 
 def test_a_group_of_files_is_written_whole_or_not_at_all(tmp_path):
-    from napari_clipseg.export import array_writer, json_writer, write_together
+    from napari_clipseg.atomic import json_writer, write_together
+    from napari_clipseg.io.export import array_writer
 
     (tmp_path / "keep.json").write_text("precious")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_clipseg.constants import IMAGENET_MEAN, IMAGENET_STD
-from napari_clipseg.transforms import normalize_intensity, to_model_input, to_rgb_float
+from napari_clipseg.segmentation.transforms import normalize_intensity, to_model_input, to_rgb_float
 
 
 def test_uint8_divides_by_255_and_bool_maps_to_01():
@@ -57,7 +57,7 @@ def test_channels_to_rgb():
 
 
 def test_one_value_range_for_a_whole_image_and_its_parts():
-    from napari_clipseg.transforms import intensity_range
+    from napari_clipseg.segmentation.transforms import intensity_range
 
     image = np.arange(100 * 100, dtype=np.uint16).reshape(100, 100)
     lo, hi = intensity_range(image, (0, 100))
@@ -70,7 +70,7 @@ def test_one_value_range_for_a_whole_image_and_its_parts():
 def test_percentiles_of_a_lazy_image_are_sampled_not_loaded():
     import dask.array as da
 
-    from napari_clipseg.transforms import PERCENTILE_SAMPLE, intensity_range
+    from napari_clipseg.segmentation.transforms import PERCENTILE_SAMPLE, intensity_range
 
     lazy = da.random.default_rng(0).integers(0, 60000, (4000, 4000), chunks=1000).astype(np.uint16)
     lo, hi = intensity_range(lazy)

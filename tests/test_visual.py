@@ -10,8 +10,8 @@ from scipy import ndimage
 import napari_clipseg as ncs
 from conftest import make_hf_model, relative_error
 from napari_clipseg.constants import IMAGENET_MEAN, IMAGENET_STD
-from napari_clipseg.transforms import resize, to_model_input
-from napari_clipseg.visual import MODES, crop_box
+from napari_clipseg.segmentation.transforms import resize, to_model_input
+from napari_clipseg.segmentation.visual import MODES, crop_box
 
 
 def reference_recipe(image01: np.ndarray, mask: np.ndarray, crop: bool, blur: bool, background: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from conftest import fake_hub_cache as _fake_hub_cache
 from conftest import perturb_, tree_snapshot
 from napari_clipseg.constants import OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
 from napari_clipseg.modeling import keymap
-from napari_clipseg.prompts import tokenize
+from napari_clipseg.segmentation.prompts import tokenize
 
 
 def _logits(model, seed=0):

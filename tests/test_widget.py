@@ -14,9 +14,9 @@ from qtpy.QtCore import Qt
 import napari_clipseg as ncs
 from conftest import TIMEOUT, click_run, labels_layers
 from napari_clipseg._napari.widget import ClipSegWidget
-from napari_clipseg.export import read_array
-from napari_clipseg.predictor import ClipSegPredictor
-from napari_clipseg.records import class_names, read_record, validate_record
+from napari_clipseg.io.export import read_array
+from napari_clipseg.io.records import class_names, read_record, validate_record
+from napari_clipseg.segmentation.predictor import ClipSegPredictor
 
 
 def read_back(record):
@@ -82,12 +82,12 @@ def blocked_set_image(monkeypatch):
     return hold(monkeypatch, ClipSegPredictor, "encode")
 
 
-@pytest.mark.parametrize("stage", ["load_model", "embed_prompts", "encode", "decode"])
+@pytest.mark.parametrize("stage", ["load_exact", "embed_prompts", "encode", "decode"])
 def test_cancel_at_every_stage_leaves_no_layer(stage, widget, viewer, astronaut, qtbot, monkeypatch):
     """Cancel while the model loads, the prompts are embedded, the image encoded, or the maps decoded."""
     from napari_clipseg.modeling import weights
 
-    entered, release = hold(monkeypatch, weights if stage == "load_model" else ClipSegPredictor, stage)
+    entered, release = hold(monkeypatch, weights if stage == "load_exact" else ClipSegPredictor, stage)
     widget._prompts.value = "person"
     widget._run_btn.native.click()
     qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)
@@ -270,8 +270,8 @@ def test_model_is_loaded_once_and_reloaded_only_when_settings_change(widget, vie
     from napari_clipseg.modeling import weights
 
     loads = []
-    original = weights.load_model
-    monkeypatch.setattr(weights, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = weights.load_exact
+    monkeypatch.setattr(weights, "load_exact", lambda *a, **k: loads.append(a) or original(*a, **k))
     widget._prompts.value = "person"
     click_run(widget, qtbot)
     widget._prompts.value = "rocket"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import TIMEOUT, click_run, labels_layers
-from napari_clipseg.decoders import read_decoder
-from napari_clipseg.metrics import class_scores
+from napari_clipseg.evaluation.metrics import class_scores
+from napari_clipseg.modeling.decoder_files import read_decoder
 from test_finetune import striped_discs
 
 

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QApplication
 import napari_clipseg as ncs
 from conftest import TIMEOUT, click_run, labels_layers
 from napari_clipseg._napari.widget import ClipSegWidget
-from napari_clipseg.records import read_record
+from napari_clipseg.io.records import read_record
 
 
 def _settle(qtbot, ms: int = 300) -> None:
@@ -185,7 +185,7 @@ def test_cancel_stops_inside_the_image_tower(widget, viewer, qtbot, rng, slow_bl
 
 
 def test_inside_boxes_segments_only_the_boxes(widget, viewer, qtbot, rng, tiny_model_dir):
-    from napari_clipseg.regions import iter_segment_boxes
+    from napari_clipseg.segmentation.regions import iter_segment_boxes
 
     data = rng.integers(0, 4000, (300, 500), dtype=np.uint16)
     image = viewer.add_image(data, name="slide", scale=(2, 2))
@@ -258,6 +258,6 @@ def test_instances_layer_live_and_exported(widget, viewer, qtbot, tmp_path, dial
     widget._export_btn.native.click()
     record = read_record(tmp_path / "clipseg.json")
     assert record["files"]["instances"] == "instances.tif" and record["instance_classes"] == [1] * n
-    from napari_clipseg.export import read_array
+    from napari_clipseg.io.export import read_array
 
     np.testing.assert_array_equal(read_array(tmp_path / "instances.tif"), instances.data)

@@ -56,3 +56,15 @@ FEATURE_CACHE_BYTES = 1 << 30
 
 #: Text embeddings cached per predictor (one vector per prompt string).
 TEXT_CACHE_SIZE = 4096
+
+#: Precision names (and aliases) -> canonical name; "float32" is the exact path.
+PRECISIONS = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "int8": "int8",
+}

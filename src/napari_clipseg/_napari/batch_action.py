@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..options import SegmentOptions, check_distinct, split_prompts
-from ..postprocess import InstanceSettings
+from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
+from ..segmentation.postprocess import InstanceSettings
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton, SpinBox
 from napari.layers import Labels, Shapes
 
-from ..visual import DEFAULT_MODE, MODES, VisualPrompt
+from ..segmentation.visual import DEFAULT_MODE, MODES, VisualPrompt
 from . import layers as _layers
 
 if TYPE_CHECKING:

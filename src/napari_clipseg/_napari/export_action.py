@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..masks import export_masks
-from ..records import build_record
+from ..io.masks import export_masks
+from ..io.records import build_record
 from . import layers as _layers
 
 
@@ -32,7 +32,7 @@ def export_labels_layer(
     instances: tuple[np.ndarray, list[int]] | None = None,
 ) -> list[Path]:
     """Write ``layer`` (and its instance layer's ids and classes) into ``folder`` (see
-    :func:`napari_clipseg.masks.export_masks`).
+    :func:`napari_clipseg.io.masks.export_masks`).
 
     If files exist, ``confirm(question)`` decides; a "no" writes nothing and returns ``[]``.
 

@@ -1,6 +1,6 @@
 """One background job at a time for the dock: run it in a worker thread, show progress, cancel it.
 
-A job is a generator of :class:`~napari_clipseg.results.Progress` that returns its result (a run,
+A job is a generator of :class:`~napari_clipseg.segmentation.results.Progress` that returns its result (a run,
 a folder pre-label); it runs in napari's ``thread_worker`` so the UI never waits for the model.
 ``NAPARI_CLIPSEG_SYNC=1`` runs jobs inline (debugging).
 """
@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import is_cancellation
-from ..results import Progress, run
+from ..segmentation.results import Progress, run
 from .jobs import ModelRunner, describe_error
 
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")

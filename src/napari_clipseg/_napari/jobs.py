@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..results import Progress, relay
+from ..segmentation.results import Progress, relay
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-    from ..batch_report import BatchReport
-    from ..predictor import ClipSegPredictor
+    from ..datasets.report import BatchReport
+    from ..segmentation.model_spec import ModelSpec
+    from ..segmentation.predictor import ClipSegPredictor
     from .result_layers import Piece, RunRequest
 
 logger = logging.getLogger(__name__)
@@ -30,22 +30,12 @@ class JobError(Exception):
     """
 
 
-@dataclass(frozen=True)
-class ModelKey:
-    """What identifies a loaded model: a change in any of these loads it again."""
-
-    source: str
-    device: str
-    precision: str
-    decoder: str = ""
-
-
 class ModelRunner:
     """Keeps one loaded model and its predictor (with its feature cache) and runs jobs on it."""
 
     def __init__(self) -> None:
         self.predictor: ClipSegPredictor | None = None
-        self.key: ModelKey | None = None
+        self.key: ModelSpec | None = None
         self._stop_load = threading.Event()
 
     def request_stop(self) -> None:
@@ -55,7 +45,7 @@ class ModelRunner:
         if self.predictor is not None:
             self.predictor.stop.set()
 
-    def job(self, key: ModelKey, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
+    def job(self, key: ModelSpec, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
         """Worker-thread generator: load the model (once per key), run the core pipeline, and
         build the provenance record (hashing the weights file is slow: never on the main thread).
 
@@ -64,11 +54,11 @@ class ModelRunner:
         return (yield from self._with_model(key, lambda predictor: self._steps(predictor, request)))
 
     def batch_job(
-        self, key: ModelKey, inputs: list[str], out_dir: str, settings: dict
+        self, key: ModelSpec, inputs: list[str], out_dir: str, settings: dict
     ) -> Generator[Progress, None, BatchReport]:
         """Worker-thread generator: pre-label ``inputs`` into ``out_dir`` with the loaded model
-        (:func:`napari_clipseg.dataset.iter_segment_dataset` with ``settings``); returns the report."""
-        from ..dataset import iter_segment_dataset
+        (:func:`napari_clipseg.datasets.api.iter_segment_dataset` with ``settings``); returns the report."""
+        from ..datasets.api import iter_segment_dataset
 
         def work(predictor: ClipSegPredictor) -> Generator[Progress, None, BatchReport]:
             events = iter_segment_dataset(inputs, out_dir=out_dir, model=predictor, **settings)
@@ -76,14 +66,14 @@ class ModelRunner:
 
         return (yield from self._with_model(key, work))
 
-    def finetune_job(self, key: ModelKey, pairs: list, classes: list[str]) -> Generator[Progress, None, Any]:
+    def finetune_job(self, key: ModelSpec, pairs: list, classes: list[str]) -> Generator[Progress, None, Any]:
         """Worker-thread generator: train a decoder on ``pairs`` with the loaded model (which is
-        not changed); returns the :class:`~napari_clipseg.finetune.FineTuneResult`."""
-        from ..finetune import iter_finetune
+        not changed); returns the :class:`~napari_clipseg.learning.finetune.FineTuneResult`."""
+        from ..learning.finetune import iter_finetune
 
         return (yield from self._with_model(key, lambda predictor: iter_finetune(predictor, pairs, classes)))
 
-    def _with_model(self, key: ModelKey, work: Callable[[ClipSegPredictor], Generator]) -> Generator:
+    def _with_model(self, key: ModelSpec, work: Callable[[ClipSegPredictor], Generator]) -> Generator:
         """Load the model (once per key), then run ``work(predictor)``; a Cancel pressed while the
         model loaded stops here, and every failure leaves the worker as a :class:`JobError`."""
         from ..errors import RunCancelled
@@ -98,32 +88,23 @@ class ModelRunner:
         except Exception as e:
             raise JobError(str(e)) from e
 
-    def _load(self, key: ModelKey) -> Generator[Progress, None, ClipSegPredictor]:
+    def _load(self, key: ModelSpec) -> Generator[Progress, None, ClipSegPredictor]:
         yield Progress(0, 1, "loading model" if key != self.key else "model ready")
         if key != self.key:
             from napari.utils import progress as napari_progress
 
-            from ..modeling.weights import load_model
-            from ..predictor import ClipSegPredictor
+            from ..segmentation.predictor import ClipSegPredictor
 
-            # downloads report to napari's activity dock
-            model = load_model(
-                key.source,
-                device=key.device,
-                dtype=key.precision,
-                tqdm_class=napari_progress,
-                stop=self._stop_load,
-                decoder=key.decoder or None,
-            )
+            model = key.load(tqdm_class=napari_progress, stop=self._stop_load)  # downloads show in the activity dock
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 
     def _steps(
         self, predictor: ClipSegPredictor, request: RunRequest
     ) -> Generator[Progress, None, tuple[list[Piece], dict]]:
-        from ..pipeline import iter_segment
-        from ..records import build_record
-        from ..regions import iter_segment_boxes
+        from ..io.records import build_record
+        from ..segmentation.pipeline import iter_segment
+        from ..segmentation.regions import iter_segment_boxes
         from .result_layers import Piece
 
         if request.boxes is None:
@@ -167,8 +148,8 @@ def settle_heavy_imports() -> None:
     from .._gl_guard import guard_triton
 
     guard_triton()  # napari may have drawn since this module was imported (see _gl_guard)
-    from .. import predictor  # noqa: F401 - torch, open_clip
     from ..modeling import weights  # noqa: F401 - safetensors
+    from ..segmentation import predictor  # noqa: F401 - torch, open_clip
 
     gc.collect()
 
@@ -187,4 +168,4 @@ def describe_error(error: BaseException, device: str) -> str:
     return f"CLIPSeg failed ({type(error).__name__}): {error}"
 
 
-__all__ = ["JobError", "ModelKey", "ModelRunner", "describe_error", "settle_heavy_imports"]
+__all__ = ["JobError", "ModelRunner", "describe_error", "settle_heavy_imports"]

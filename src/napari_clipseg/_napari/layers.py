@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..records import class_names
+from ..io.records import class_names
 
 if TYPE_CHECKING:
     import napari
@@ -130,8 +130,8 @@ def output_name(prompts: list[str], kind: str = "") -> str:
 
 def canvas_for(request: Any, dtype: Any) -> Any:
     """An all-background array for a run's results: the full spatial shape, sparse for box runs on
-    lazy or huge images (see :func:`napari_clipseg.regions.labels_canvas`)."""
-    from ..regions import labels_canvas
+    lazy or huge images (see :func:`napari_clipseg.segmentation.regions.labels_canvas`)."""
+    from ..segmentation.regions import labels_canvas
 
     if request.boxes is None:
         return np.zeros(request.spatial_shape, dtype)
@@ -168,7 +168,7 @@ def class_table_text(prompts: list[str]) -> str:
 
 
 def clipseg_meta(layer: napari.layers.Layer) -> dict[str, Any] | None:
-    """The plugin's provenance record (see :mod:`napari_clipseg.records`) on a layer it made, else None."""
+    """The plugin's provenance record (see :mod:`napari_clipseg.io.records`) on a layer it made, else None."""
     meta = layer.metadata.get(META_KEY)
     return meta if isinstance(meta, dict) else None
 

@@ -1,5 +1,5 @@
 """Learn from corrections in the dock: the edited result layers become training pairs, and the
-trained decoder is saved and used for the next runs (``napari_clipseg.finetune``)."""
+trained decoder is saved and used for the next runs (``napari_clipseg.learning.finetune``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..finetune import TrainingPair
-from ..records import class_names
+from ..io.records import class_names
+from ..learning.finetune import TrainingPair
 from . import layers as _layers
 
 NOTHING_EDITED = (
@@ -69,7 +69,7 @@ def describe(pairs: list[TrainingPair], classes: list[str]) -> str:
 
 def offer_decoder(dialogs: Any, parent: Any, result: Any, use: Callable[[str], None]) -> tuple[str, str]:
     """Ask where to save the trained decoder; once saved, ``use(path)`` makes the next runs use it."""
-    from ..decoders import save_decoder
+    from ..modeling.decoder_files import save_decoder
 
     gain = f"held-out IoU {result.base_iou:.2f} → {result.iou:.2f}"
     start = str(Path.home() / "clipseg-decoders" / "_".join(result.classes)[:40])

@@ -7,7 +7,7 @@ from typing import Any
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
 
 from ..constants import AUTO_WHOLE_MAX_SIDE, INPUT_SIZE, MODES
-from ..options import SegmentOptions, parse_channels
+from ..segmentation.options import SegmentOptions, parse_channels
 from .settings import REGIONS, Settings
 
 

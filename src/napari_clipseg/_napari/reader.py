@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecordError
-from ..masks import RECORD_NAME
-from ..outputs import OME_ZARR_NAME, read_labels_file
-from ..records import class_names, read_record, sidecar_path
+from ..io.masks import RECORD_NAME
+from ..io.outputs import OME_ZARR_NAME, read_labels_file
+from ..io.records import class_names, read_record, sidecar_path
 from . import layers as _layers
 
 

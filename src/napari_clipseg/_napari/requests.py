@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..options import SegmentOptions, check_distinct, split_prompts
-from ..prompts import prompt_label
+from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
+from ..segmentation.prompts import prompt_label
 from . import layers as _layers
 from .example_panel import ExamplePanel
 from .options_panel import OptionsPanel

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..options import SegmentOptions
-from ..postprocess import InstanceSettings
-from ..records import class_names
-from ..results import SegmentationResult
+from ..io.records import class_names
+from ..segmentation.options import SegmentOptions
+from ..segmentation.postprocess import InstanceSettings
+from ..segmentation.results import SegmentationResult
 from . import layers as _layers
 
 if TYPE_CHECKING:

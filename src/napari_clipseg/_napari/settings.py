@@ -1,7 +1,7 @@
 """The widget's persistent settings (model source, device, prompts, run options) as a small JSON file.
 
 Stored in the user's config folder (``platformdirs``), or in ``$NAPARI_CLIPSEG_CONFIG_DIR``. Run
-options are a :class:`~napari_clipseg.options.SegmentOptions`, validated like every other use of
+options are a :class:`~napari_clipseg.segmentation.options.SegmentOptions`, validated like every other use of
 it; unknown, damaged or outdated values fall back to their defaults instead of failing.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import DEFAULT_HUB_ID
-from ..options import SegmentOptions
+from ..segmentation.model_spec import ModelSpec
+from ..segmentation.options import SegmentOptions
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,7 @@ REGIONS = ("current plane", "whole stack", "inside boxes")
 
 @dataclass
 class Settings:
-    model_source: str = DEFAULT_HUB_ID
-    decoder: str = ""
-    device: str = "auto"
-    precision: str = "auto"
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(DEFAULT_HUB_ID, device="auto"))
     show_probabilities: bool = False
     prompts: str = ""
     export_folder: str = ""
@@ -41,9 +39,9 @@ class Settings:
     options: SegmentOptions = field(default_factory=SegmentOptions)
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("options", "model")}
         options = self.options.to_dict()
-        return {**values, "options": {k: options[k] for k in PERSISTED_OPTIONS}}
+        return {**values, "model": self.model.to_dict(), "options": {k: options[k] for k in PERSISTED_OPTIONS}}
 
 
 def settings_path() -> Path:
@@ -71,6 +69,20 @@ def _options_from(raw: dict[str, Any]) -> SegmentOptions:
     return options
 
 
+def _model_from(raw: dict[str, Any], default: ModelSpec) -> ModelSpec:
+    """The saved model spec (older files kept its fields at the top level), or ``default``."""
+    saved = raw.get("model")
+    if not isinstance(saved, dict):
+        legacy = {"source": "model_source", "decoder": "decoder", "device": "device", "precision": "precision"}
+        saved = {field: raw[key] for field, key in legacy.items() if isinstance(raw.get(key), str)}
+        saved["decoder"] = saved.get("decoder") or None
+    try:
+        return ModelSpec.from_dict({**default.to_dict(), **saved})
+    except (TypeError, ValueError) as e:
+        logger.warning("ignoring the saved model %r: %s", saved, e)
+        return default
+
+
 def load_settings() -> Settings:
     """Saved settings, or defaults (for missing, unreadable or partly invalid files)."""
     path = settings_path()
@@ -84,10 +96,10 @@ def load_settings() -> Settings:
     if not isinstance(raw, dict):
         return Settings()
     defaults = Settings()
-    values: dict[str, Any] = {"options": _options_from(raw)}
+    values: dict[str, Any] = {"options": _options_from(raw), "model": _model_from(raw, defaults.model)}
     for f in dataclasses.fields(Settings):
         value, default = raw.get(f.name), getattr(defaults, f.name)
-        if f.name != "options" and type(value) is type(default):
+        if f.name not in ("options", "model") and type(value) is type(default):
             values[f.name] = value
     if values.get("region") not in REGIONS:
         values.pop("region", None)

@@ -21,7 +21,6 @@ from magicgui.widgets import (  # noqa: E402
     Container,
     FloatSlider,
     Label,
-    LineEdit,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -31,16 +30,17 @@ from napari.layers import Image, Labels  # noqa: E402
 from napari.utils.notifications import show_error, show_info, show_warning  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
-from ..options import SegmentOptions  # noqa: E402
-from ..postprocess import InstanceSettings  # noqa: E402
+from ..segmentation.options import SegmentOptions  # noqa: E402
+from ..segmentation.postprocess import InstanceSettings  # noqa: E402
 from . import layers as _layers  # noqa: E402
 from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl  # noqa: E402
-from .jobs import ModelKey, ModelRunner, settle_heavy_imports  # noqa: E402
+from .jobs import ModelRunner, settle_heavy_imports  # noqa: E402
 from .learn_action import collect_pairs, decoder_note, describe, offer_decoder  # noqa: E402
+from .model_panel import ModelPanel  # noqa: E402
 from .options_panel import OptionsPanel  # noqa: E402
 from .prompt_box import PromptKeys  # noqa: E402
 from .requests import build_request  # noqa: E402
@@ -51,6 +51,8 @@ from .settings import Settings, load_settings, save_settings  # noqa: E402
 if TYPE_CHECKING:
     import napari
 
+    from ..segmentation.model_spec import ModelSpec
+
 OUTPUTS = ("classes", "classes + instances")
 #: Widest the dock grows: napari's canvas keeps most of the window.
 DOCK_WIDTH = 200
@@ -59,7 +61,6 @@ TIPS = {
     "min_size": "Remove objects smaller than this many pixels",
     "split": "Instances: 0 keeps connected objects whole; else touching objects are split by a seeded "
     "watershed, with seeds at least this far apart (about an object's radius)",
-    "decoder": "A fine-tuned decoder folder (Learn from corrections); empty: the model's own",
 }
 
 
@@ -71,7 +72,7 @@ class ClipSegWidget(Container):
         # its rows or growing napari's window when sections are open
         super().__init__(labels=False, scrollable=True)
         settle_heavy_imports()
-        from ..modeling.devices import available_devices
+        from ..modeling.runtime import available_devices
 
         self._viewer = viewer
         self.dialogs = dialogs or Dialogs()
@@ -105,16 +106,9 @@ class ClipSegWidget(Container):
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
         self._export_btn = PushButton(text="Export masks…")
         self._folder_btn = PushButton(text="Pre-label a folder…", tooltip="Every image of a folder, with these prompts")
-        self._source = LineEdit(
-            label="Model", value=s.model_source, tooltip="Hub id, a transformers folder, or an original .pth checkpoint"
-        )
-        self._browse_file, self._browse_dir = PushButton(text="File…"), PushButton(text="Folder…")
-        self._decoder = LineEdit(label="Decoder", value=s.decoder, tooltip=TIPS["decoder"])
+        self._model = ModelPanel(s.model, available, lambda folder: self.dialogs.choose_model(self.native, folder))
+        self._source, self._decoder, self._device, self._precision = self._model.fields
         self._learn_btn = PushButton(text="Learn from corrections", tooltip="Fine-tune the decoder on your edits")
-        devices = ["auto", *available]
-        self._device = ComboBox(label="Device", choices=devices, value=s.device if s.device in devices else "auto")
-        self._precision = ComboBox(label="Precision", choices=self._precision_choices)
-        self._precision.value = s.precision if s.precision in self._precision.choices else "auto"
         self._example = ExamplePanel(self._viewer)
         self._options = OptionsPanel(self._viewer)
         self._options.restore(s)
@@ -123,9 +117,7 @@ class ClipSegWidget(Container):
         row = partial(Container, layout="horizontal", labels=False)
         form = partial(Container, labels=True)
         self._example_section = Section("Segment by example", [self._example], expanded="example" in s.open_sections)
-        browse = row(widgets=[self._browse_file, self._browse_dir], label="")
-        model = form(widgets=[self._source, browse, self._decoder, self._device, self._precision])
-        parts = [model, self._options, self._folder_btn]
+        parts = [self._model, self._options, self._folder_btn]
         self._advanced = Section("Advanced", parts, expanded="advanced" in s.open_sections)
         self.extend(
             [
@@ -173,12 +165,9 @@ class ClipSegWidget(Container):
         self._learn_btn.changed.connect(self.learn_from_corrections)
         self._example.use_result.changed.connect(self._use_result_as_example)
         self._example.support.changed.connect(self._open_example_section)
-        self._browse_file.changed.connect(partial(self._browse, folder=False))
-        self._browse_dir.changed.connect(partial(self._browse, folder=True))
         self._threshold.changed.connect(self._relabel)
         self._min_size.changed.connect(self._relabel)
         self._output.changed.connect(self._instances_changed)
-        self._device.changed.connect(self._precision.reset_choices)
         self._split.changed.connect(self._instances_changed)
         self._show_probs.changed.connect(self._probabilities_changed)
         self._prompt_keys = PromptKeys(self.run)
@@ -192,10 +181,7 @@ class ClipSegWidget(Container):
         self._save_timer.timeout.connect(self._save_settings)
         saved = [
             self._prompts,
-            self._source,
-            self._decoder,
-            self._device,
-            self._precision,
+            *self._model.fields,
             self._threshold,
             self._min_size,
         ]
@@ -207,13 +193,6 @@ class ClipSegWidget(Container):
     def _open_example_section(self, layer: Any) -> None:
         if layer is not None:
             self._example_section.set_expanded(True)
-
-    def _precision_choices(self, _widget: Any = None) -> list[str]:
-        """Only precisions that are faster on the chosen device (never an emulated one); no timing
-        runs here, in the GUI thread (loading the model does it, in the worker)."""
-        from ..modeling.devices import offered_precisions, resolve_device
-
-        return offered_precisions(resolve_device(self._device.value), measure=False)
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if _layers.is_input_image(layer)]
@@ -236,10 +215,7 @@ class ClipSegWidget(Container):
     def _settings(self, export_folder: str | None = None) -> Settings:
         sections = {"example": self._example_section, "advanced": self._advanced}
         return Settings(
-            model_source=self._source.value.strip(),
-            decoder=self._decoder.value.strip(),
-            device=self._device.value,
-            precision=self._precision.value,
+            model=self._model.spec(),
             show_probabilities=bool(self._show_probs.value),
             prompts=self._prompts.value,
             export_folder=load_settings().export_folder if export_folder is None else export_folder,
@@ -252,11 +228,6 @@ class ClipSegWidget(Container):
 
     def _save_settings(self) -> None:
         save_settings(self._settings())
-
-    def _browse(self, _value: Any = None, *, folder: bool) -> None:
-        path = self.dialogs.choose_model(self.native, folder)
-        if path:
-            self._source.value = path
 
     def _say(self, message: str, level: str = "info") -> None:
         """Show ``message`` in the widget (wrapped, in full) and as a napari notification."""
@@ -334,9 +305,8 @@ class ClipSegWidget(Container):
         job = partial(self._runner.finetune_job, self._model_key(), *found)
         self._jobs.start(job, on_result, "Cancelled: no decoder was made.")
 
-    def _model_key(self) -> ModelKey:
-        source, decoder = self._source.value.strip(), self._decoder.value.strip()
-        return ModelKey(source, self._device.value, self._precision.value, decoder)
+    def _model_key(self) -> ModelSpec:
+        return self._model.spec()
 
     @property
     def is_running(self) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..export import array_writer, json_writer, write_together
-from ..records import sidecar_path, validate_record
+from ..atomic import json_writer, write_together
+from ..io.export import array_writer
+from ..io.records import sidecar_path, validate_record
 from .layers import META_KEY, changed_since_written
 
 

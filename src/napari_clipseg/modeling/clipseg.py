@@ -14,9 +14,9 @@ from torch import nn
 from . import backbone
 from .config import ClipSegConfig
 from .decoder import ClipSegDecoder
-from .devices import autocast_dtype, resolve_precision
 from .info import ModelInfo
 from .int8 import quantize_towers
+from .runtime import autocast_dtype, canonical_precision
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,16 @@ class ClipSeg(nn.Module):
         """Reduced-precision dtype the predictor runs under (None = exact float32)."""
         return autocast_dtype(self.info.precision)
 
-    def with_precision(self, precision: str | None) -> ClipSeg:
-        """The same model (weights shared, not copied) run at another precision (``"auto"``,
-        ``"float32"``, ``"int8"``, ...; see ``load_model``'s ``dtype``)."""
+    def with_precision(self, precision: str) -> ClipSeg:
+        """The same model (weights shared, not copied) run at another explicit precision
+        (``"float32"``, ``"int8"``, ``"bfloat16"``, ``"float16"``; ``"auto"`` is resolved by
+        :func:`napari_clipseg.precision.resolve_precision`). The int8 towers are built here, so
+        no forward pass ever builds anything."""
         other = copy.copy(self)  # shares the submodules (their weights); ``info`` and the int8 copy are its own
         other._modules = dict(self._modules)  # so assigning a submodule on one never changes the other
         other.__dict__.pop("_int8_towers", None)
-        other.info = dataclasses.replace(self.info, precision=resolve_precision(precision, self.device))
+        other.info = dataclasses.replace(self.info, precision=canonical_precision(precision, self.device))
+        other.towers  # noqa: B018 - builds the int8 copy now (a no-op at other precisions)
         return other
 
     @property

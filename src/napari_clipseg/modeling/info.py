@@ -66,7 +66,7 @@ class ModelInfo:
             ``"float16"`` (the autocast dtype the predictor runs under). The model's weights stay
             float32 in every case.
         decoder: A fine-tuned decoder applied over the weights (its ``name``, ``path`` and
-            ``sha256``; see :mod:`napari_clipseg.decoders`), or None.
+            ``sha256``; see :mod:`napari_clipseg.modeling.decoder_files`), or None.
     """
 
     weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))

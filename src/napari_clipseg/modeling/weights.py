@@ -1,6 +1,6 @@
 """Finding, reading and checking weights, and building a loaded :class:`ClipSeg`.
 
-Sources (:func:`load_model`):
+Sources (:func:`load_exact`):
 
 1. a Hugging Face hub id (``CIDAS/clipseg-rd64-refined``, ``-rd64``, ``-rd16``), fetched once
    through huggingface_hub's cache (``HF_HOME`` / ``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` works
@@ -30,6 +30,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from ..atomic import atomic_write
 from ..constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HUB_ID
 from ..errors import (
     ArchitectureMismatchError,
@@ -39,14 +40,12 @@ from ..errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from ..export import atomic_write
 from . import keymap
 from .clipseg import ClipSeg
 from .config import ClipSegConfig, from_hf_config, get_config, infer_original_config, to_hf_config
-from .devices import resolve_device, resolve_precision
 from .hub import HF_WEIGHT_FILES, fetch_file, fetch_hub_model
 from .info import ModelInfo, WeightsInfo
-from .model_check import verified
+from .runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -57,7 +56,7 @@ __all__ = [
     "WeightsInfo",
     "WeightsUnavailableError",
     "build_model",
-    "load_model",
+    "load_exact",
     "read_state_dict",
     "save_pretrained",
 ]
@@ -282,23 +281,10 @@ def _read_source(
     raise WeightsUnavailableError(f"no such file or directory: {path}")
 
 
-def _finish(model: ClipSeg, decoder: str | os.PathLike | None, auto: bool) -> ClipSeg:
-    """Apply a fine-tuned decoder; with precision "auto", check an approximate path on these very
-    weights (:mod:`.model_check`); build the int8 towers now, as part of loading, not at the first prompt."""
-    if decoder is not None:
-        from ..decoders import apply_decoder
-
-        apply_decoder(model, decoder)
-    model = verified(model) if auto else model
-    model.towers  # noqa: B018 - builds the int8 copy (a no-op at other precisions)
-    return model
-
-
-def load_model(
+def load_exact(
     source: str | os.PathLike = DEFAULT_HUB_ID,
     *,
     device: str | torch.device = "cpu",
-    dtype: str | torch.dtype | None = None,
     backbone: str | os.PathLike | None = None,
     config: str | ClipSegConfig | None = None,
     revision: str | None = None,
@@ -306,21 +292,19 @@ def load_model(
     stop: threading.Event | None = None,
     decoder: str | os.PathLike | None = None,
 ) -> ClipSeg:
-    """Load CLIPSeg weights from a hub id, a transformers directory, or an original checkpoint.
+    """Load CLIPSeg weights from a hub id, a transformers directory, or an original checkpoint,
+    as the exact float32 model. Loading never runs the model: choosing a faster precision is its
+    own step (:func:`napari_clipseg.load_model` and ``ModelSpec.load`` do both).
 
     Args:
         source: Hub id (default ``CIDAS/clipseg-rd64-refined``), a directory written by
             ``save_pretrained``, an original ``rd*-uni*.pth`` decoder checkpoint, or a single
             transformers weights file with its ``config.json`` beside it.
         device: ``"cpu"`` (default), ``"cuda"``, ``"mps"`` or ``"auto"`` (best available).
-        dtype: ``"auto"``/``None`` (the fastest path that passed the accuracy guard on this device,
-            see ``modeling.devices``), ``"float32"`` (exact), ``"int8"`` (CPU: int8 towers), or
-            ``"float16"``/``"bfloat16"`` (autocast; bfloat16 on CPU only where native). The saved
-            weights stay float32 in every case.
         backbone: For original decoder checkpoints: a local open_clip/OpenAI ViT-B/16 state dict
             (``.safetensors``, ``.bin``, ``.pt``). ``None`` fetches open_clip's 'openai' weights.
         config: For original checkpoints whose sizes cannot be read from shapes: a config name
-            (see ``napari_clipseg.config.CONFIGS``) or a :class:`ClipSegConfig`.
+            (see ``napari_clipseg.modeling.config.CONFIGS``) or a :class:`ClipSegConfig`.
         revision: Hub revision (branch, tag or commit) for hub sources.
         tqdm_class: Progress-bar class for downloads (huggingface_hub's default when None).
         stop: Set it from another thread to end the load early (RunCancelled), e.g. from a GUI's
@@ -329,7 +313,7 @@ def load_model(
             been made for these weights.
 
     Returns:
-        The model in eval mode on ``device``, with ``info`` describing the weights and precision.
+        The model in eval mode on ``device`` at precision float32, with ``info`` describing the weights.
 
     Raises:
         WeightsUnavailableError, CorruptWeightsError, UnsafeWeightsError, ArchitectureMismatchError,
@@ -341,13 +325,15 @@ def load_model(
             f"got {type(source).__name__}"
         )
     torch_device = resolve_device(device)
-    precision = resolve_precision(dtype, torch_device)
     cfg = get_config(config) if isinstance(config, str) else config
     model_config, state, info = _read_source(source, cfg, backbone, revision, tqdm_class, stop)
     _stop_check(stop)
-    model = _assemble(model_config, state, ModelInfo(info, precision)).to(torch_device)
+    model = _assemble(model_config, state, ModelInfo(info)).to(torch_device)
     _stop_check(stop)
-    model = _finish(model, decoder, auto=dtype in (None, "auto"))
+    if decoder is not None:
+        from .decoder_files import apply_decoder
+
+        apply_decoder(model, decoder)
     logger.info("loaded CLIPSeg weights from %s (%s) on %s", info.source, info.kind, torch_device)
     return model
 

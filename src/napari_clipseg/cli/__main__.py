@@ -1,0 +1,7 @@
+"""``python -m napari_clipseg.cli``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Arguments the CLI's commands share: the model and run options, and prompts. Torch-free."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..constants import DEFAULT_HUB_ID, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, MODES
+from ..errors import UsageError
+from ..segmentation.model_spec import ModelSpec
+from ..segmentation.options import SegmentOptions, parse_channels, split_prompts
+
+
+def add_model_options(seg: argparse.ArgumentParser, what: str = "model") -> None:
+    """The model options every command that loads a model shares (one :class:`ModelSpec`)."""
+    seg.add_argument(
+        "-m", "--model", default=DEFAULT_HUB_ID, help=f"{what}: hub id, folder or .pth (default {DEFAULT_HUB_ID})"
+    )
+    seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
+    seg.add_argument("--decoder", help="a fine-tuned decoder folder (napari-clipseg finetune) to apply")
+    seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    seg.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "int8", "float16", "bfloat16"],
+        help="auto (default): the fastest path that passed the accuracy guard on this device; float32: exact",
+    )
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The :class:`ModelSpec` of the model options (torch-free)."""
+    return ModelSpec(
+        args.model, backbone=args.backbone, decoder=args.decoder, device=args.device, precision=args.precision
+    )
+
+
+def add_run_options(seg: argparse.ArgumentParser) -> None:
+    """The model and run options ``segment`` and ``batch`` share."""
+    add_model_options(seg)
+    seg.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"in [0, 1] (default {DEFAULT_THRESHOLD})"
+    )
+    seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
+    seg.add_argument(
+        "--mode", default="auto", choices=MODES, help="whole image, native-resolution tiles, both, or by size"
+    )
+    seg.add_argument(
+        "--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in pixels (default {DEFAULT_OVERLAP})"
+    )
+    seg.add_argument("--channels", help="channels to use as R,G,B, e.g. '0,2,-1' (-1: empty)")
+    seg.add_argument(
+        "--rgb", choices=["auto", "yes", "no"], default="auto", help="is the last axis colour? (auto: 3 or 4 values)"
+    )
+
+
+def run_options(args: argparse.Namespace) -> SegmentOptions:
+    """The run's options from the arguments (raises UsageError with the option's name)."""
+    try:
+        return SegmentOptions(
+            mode=args.mode,
+            overlap=args.overlap,
+            channels=parse_channels(args.channels or ""),
+            rgb={"auto": None, "yes": True, "no": False}[args.rgb],
+            threshold=args.threshold,
+            min_size=args.min_size,
+        )
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+
+
+def text_prompts(texts: list[str] | None) -> list[str]:
+    """The prompts of repeated/comma-separated ``-p`` values.
+
+    Raises:
+        UsageError: a prompt given twice (one class would stay empty).
+    """
+    prompts = [p for text in texts or [] for p in split_prompts(text)]
+    if len(set(prompts)) != len(prompts):
+        raise UsageError(f"a prompt is given twice ({', '.join(prompts)}): each class needs its own name")
+    return prompts

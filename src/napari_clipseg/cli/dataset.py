@@ -1,0 +1,194 @@
+"""The CLI's dataset commands: ``batch`` (pre-label many images), ``evaluate`` (score them) and
+``finetune`` (teach the decoder from corrected masks).
+
+``batch`` exits 0 when every input has its outputs, 1 when some failed (each listed on stderr),
+2 for bad usage; everything it can check (options, prompts, format, inputs, examples, the output
+folder) is checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from ..io.outputs import FORMATS
+from .args import add_model_options, add_run_options, model_spec, run_options, text_prompts
+
+PROG = "napari-clipseg"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    batch = sub.add_parser("batch", help="pre-label files, folders or globs into an output folder (resumable)")
+    batch.add_argument("inputs", nargs="+", help="image files, folders (recursive), globs; TIFF, PNG, JPEG, .npy, zarr")
+    batch.add_argument("-p", "--prompt", action="append", help="prompt(s); repeat or separate with commas")
+    batch.add_argument(
+        "--example", action="append", default=[], metavar="IMAGE:MASK[=NAME]", help="a class given by an example"
+    )
+    batch.add_argument("--out", required=True, type=Path, help="output folder (one subfolder per input)")
+    batch.add_argument("--format", default="tif", choices=FORMATS, help="file format of the outputs (default tif)")
+    batch.add_argument("--instances", action="store_true", help="also write instance labels (one id per object)")
+    batch.add_argument("--split", type=int, default=5, help="instances: seed distance in px (0: no split; default 5)")
+    batch.add_argument("--probabilities", action="store_true", help="also write the probability maps")
+    batch.add_argument("--coco", action="store_true", help="also write coco.json for the dataset (implies --instances)")
+    add_run_options(batch)
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=0, help="run on a dask LocalCluster of N processes")
+    where.add_argument("--scheduler", help="address of a running dask scheduler (SLURM, Kubernetes, ...)")
+    batch.add_argument("--threads", type=int, help="torch threads per process (default: all here, 1 per worker)")
+    batch.add_argument("--planes-per-task", type=int, default=16, help="split longer stacks into tasks (default 16)")
+    batch.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist and match")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar; only warnings and errors")
+    ev = sub.add_parser("evaluate", help="score predictions against ground truth (IoU, Dice, AP, matting errors)")
+    ev.add_argument("prediction", help="batch output folder, label image(s), or COCO JSON")
+    ev.add_argument("truth", help="ground-truth folder, label image(s), or COCO JSON (matched by name)")
+    ev.add_argument("--out", type=Path, help="write metrics.csv, metrics.json and metrics.png here")
+    ft = sub.add_parser("finetune", help="fine-tune the decoder on corrected masks (CPU, minutes)")
+    ft.add_argument("--images", nargs="+", required=True, help="image files, folders or globs")
+    ft.add_argument("--masks", nargs="+", required=True, help="corrected label images or batch outputs (by name)")
+    ft.add_argument(
+        "-p", "--prompt", action="append", help="class prompts in label order (default: the masks' records)"
+    )
+    ft.add_argument("--out", required=True, type=Path, help="decoder folder to write")
+    add_model_options(ft, "base model")
+    ft.add_argument("--epochs", type=int, default=40)
+    ft.add_argument("--patience", type=int, default=8, help="stop after this many epochs without improvement")
+    ft.add_argument("--holdout", type=float, default=0.25, help="share of images held out to check (default 0.25)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--ignore-value", type=int, help="label value of pixels nobody looked at (left out)")
+    ft.add_argument("--no-augment", action="store_true", help="no flips or rotation")
+    ft.add_argument("--force", action="store_true", help="keep the decoder even if it is not better than the base")
+    ft.add_argument("--overwrite", action="store_true", help="replace a decoder already in --out")
+    ft.add_argument("--cache", type=Path, help="keep the encoded images here: a later run on them skips the encoding")
+
+
+def _job_arguments(args: argparse.Namespace) -> dict:
+    """``segment_dataset``'s prompts and setting groups from the arguments (UsageError for what cannot work)."""
+    from ..datasets.settings import ComputeSettings, OutputSettings
+    from ..datasets.steps import parse_example
+    from ..segmentation.postprocess import InstanceSettings
+
+    try:
+        examples = [parse_example(text) for text in args.example]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    prompts = [*text_prompts(args.prompt), *examples]
+    if not prompts:
+        raise UsageError("give at least one prompt with -p or --example")
+    for name, value, low in (
+        ("--workers", args.workers, 0),
+        ("--threads", args.threads or 1, 1),
+        ("--split", args.split, 0),
+    ):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}; got {value}")
+    if args.planes_per_task < 1:
+        raise UsageError(f"--planes-per-task must be at least 1; got {args.planes_per_task}")
+    instances = InstanceSettings.chosen(args.instances or args.coco, args.split)
+    output = OutputSettings(args.format, instances, args.probabilities, args.coco, args.overwrite)
+    compute = ComputeSettings(args.workers, args.scheduler, args.threads, args.planes_per_task)
+    return {
+        "prompts": prompts,
+        "model": model_spec(args),
+        "options": run_options(args),
+        "output": output,
+        "compute": compute,
+    }
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from ..atomic import check_target
+    from ..datasets.api import iter_segment_dataset
+    from ..io.inputs import find_inputs
+    from ..io.outputs import check_format
+
+    kwargs = _job_arguments(args)
+    try:
+        check_format(args.format, args.probabilities)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_target(args.out / "report.json", overwrite=True)  # a writable output folder, before any work
+    try:
+        find_inputs(args.inputs, skip=args.out)
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.quiet:
+        logging.getLogger("napari_clipseg").setLevel(logging.WARNING)
+    prompts = kwargs.pop("prompts")
+    events = iter_segment_dataset(args.inputs, prompts, args.out, **kwargs)
+    report = _drive(events, quiet=args.quiet)
+    for row in report.failed:
+        print(f"{PROG}: failed: {row.input}: {row.error}", file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _drive(events, quiet: bool):
+    """Run the generator with a progress bar (with ETA) on stderr."""
+    from tqdm.auto import tqdm
+
+    from ..segmentation.results import run
+
+    with tqdm(total=None, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def show(event) -> None:
+            bar.total = event.total
+            bar.n = event.step
+            bar.set_description_str(event.stage[:40], refresh=False)
+            bar.refresh()
+
+        return run(events, show)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation.scoring import evaluate
+
+    report = evaluate(args.prediction, args.truth, args.out)
+    for key, value in report.mean.items():
+        print(f"{key:18s} {value:.4f}")
+    if report.unmatched:
+        print(
+            f"{PROG}: {len(report.unmatched)} name(s) without a partner: {', '.join(report.unmatched[:5])}",
+            file=sys.stderr,
+        )
+    if args.out:
+        print(f"wrote metrics.csv, metrics.json and metrics.png to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from ..learning.finetune import FineTuneSettings
+
+    try:
+        settings = FineTuneSettings(
+            epochs=args.epochs, patience=args.patience, holdout=args.holdout, seed=args.seed,
+            ignore_value=args.ignore_value, augment=not args.no_augment, force=args.force,
+        )  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if (args.out / "decoder.json").exists() and not args.overwrite:
+        raise UsageError(f"{args.out} already holds a decoder (use --overwrite to replace it)")
+    from ..learning.training_data import pairs_from_files
+
+    pairs, recorded = pairs_from_files(args.images, args.masks)
+    classes = text_prompts(args.prompt) or recorded
+    if not classes:
+        raise UsageError("give the class prompts with -p (label 1 = the first), or masks with records")
+    from ..learning.finetune import iter_finetune
+    from ..modeling.decoder_files import save_decoder
+    from ..segmentation.predictor import ClipSegPredictor
+
+    predictor = ClipSegPredictor(model_spec(args).load(), cache_bytes=0)
+    result = _drive(iter_finetune(predictor, pairs, classes, settings, cache_dir=args.cache), quiet=False)
+    save_decoder(result, args.out, overwrite=args.overwrite)
+    print(
+        f"held-out IoU {result.base_iou:.3f} -> {result.iou:.3f} (epoch {result.best_epoch}); wrote {args.out}; "
+        f"use it with --decoder {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+COMMANDS = {"batch": run_batch, "evaluate": run_evaluate, "finetune": run_finetune}

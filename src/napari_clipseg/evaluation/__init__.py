@@ -1,0 +1,1 @@
+"""Scoring predictions against ground truth: metrics (IoU, Dice, AP, matting errors) and ``evaluate``."""

@@ -1,0 +1,1 @@
+"""Learning from corrections: training pairs, cached features, fine-tuning the decoder."""

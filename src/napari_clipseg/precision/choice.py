@@ -1,0 +1,126 @@
+"""Choosing a torch device and a precision: never a path that is emulated, or slower, here.
+
+``"auto"`` (the default) picks per device the fastest path that passed the accuracy guard of
+:mod:`napari_clipseg.segmentation.guard` in this project's measurements (:data:`GUARD_PASSED`,
+docs/performance.md) *and* is faster on this machine:
+
+* CPU: the candidates are ``"int8"`` (:mod:`.int8`, where torch has an int8 engine for the CPU)
+  and ``"bfloat16"`` (only with native AVX512-BF16 or AMX; elsewhere it is emulated, several times
+  slower). One vision block is timed at each (:mod:`.speed`, once per machine); the fastest that
+  beats float32 by :data:`MIN_SPEEDUP` wins, otherwise exact float32.
+* GPU: float32, until ``benchmarks/gpu_check.py`` has measured float16/bfloat16 there.
+
+``load_model`` then checks the chosen approximate path on the loaded weights themselves
+(:mod:`.model_check`) and falls back to float32 if it breaks the guard there.
+
+An explicit choice that is slower here is allowed but warned about, with its cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..modeling.int8 import quantized_engine
+from ..modeling.runtime import canonical_precision
+from .cpu import cpu_flags
+from .timing import speedups
+
+logger = logging.getLogger(__name__)
+
+#: What emulated bfloat16 cost on a CPU without native bfloat16 (AMD EPYC, AVX2 only, 2 threads:
+#: first prompt on a new image, bench_predictor.py; issue #14).
+EMULATED_BF16_SLOWDOWN = 5.8
+
+#: Approximate paths that passed the accuracy guard (precision_guard.LIMITS) on this project's
+#: measurements (benchmarks/bench_predictor.py; docs/performance.md): "auto" may pick only these.
+GUARD_PASSED = frozenset({"int8", "bfloat16"})
+
+#: How much faster than float32 a timed vision block must run before "auto" picks that path, so
+#: that noise in the one-off timing can never make "auto" slower than exact float32.
+MIN_SPEEDUP = 1.2
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device`` (not emulated in float32):
+    CUDA with bfloat16 support, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()  # oneDNN told to use less than the CPU has
+        if limit and limit != "ALL" and "BF16" not in limit and "AMX" not in limit:
+            return False
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def cpu_candidates(device: torch.device) -> tuple[str, ...]:
+    """The approximate paths that can run natively on ``device`` if it is a CPU (see the module docstring)."""
+    if device.type != "cpu":
+        return ()
+    return tuple(name for name, ok in (("int8", quantized_engine()), ("bfloat16", native_bfloat16(device))) if ok)
+
+
+def measured_speedups(device: torch.device, measure: bool = True) -> dict[str, float] | None:
+    """Speed-up over float32 of each CPU candidate path, timed once per machine (:mod:`.speed`);
+    None when not timed yet and ``measure`` is False; empty off the CPU or without candidates."""
+    candidates = cpu_candidates(device)
+    return speedups(candidates, measure) if candidates else {}
+
+
+def is_faster(precision: str, device: torch.device, measure: bool = True) -> bool:
+    """Whether ``precision`` runs clearly faster than float32 on this CPU. Without ``measure``, a
+    machine not timed yet counts as faster (loading the model times it, and warns if it is not)."""
+    found = measured_speedups(device, measure)
+    if found is None:
+        return precision in cpu_candidates(device)
+    return found.get(precision, 0.0) >= MIN_SPEEDUP
+
+
+def offered_precisions(device: torch.device, measure: bool = True) -> list[str]:
+    """The precisions worth offering on ``device`` (a GUI lists these): never one that is emulated
+    or slower than float32 here. ``measure=False`` never runs the one-off timing."""
+    offered = ["auto", "float32"]
+    if device.type == "cpu":
+        offered += [name for name in cpu_candidates(device) if is_faster(name, device, measure)]
+    else:
+        offered += ["bfloat16"] if native_bfloat16(device) else []
+        offered += ["float16"]
+    return offered
+
+
+def auto_precision(device: torch.device) -> str:
+    """What ``"auto"`` stands for on ``device`` (see the module docstring)."""
+    found = {k: v for k, v in (measured_speedups(device) or {}).items() if k in GUARD_PASSED and v >= MIN_SPEEDUP}
+    return max(found, key=found.get) if found else "float32"
+
+
+def resolve_precision(precision: str | torch.dtype | None, device: torch.device) -> str:
+    """Canonical precision name for ``precision`` on ``device`` (``None`` and ``"auto"``: :func:`auto_precision`).
+
+    An explicit bfloat16 without native bfloat16, or a CPU path timed slower than float32 here, is
+    logged as a warning with its cost.
+
+    Raises:
+        ValueError: see :func:`napari_clipseg.modeling.runtime.canonical_precision`.
+    """
+    if precision is None or precision == "auto":
+        return auto_precision(device)
+    name = canonical_precision(precision, device)
+    if name == "bfloat16" and not native_bfloat16(device):
+        logger.warning(
+            "bfloat16 is emulated on this %s (no native bfloat16): it ran %.1fx slower than float32 on such a "
+            "CPU; use precision 'auto' or 'float32'",
+            device.type,
+            EMULATED_BF16_SLOWDOWN,
+        )
+    elif name in cpu_candidates(device) and not is_faster(name, device):
+        logger.warning(
+            "%s is not faster than float32 on this CPU (a timed vision block: %.2fx); use precision 'auto' or "
+            "'float32'",
+            name,
+            measured_speedups(device)[name],
+        )
+    return name

@@ -1,0 +1,164 @@
+"""Which model, and how it runs: one frozen spec that every entry point loads from.
+
+The API (``load_model``), the CLI (``--model``, ``--backbone``, ``--decoder``, ``--device``,
+``--precision``), the dock's settings, dataset workers, fine-tuning and projects all describe a
+model as a :class:`ModelSpec` and load it with :meth:`ModelSpec.load`, which does two separate
+steps: read the exact float32 weights (:func:`~napari_clipseg.modeling.weights.load_exact`, no
+forward pass), then choose a precision (:func:`with_chosen_precision`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..constants import DEFAULT_HUB_ID, PRECISIONS
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..modeling.clipseg import ClipSeg
+    from ..modeling.config import ClipSegConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model's weights come from and how it runs (small, hashable, picklable).
+
+    Attributes:
+        source: Hub id, a ``save_pretrained`` folder, an original ``.pth`` or a weights file.
+        backbone: For original checkpoints: a local CLIP ViT-B/16 state dict (None: the hub's).
+        decoder: A fine-tuned decoder folder to apply (``napari-clipseg finetune``).
+        device: ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+        precision: ``"auto"`` (the fastest guarded path here), ``"float32"`` (exact), ``"int8"``,
+            ``"bfloat16"`` or ``"float16"``.
+        config: For original checkpoints whose sizes cannot be read from shapes: a config name.
+        revision: Hub revision (branch, tag or commit).
+    """
+
+    source: str = DEFAULT_HUB_ID
+    backbone: str | None = None
+    decoder: str | None = None
+    device: str = "cpu"
+    precision: str = "auto"
+    config: str | None = None
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("source", "backbone", "decoder", "config"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            elif value is not None and not isinstance(value, str):
+                raise TypeError(
+                    f"the model's {name} must be a hub id, a folder or a file path; got {type(value).__name__}"
+                )
+        precision = "auto" if self.precision is None else str(self.precision)
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
+        object.__setattr__(self, "precision", PRECISIONS[precision])
+
+    @classmethod
+    def of(cls, model: ModelSpec | str | os.PathLike, **how: Any) -> ModelSpec:
+        """``model`` as a spec: a spec as it is (``how`` replaces fields), a source with ``how``."""
+        if isinstance(model, ModelSpec):
+            return dataclasses.replace(model, **{k: v for k, v in how.items() if v is not None})
+        if isinstance(model, str | os.PathLike):
+            return cls(os.fspath(model), **{k: v for k, v in how.items() if v is not None})
+        raise TypeError(f"a model is a hub id, a folder, a file or a ModelSpec; got {type(model).__name__}")
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """The spec written by :meth:`to_dict` (unknown keys are refused, so a typo is never ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        return cls(**data)
+
+    def differences(self, other: ModelSpec) -> list[str]:
+        """``"field: mine -> other"`` for each field that differs (for messages)."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+    def load(self, *, stop: threading.Event | None = None, tqdm_class: Any = None) -> ClipSeg:
+        """Read the weights exactly, then choose the precision (see the module docstring)."""
+        from ..modeling.weights import load_exact
+
+        model = load_exact(
+            self.source,
+            device=self.device,
+            backbone=self.backbone,
+            config=self.config,
+            revision=self.revision,
+            tqdm_class=tqdm_class,
+            stop=stop,
+            decoder=self.decoder,
+        )
+        return with_chosen_precision(model, self.precision)
+
+
+def with_chosen_precision(model: ClipSeg, precision: str | torch.dtype | None = "auto") -> ClipSeg:
+    """``model`` (loaded exactly, at float32) run at ``precision``; ``"auto"`` picks the fastest
+    guarded path on this machine and checks it on these weights (:mod:`.precision_check`)."""
+    from ..precision.choice import resolve_precision
+
+    name = resolve_precision(precision, model.device)
+    if name == model.info.precision:
+        return model
+    chosen = model.with_precision(name)
+    if precision in (None, "auto"):
+        from .precision_check import verified
+
+        chosen = verified(chosen)
+    return chosen
+
+
+def load_model(
+    source: str | os.PathLike | ModelSpec = DEFAULT_HUB_ID,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    backbone: str | os.PathLike | None = None,
+    config: str | ClipSegConfig | None = None,
+    revision: str | None = None,
+    tqdm_class: Any = None,
+    stop: threading.Event | None = None,
+    decoder: str | os.PathLike | None = None,
+) -> ClipSeg:
+    """Load CLIPSeg weights (hub id, transformers directory, original checkpoint) and choose how
+    they run: :func:`~napari_clipseg.modeling.weights.load_exact`, then :func:`with_chosen_precision`.
+
+    ``dtype`` is the precision: ``"auto"``/``None`` (the fastest path that passed the accuracy
+    guard on this device and on these weights), ``"float32"`` (exact), ``"int8"`` (CPU),
+    ``"float16"``/``"bfloat16"`` (autocast; bfloat16 on the CPU only where native). The other
+    arguments are :func:`~napari_clipseg.modeling.weights.load_exact`'s. The saved weights stay
+    float32 in every case.
+    """
+    if isinstance(source, ModelSpec):
+        return source.load(stop=stop, tqdm_class=tqdm_class)
+    from ..modeling.weights import load_exact
+
+    model = load_exact(
+        source,
+        device=device,
+        backbone=backbone,
+        config=config,
+        revision=revision,
+        tqdm_class=tqdm_class,
+        stop=stop,
+        decoder=decoder,
+    )
+    return with_chosen_precision(model, dtype)

@@ -1,0 +1,73 @@
+"""Before ``"auto"`` trusts an approximate path with a model, it checks it on that model.
+
+The project's guard (:mod:`napari_clipseg.segmentation.guard`) was measured on random towers, which
+lack the large outlier activations of real CLIP weights that int8 handles worst. So when
+``load_model`` resolves ``"auto"`` to int8 or bfloat16, the loaded weights segment the astronaut
+sample (shipped with scikit-image) with four prompts at float32 and at that precision; if the
+figures break the guard's limits, the model runs at float32 instead, with a warning. The check
+costs one image at both precisions (about a second), once per weights, decoder and machine: the
+figures are remembered beside the speed timing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..precision.timing import machine_key, remembered
+from ..samples import load_sample
+from .guard import guard_figures, passes
+from .prompts import tokenize
+from .transforms import to_model_input
+
+logger = logging.getLogger(__name__)
+
+#: The prompts of the check, for the astronaut sample.
+PROMPTS = ("a person", "a flag", "a rocket", "the sky")
+
+
+def _probabilities(model: Any, pixels: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
+    with model.inference():
+        features = model.encode_image(pixels)
+        conditionals = model.encode_text(ids).to(features.reduced[0].dtype)
+        logits = model.decoder.decode(features.reduced, conditionals, features.grid)
+    return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def guard_on_model(model: Any) -> dict[str, float]:
+    """Guard figures of ``model`` at its precision against the same weights at float32."""
+    pixels = to_model_input(load_sample("astronaut")).to(model.device)
+    ids = tokenize(list(PROMPTS)).to(model.device)
+    exact = _probabilities(model.with_precision("float32"), pixels, ids)
+    return guard_figures(exact, _probabilities(model, pixels, ids))
+
+
+def _weights_key(model: Any) -> str:
+    weights, decoder = model.info.weights, model.info.decoder or {}
+    identity = weights.sha256 or f"{weights.source} seed {weights.seed}"
+    return f"{identity} | decoder {decoder.get('sha256')} | {model.info.precision}"
+
+
+def verified(model: Any) -> Any:
+    """``model`` if it runs exactly or its approximate path passes the guard on its weights;
+    otherwise, or when the check cannot run on them, the same weights at float32 (with a warning)."""
+    precision = model.info.precision
+    if precision == "float32":
+        return model
+    try:
+        key = f"{_weights_key(model)} | {machine_key((precision,))}"  # hashes the weight files once
+        figures = remembered("precision-checks.json", key, lambda: guard_on_model(model))
+    except Exception as error:  # noqa: BLE001 - e.g. a text tower that cannot read the prompts: never fail the load
+        logger.warning("could not check %s on these weights (%s); 'auto' runs them at float32", precision, error)
+        return model.with_precision("float32")
+    if passes(figures):
+        return model
+    logger.warning(
+        "%s did not pass the accuracy guard on these weights (%s); precision 'auto' runs them at float32",
+        precision,
+        ", ".join(f"{k} {v:.4g}" for k, v in figures.items()),
+    )
+    return model.with_precision("float32")
