@@ -102,7 +102,7 @@ class ModelRunner:
     def _steps(
         self, predictor: ClipSegPredictor, request: RunRequest
     ) -> Generator[Progress, None, tuple[list[Piece], dict]]:
-        from ..io.records import build_record
+        from ..io.records import build_record, extend_record
         from ..segmentation.pipeline import iter_segment
         from ..segmentation.regions import iter_segment_boxes
         from .result_layers import Piece
@@ -125,7 +125,7 @@ class ModelRunner:
             example=request.example,
         )
         if request.boxes is not None:
-            record["boxes"] = [list(p.box) for p in parts]
+            record = extend_record(record, boxes=[list(p.box) for p in parts])
         return pieces, record
 
 

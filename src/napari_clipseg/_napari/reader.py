@@ -15,32 +15,23 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecordError
-from ..io.masks import RECORD_NAME
 from ..io.outputs import OME_ZARR_NAME, read_labels_file
-from ..io.records import class_names, read_record, sidecar_path
+from ..io.records import RECORD_NAME, class_names, locate_record, read_record, record_file, sidecar_path
 from . import layers as _layers
 
 
 def _source(path: Path) -> tuple[dict[str, Any], Path, list[str]] | None:
     """The record, the folder its file names are relative to, and the kinds to open."""
-    if path.is_dir() and (path / RECORD_NAME).is_file():
-        folder = path
-    elif path.name == OME_ZARR_NAME and (path.parent / RECORD_NAME).is_file():
-        folder = path.parent
-    elif sidecar_path(path).is_file():
-        try:
-            record = read_record(sidecar_path(path))
-        except (OSError, RecordError):
-            return None
-        return {**record, "files": {**record.get("files", {}), "labels": path.name}}, path.parent, ["labels"]
-    elif (path.parent / RECORD_NAME).is_file():
-        folder = path.parent
-    else:
+    located = locate_record(path)
+    if located is None:
         return None
     try:
-        record = read_record(folder / RECORD_NAME)
+        record = read_record(located)
     except (OSError, RecordError):
         return None
+    folder = located.parent
+    if located == sidecar_path(path):
+        return {**record, "files": {**record.get("files", {}), "labels": path.name}}, folder, ["labels"]
     files = record.get("files", {})
     if path != folder and path.name != OME_ZARR_NAME:
         kinds = [k for k in ("labels", "instances") if files.get(k) == path.name]
@@ -73,7 +64,7 @@ def read_output_layers(record: dict[str, Any], folder: Path, kinds: list[str]) -
     own_folder = (folder / RECORD_NAME).is_file()  # a batch output folder, else a file with a sidecar
     stem = folder.name if own_folder else Path(record["files"]["labels"]).stem
     for kind in kinds:
-        data = np.asarray(read_labels_file(folder / record["files"][kind]))
+        data = np.asarray(read_labels_file(record_file(folder / RECORD_NAME, record["files"][kind])))
         meta = {**record, "files": dict(record.get("files", {}))}
         metadata = {_layers.META_KEY: meta}
         if kind == "labels":

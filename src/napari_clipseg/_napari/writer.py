@@ -7,7 +7,7 @@ from typing import Any
 
 from ..atomic import json_writer, write_together
 from ..io.export import array_writer
-from ..io.records import sidecar_path, validate_record
+from ..io.records import extend_record, sidecar_path
 from .layers import META_KEY, changed_since_written
 
 
@@ -25,6 +25,6 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     if isinstance(record, dict):
         files = {"labels": Path(path).name}  # only the labels travel with this file
         edited = bool(record.get("edited")) or changed_since_written(data, metadata)
-        full = validate_record({**record, "files": files, "layer": meta.get("name"), "edited": edited})
+        full = extend_record(record, files=files, layer=meta.get("name"), edited=edited)
         outputs.append((sidecar_path(path), json_writer(full)))
     return [str(p) for p in write_together(outputs, overwrite=True)]

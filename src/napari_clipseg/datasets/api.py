@@ -16,8 +16,8 @@ from typing import Any
 
 from ..constants import DEFAULT_HUB_ID
 from ..io.inputs import InputFile, find_inputs
-from ..io.masks import RECORD_NAME
 from ..io.outputs import check_format, clear_staging, read_labels_file
+from ..io.records import RECORD_NAME
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, check_distinct
 from ..segmentation.results import Progress, run

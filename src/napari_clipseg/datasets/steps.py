@@ -224,17 +224,18 @@ def finish_input(job: BatchJob, plan: Plan, parts: list[Part | Row]) -> Row:
     names = job.names
     arrays: dict[str, np.ndarray] = {"labels": labels}
     counts = np.bincount(labels.ravel(), minlength=len(names) + 1)[1:]
-    record = build_record(
-        names, options=job.options, mode=parts[0].mode, image=plan.image,
-        planes=None if planes == [()] else planes, example=None,
-    )  # fmt: skip
-    record.update(model=plan.model_info, counts={n: int(c) for n, c in zip(names, counts, strict=True)})
-    record["batch"] = {"key": plan.key, "input": str(plan.item.path), **plan.fingerprint}
+    sections: dict[str, Any] = {
+        "model": plan.model_info,
+        "counts": {n: int(c) for n, c in zip(names, counts, strict=True)},
+        "batch": {"key": plan.key, "input": str(plan.item.path), **plan.fingerprint},
+    }
     if job.instances is not None:
         objects = job.instances.apply(labels, probabilities)
         arrays["instances"] = objects.ids
-        record["instance_classes"] = list(objects.classes)
-        record["instance_scores"] = instance_scores(objects, probabilities)
+        sections["instance_classes"] = list(objects.classes)
+        sections["instance_scores"] = instance_scores(objects, probabilities)
+    planes = None if planes == [()] else planes
+    record = build_record(names, options=job.options, mode=parts[0].mode, image=plan.image, planes=planes, **sections)
     if job.output.probabilities:
         arrays["probabilities"] = probabilities
     write_output_folder(

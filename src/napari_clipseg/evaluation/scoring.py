@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..io.inputs import named_entries
-from ..io.masks import RECORD_NAME
-from ..io.records import class_names, read_record
+from ..io.records import RECORD_NAME, class_names, read_record
 from .metrics import SEMANTIC_KEYS, changed_fraction, class_scores, coco_ap, instance_ap, matting_errors, summarise
 
 

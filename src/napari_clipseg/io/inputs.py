@@ -227,7 +227,7 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
 def named_entries(source: str | os.PathLike) -> dict[str, Path]:
     """Name -> path for one side of a pairing (evaluation, training pairs): the output folders of
     a batch run (named by their path below ``source``), else the images ``find_inputs`` finds."""
-    from .masks import RECORD_NAME
+    from .records import RECORD_NAME
 
     path = Path(source)
     if path.is_dir() and (path / RECORD_NAME).exists():

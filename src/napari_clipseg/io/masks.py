@@ -12,10 +12,7 @@ import numpy as np
 
 from ..atomic import json_writer, write_together
 from .export import array_writer
-from .records import class_table, validate_record
-
-#: The record of an exported folder.
-RECORD_NAME = "clipseg.json"
+from .records import RECORD_NAME, class_table, extend_record
 
 
 def safe_name(text: str) -> str:
@@ -62,13 +59,13 @@ def export_masks(
         raise FileExistsError(f"{len(existing)} file(s) already exist, e.g. {existing[0]}; nothing was written")
     files = {"labels": targets[0].name, "masks": {str(v): n for v, n in masks.items()}}
     image = {**record.get("image", {}), "shape": list(labels.shape)}
-    full = {**record, "classes": class_table(class_names), "image": image, "files": files}
+    sections: dict[str, Any] = {"classes": class_table(class_names), "image": image, "files": files}
     writers = [array_writer(targets[0], labels)]
     writers += [array_writer(folder / name, (labels == value).astype(np.uint8) * 255) for value, name in masks.items()]
     if instances is not None:
         ids, classes = instances
         writers.append(array_writer(targets[-2], np.asarray(ids)))
         files["instances"] = targets[-2].name
-        full["instance_classes"] = [int(c) for c in classes]
-    writers.append(json_writer(validate_record(full)))
+        sections["instance_classes"] = [int(c) for c in classes]
+    writers.append(json_writer(extend_record(record, **sections)))
     return write_together(list(zip(targets, writers, strict=True)), overwrite=overwrite)

@@ -22,8 +22,7 @@ import numpy as np
 from ..atomic import current_umask, json_writer
 from ..errors import RecordError
 from .export import array_writer
-from .masks import RECORD_NAME
-from .records import class_names, read_record, validate_record
+from .records import RECORD_NAME, class_names, extend_record, read_record
 
 FORMATS = ("tif", "png", "npy", "ome-zarr")
 KINDS = ("labels", "instances", "probabilities")
@@ -115,7 +114,7 @@ def write_output_folder(
     stage = Path(tempfile.mkdtemp(dir=staging, prefix="new-"))
     try:
         files = file_names(file_format, list(arrays))
-        full = validate_record({**record, "files": files})
+        full = extend_record(record, files=files)
         if file_format == "ome-zarr":
             _write_ome_zarr(stage / OME_ZARR_NAME, arrays, class_names(full), full.get("image", {}))
         else:

@@ -39,6 +39,21 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
+#: Optional sections, each written by one part of the package and validated like the fields above.
+_SECTIONS: dict[str, tuple[type, ...]] = {
+    "counts": (dict,),  # pixels per class name (datasets)
+    "batch": (dict,),  # the resume key, the input and its fingerprint (datasets)
+    "instance_classes": (list,),  # class value of each instance id 1..N
+    "instance_scores": (list, type(None)),  # mean probability of each instance
+    "boxes": (list,),  # regions of interest a run was limited to [y0, y1, x0, x1]
+    "layer": (str, type(None)),  # the napari layer it was saved from
+    "project": (dict,),  # the annotation loop's entry: status, image, who verified (project)
+}
+
+#: The record file of an output folder (batch outputs, exported masks, project images).
+RECORD_NAME = "clipseg.json"
+
+
 def class_table(names: Sequence[str]) -> list[dict[str, Any]]:
     """``[{"value": 1, "name": names[0]}, ...]``: label value ``i + 1`` is class ``names[i]`` (0 is background)."""
     return [{"value": i + 1, "name": str(name)} for i, name in enumerate(names)]
@@ -60,12 +75,14 @@ def build_record(
     example: Mapping[str, Any] | None = None,
     edited: bool = False,
     files: Mapping[str, Any] | None = None,
+    **sections: Any,
 ) -> dict[str, Any]:
-    """A new record.
+    """A new record (validated; ``sections`` are the optional sections of ``docs/records.md``).
 
     Args:
         classes: Class names in label order.
-        model: A :class:`~napari_clipseg.modeling.ClipSeg` (its ``info`` is recorded), or None.
+        model: A :class:`~napari_clipseg.modeling.ClipSeg` (its ``info`` is recorded), its entry
+            (``model.info.to_dict()``), or None.
         options: The run's :class:`~napari_clipseg.segmentation.options.SegmentOptions`, or None.
         mode: The mode the planes were read in (``"auto"`` resolved).
         image: ``{"name": ..., "shape": [...]}`` of the segmented image (other keys allowed).
@@ -82,7 +99,7 @@ def build_record(
         "napari_clipseg_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": class_table(classes),
-        "model": model.info.to_dict() if model is not None else None,
+        "model": _model_entry(model),
         "options": options.to_dict() if options is not None else None,
         "mode": mode,
         "image": dict(image or {}),
@@ -91,7 +108,27 @@ def build_record(
         "edited": bool(edited),
         "files": dict(files or {}),
     }
-    return validate_record(record)
+    return extend_record(record, **sections)
+
+
+def extend_record(record: Mapping[str, Any], **sections: Any) -> dict[str, Any]:
+    """``record`` with fields or optional sections set (a new dict), validated: the one way a
+    record changes after it was built.
+
+    Raises:
+        RecordError: an unknown section, or a value of the wrong type.
+    """
+    unknown = sorted(set(sections) - set(_FIELDS) - set(_SECTIONS))
+    if unknown:
+        raise RecordError(f"unknown record section(s) {', '.join(unknown)}; known: {', '.join(sorted(_SECTIONS))}")
+    return validate_record({**record, **sections})
+
+
+def _model_entry(model: Any) -> dict[str, Any] | None:
+    """A model's entry: its ``info`` (a ClipSeg), an entry made earlier (a dict), or None."""
+    if model is None or isinstance(model, Mapping):
+        return dict(model) if model is not None else None
+    return model.info.to_dict()
 
 
 def validate_record(record: Any, source: str = "record") -> dict[str, Any]:
@@ -114,6 +151,9 @@ def validate_record(record: Any, source: str = "record") -> dict[str, Any]:
             raise RecordError(f"{source} lacks the field {key!r}")
         if not isinstance(record[key], types) or (bool in types) != isinstance(record[key], bool):
             raise RecordError(f"{source}: field {key!r} has the wrong type ({type(record[key]).__name__})")
+    for key, types in _SECTIONS.items():
+        if key in record and not isinstance(record[key], types):
+            raise RecordError(f"{source}: section {key!r} has the wrong type ({type(record[key]).__name__})")
     values = [c.get("value") if isinstance(c, Mapping) else None for c in record["classes"]]
     if any(not isinstance(c, Mapping) or not isinstance(c.get("name"), str) for c in record["classes"]) or sorted(
         values
@@ -146,3 +186,29 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     """Where the record of a single labels file lives: ``<file>.json`` beside it."""
     path = Path(path)
     return path.with_name(path.name + ".json")
+
+
+def locate_record(path: str | os.PathLike) -> Path | None:
+    """The record that describes ``path``: an output folder's ``clipseg.json``, the sidecar
+    ``<file>.json`` of a labels file, or the record of the folder a file lies in; None if none."""
+    path = Path(path)
+    if path.is_dir() and (path / RECORD_NAME).is_file():
+        return path / RECORD_NAME
+    if path.is_file() and sidecar_path(path).is_file():
+        return sidecar_path(path)
+    if (path.parent / RECORD_NAME).is_file() and path.name != RECORD_NAME:
+        return path.parent / RECORD_NAME
+    return None
+
+
+def record_file(record_path: str | os.PathLike, name: str) -> Path:
+    """The file a record names (``files.labels`` ...), which must lie in the record's own folder.
+
+    Raises:
+        RecordError: the name leads outside that folder (``../secret.tif``, an absolute path).
+    """
+    folder = Path(record_path).parent.resolve()
+    target = (folder / name).resolve()
+    if target.parent != folder and folder not in target.parents:
+        raise RecordError(f"{record_path} names {name!r}, outside its own folder: not opened")
+    return folder / name

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.inputs import named_entries, open_image
-from ..io.masks import RECORD_NAME
+from ..io.records import RECORD_NAME
 from .finetune import TrainingPair
 
 
