@@ -142,12 +142,39 @@ def output_files(root):
     return out
 
 
+#: Fixtures that open a napari viewer (or need Qt's event loop): their tests are in the slow tier.
+VIEWER_FIXTURES = {"viewer", "widget", "make_napari_viewer", "qtbot"}
+#: Words in a test's source that mean it starts another process or a dask cluster.
+PROCESS_WORDS = ("subprocess", "LocalCluster", "sys.executable", "os.fork", "workers=", "--workers")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast tier (``-m "not slow"``) is what needs no napari viewer, no other process, no dask
+    cluster and no full-size model: mark the others ``slow`` by what they use."""
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        if VIEWER_FIXTURES & set(getattr(item, "fixturenames", ())) or any(w in source for w in PROCESS_WORDS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item: napari's make_napari_viewer reads ``rep_call``."""
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def exact_unless_timed(monkeypatch):
+    """Precision "auto" resolves to float32 in every test: no path timed faster here, so what a test
+    checks never depends on the machine's timing. Tests about "auto" set their own timings."""
+    from napari_clipseg.precision import choice
+
+    monkeypatch.setattr(choice, "speedups", lambda candidates, measure=True: dict.fromkeys(candidates, 1.0))
 
 
 @pytest.fixture(autouse=True)
@@ -209,6 +236,7 @@ def widget(viewer, tiny_model_dir, messages, qtbot, dialogs):
     w = ClipSegWidget(viewer, dialogs=dialogs)
     viewer.window.add_dock_widget(w, name="CLIPSeg")
     w._source.value = str(tiny_model_dir)
+    w._precision.value = "float32"  # what the widget tests check never depends on this machine's timing
     yield w
     if w.is_running:
         w.cancel()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -54,22 +53,42 @@ def _batch_command(folder, out, model, *extra):
             "-m", str(model), "--quiet", *extra]  # fmt: skip
 
 
+#: A batch run that, when it writes the record of its fourth input (its labels already staged),
+#: says so on stdout and waits on stdin: the test kills it right there, without a clock.
+_HELD_BATCH = """
+import sys
+from napari_clipseg.cli import main
+from napari_clipseg.io import outputs
+written = []
+real = outputs.json_writer
+def held(record):
+    written.append(1)
+    if len(written) == 4:
+        print("writing the fourth", flush=True)
+        sys.stdin.readline()
+    return real(record)
+outputs.json_writer = held
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_leaves_no_partial_output_and_the_next_run_completes(tmp_path, rng, tiny_model_dir):
-    """SIGKILL a subprocess while it writes (no clean-up can run), then run again."""
+    """SIGKILL a subprocess while it writes an output (no clean-up can run), then run again."""
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(12):
         iio.imwrite(folder / f"img{i:02d}.png", rng.integers(0, 255, (400, 400, 3), dtype=np.uint8))
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(_batch_command(folder, out, tiny_model_dir, "--probabilities"), env=env)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("*/clipseg.json")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
+    argv = _batch_command(folder, out, tiny_model_dir, "--probabilities")[3:]  # after "-m napari_clipseg.cli"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HELD_BATCH, *argv], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "writing the fourth"
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished = sorted(p.parent.name for p in out.glob("*/clipseg.json"))
-    assert 0 < len(finished) < 12, "the kill should land mid-run"
+    assert len(finished) == 3, "the kill landed while the fourth input was written"
     for name in [p.name for p in out.iterdir() if p.is_dir() and p.name != ".staging"]:
         assert sorted(f.name for f in (out / name).iterdir()) == ["clipseg.json", "labels.tif", "probabilities.tif"]
     result = subprocess.run(

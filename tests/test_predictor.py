@@ -110,7 +110,7 @@ def test_small_vocabulary_model_refuses_text(tmp_path):
     from conftest import make_hf_model
 
     make_hf_model({"text_config": {"vocab_size": 99, "eos_token_id": 2}}).save_pretrained(tmp_path)
-    predictor = ncs.ClipSegPredictor(ncs.load_model(tmp_path))
+    predictor = ncs.ClipSegPredictor(ncs.load_model(tmp_path, dtype="float32"))
     predictor.set_image(np.zeros((32, 32)))
     with pytest.raises(ValueError, match="vocabulary"):
         predictor.predict("cat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -36,9 +37,20 @@ def images(draw):
 @FAST
 @given(images())
 def test_intensities_of_any_dtype_become_finite_values_in_unit_range(image):
-    out = normalize_intensity(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # float64 beyond float32's range is handled, not overflowed
+        out = normalize_intensity(image)
     assert out.dtype == np.float32 and out.shape == image.shape
     assert np.isfinite(out).all() and out.min(initial=0) >= 0 and out.max(initial=0) <= 1
+
+
+def test_float64_beyond_float32_saturates_instead_of_overflowing():
+    image = np.array([[1e300, -1e300, 1.0], [np.inf, np.nan, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = normalize_intensity(image, value_range=(-1e300, 1e300))
+    np.testing.assert_array_equal(out[0, :2], [1.0, 0.0])  # the largest value is the top of the range
+    assert np.isfinite(out).all() and (out[1, :2] == 0).all()  # inf and NaN count as missing
 
 
 @FAST

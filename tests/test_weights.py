@@ -159,7 +159,7 @@ def test_original_checkpoint_fetches_the_openai_backbone_from_the_hub_cache(tmp_
 
 
 def test_weights_hash_is_the_files_sha256(tiny_model_dir):
-    info = ncs.load_model(tiny_model_dir).info.weights
+    info = ncs.load_model(tiny_model_dir, dtype="float32").info.weights
     expected = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
     assert info.sha256 == expected and info.to_dict()["sha256"] == expected
 
@@ -292,4 +292,4 @@ def test_a_load_can_be_stopped_from_another_thread(tiny_model_dir):
     with pytest.raises(RunCancelled):
         ncs.load_model(tiny_model_dir, stop=stop)
     stop.clear()
-    assert ncs.load_model(tiny_model_dir, stop=stop).config.reduce_dim == 16
+    assert ncs.load_model(tiny_model_dir, stop=stop, dtype="float32").config.reduce_dim == 16

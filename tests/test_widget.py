@@ -39,7 +39,7 @@ def test_run_makes_a_labels_layer_in_the_image_frame(widget, viewer, astronaut, 
     assert class_names(meta) == ["person", "flag", "rocket"] and meta["model"]["source"] == widget._source.value
     assert widget._classes.value == "1 = person  2 = flag  3 = rocket"
     # the labels are exactly the core's result for the same inputs
-    pred = ClipSegPredictor(ncs.load_model(widget._source.value))
+    pred = ClipSegPredictor(ncs.load_model(widget._source.value, dtype="float32"))
     pred.set_image(astronaut.data)
     np.testing.assert_array_equal(layer.data, ncs.labels_from_probabilities(pred.predict(class_names(meta)), 0.5))
 
@@ -345,7 +345,7 @@ def test_channel_choice_and_contrast_limits(widget, viewer, qtbot, messages, rng
     widget._options.channels.value = "2, 1, -1"
     widget._threshold.value = 0.46
     click_run(widget, qtbot)
-    predictor = ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir))
+    predictor = ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir, dtype="float32"))
     expected = segmented(rgb.data, rgb=True, channels=(2, 1, -1), threshold=0.46)
     np.testing.assert_array_equal(viewer.layers["clipseg: cell"].data, expected.labels)
 
@@ -399,7 +399,7 @@ def test_channel_axis_of_a_multichannel_layer(widget, viewer, qtbot, rng, messag
 
 
 def _core_probabilities(model_dir, image, prompts):
-    predictor = ClipSegPredictor(ncs.load_model(model_dir))
+    predictor = ClipSegPredictor(ncs.load_model(model_dir, dtype="float32"))
     predictor.set_image(image)
     return predictor.predict(prompts)
 

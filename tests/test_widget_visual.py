@@ -11,7 +11,7 @@ from conftest import click_run, labels_layers
 
 def core_labels(tiny_model_dir, image, prompts, threshold):
     """What the core API gives for the same inputs (the widget must agree exactly)."""
-    predictor = ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir))
+    predictor = ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir, dtype="float32"))
     predictor.set_image(image)
     return ncs.labels_from_probabilities(predictor.predict(prompts), threshold)
 

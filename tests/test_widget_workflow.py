@@ -3,7 +3,7 @@ regions of interest and instances."""
 
 from __future__ import annotations
 
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -147,23 +147,24 @@ def test_small_things(widget, viewer, astronaut, qtbot, messages, capfd):
 
 
 @pytest.fixture
-def slow_blocks(tiny_model, monkeypatch):
-    """Each vision block of the widget's model takes 0.3 s, and we count how many ran."""
-    ran = []
+def held_blocks():
+    """The first vision block of the widget's model waits until released; we count the blocks that ran."""
+    ran, entered, release = [], threading.Event(), threading.Event()
+
+    def hook(*_):
+        ran.append(1)
+        entered.set()
+        release.wait(TIMEOUT / 1000)
 
     def install(widget):
         model = widget._runner.predictor.model
-        hooks = [
-            block.register_forward_hook(lambda *_: (ran.append(1), time.sleep(0.3)))
-            for block in model.towers.visual.transformer.resblocks  # the blocks that run (int8 or not)
-        ]
-        return hooks
+        return [block.register_forward_hook(hook) for block in model.towers.visual.transformer.resblocks]
 
-    return ran, install
+    return ran, entered, release, install
 
 
-def test_cancel_stops_inside_the_image_tower(widget, viewer, qtbot, rng, slow_blocks):
-    ran, install = slow_blocks
+def test_cancel_stops_inside_the_image_tower(widget, viewer, qtbot, rng, held_blocks):
+    ran, entered, release, install = held_blocks
     viewer.add_image(rng.random((64, 64)).astype(np.float32), name="warm")
     widget._prompts.value = "x"
     click_run(widget, qtbot)  # loads the model
@@ -172,10 +173,12 @@ def test_cancel_stops_inside_the_image_tower(widget, viewer, qtbot, rng, slow_bl
         viewer.add_image(rng.random((64, 64)).astype(np.float32), name="new")
         widget._prompts.value = "y"
         widget._run_btn.native.click()
-        qtbot.waitUntil(lambda: len(ran) >= 1, timeout=TIMEOUT)
+        qtbot.waitUntil(entered.is_set, timeout=TIMEOUT)  # inside the first block
         widget._cancel_btn.native.click()
+        release.set()
         qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
     finally:
+        release.set()
         for hook in hooks:
             hook.remove()
     deepest = widget._runner.predictor.model.config.deepest_layer + 1
@@ -204,7 +207,9 @@ def test_inside_boxes_segments_only_the_boxes(widget, viewer, qtbot, rng, tiny_m
     assert np.all(layer.data[inside] == 1) and not layer.data[~inside].any()
     assert layer.metadata["clipseg"]["boxes"] == [[20, 120, 30, 130], [170, 270, 330, 430]]
     parts = ncs.run(
-        iter_segment_boxes(data, [(20, 120, 30, 130)], ["cell"], ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir)))
+        iter_segment_boxes(
+            data, [(20, 120, 30, 130)], ["cell"], ncs.ClipSegPredictor(ncs.load_model(tiny_model_dir, dtype="float32"))
+        )
     )
     widget._threshold.value = 0.5
     np.testing.assert_array_equal(

@@ -74,6 +74,19 @@ def check_plane_shape(shape: tuple[int, ...], channels: tuple[int, ...] | None =
 PERCENTILE_SAMPLE = 4_000_000
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32, on purpose for values beyond float32's range (float64 data): they
+    saturate at float32's largest finite value instead of overflowing to inf; inf and NaN stay
+    what they are (and count as missing everywhere)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:
+        values = np.where(np.isfinite(values), np.clip(values, -_FLOAT32_MAX, _FLOAT32_MAX), values)
+    return values.astype(np.float32)
+
+
 def intensity_range(image, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float] | None:
     """The value range mapped to [0, 1], or None where the dtype fixes it.
 
@@ -86,7 +99,7 @@ def intensity_range(image, percentiles: tuple[float, float] = DEFAULT_PERCENTILE
     if dtype in (np.dtype(bool), np.dtype(np.uint8)):
         return None
     stride = max(1, int(np.ceil((int(np.prod(image.shape)) / PERCENTILE_SAMPLE) ** (1 / max(image.ndim, 1)))))
-    sample = np.asarray(image[(slice(None, None, stride),) * image.ndim], dtype=np.float32)
+    sample = as_float32(np.asarray(image[(slice(None, None, stride),) * image.ndim]))
     values = sample[np.isfinite(sample)]
     if values.size == 0:
         return (0.0, 0.0)
@@ -117,13 +130,15 @@ def normalize_intensity(
         value_range = intensity_range(image, percentiles)
     if value_range is None:
         scale = 255.0 if image.dtype == np.uint8 else 1.0
-        data = image.astype(np.float32) / scale
+        data = as_float32(image) / scale
         return np.where(np.isfinite(data), data, 0.0).astype(np.float32)
-    lo, hi = value_range
-    data = image.astype(np.float32)
+    lo, hi = (min(max(float(v), -_FLOAT32_MAX), _FLOAT32_MAX) for v in value_range)  # the data's own scale
+    data = as_float32(image)
     if hi <= lo:
         return np.zeros_like(data)
-    scaled = (data - lo) / (hi - lo)
+    scale = 1.0 / (float(hi) - float(lo))  # in float64: a range as wide as float32's own stays finite
+    with np.errstate(over="ignore"):  # values near float32's limits saturate to +-inf, clipped next
+        scaled = (data - np.float32(lo)) * scale
     return np.where(np.isfinite(data), np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)
 
 
