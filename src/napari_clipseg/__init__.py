@@ -76,6 +76,8 @@ _EXPORTS = {
     "TrainingPair": "learning.finetune",
     "iter_finetune": "learning.finetune",
     "save_decoder": "modeling.decoder_files",
+    "open_project": "project.open",
+    "Project": "project.project",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -50,6 +50,18 @@ class UsageError(ValueError):
     """Command-line arguments that cannot work together or at all (the CLI exits with code 2)."""
 
 
+class ProjectError(ValueError):
+    """An annotation project that cannot be opened or used as asked (the message says why)."""
+
+
+class ProjectLockedError(ProjectError):
+    """The project folder is open in another window or process (open it read-only, or close it there)."""
+
+
+class ProjectMismatchError(ProjectError):
+    """A project reopened with other prompts, another model or other options than it was made with."""
+
+
 def is_cancellation(error: BaseException | None) -> bool:
     """Whether ``error`` is, or was caused by, a stop the user asked for (:class:`RunCancelled`),
     however many layers (PlaneError, a worker's JobError) wrap it."""

@@ -121,7 +121,7 @@ def iter_segment_dataset(
         raise ValueError("give at least one prompt (a text or an ExampleFile)")
     check_format(output.file_format, output.probabilities)
     out_dir = Path(out_dir)
-    items = find_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, skip=out_dir)
+    items = find_inputs([inputs] if isinstance(inputs, str | os.PathLike | InputFile) else inputs, skip=out_dir)
     if (client is not None or compute.on_cluster) and not isinstance(model, str | os.PathLike | ModelSpec):
         raise ValueError("a cluster run needs the model as a hub id, folder, file or ModelSpec (workers load it)")
     spec, predictor = _model(model, how)

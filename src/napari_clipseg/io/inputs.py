@@ -64,8 +64,11 @@ def _in_folder(folder: Path, skip: Path | None) -> list[Path]:
     return sorted(found)
 
 
-def find_inputs(sources: Sequence[str | os.PathLike], *, skip: str | os.PathLike | None = None) -> list[InputFile]:
-    """The inputs named by files, folders (recursive) and glob patterns, in a stable order.
+def find_inputs(
+    sources: Sequence[str | os.PathLike | InputFile], *, skip: str | os.PathLike | None = None
+) -> list[InputFile]:
+    """The inputs named by files, folders (recursive) and glob patterns, in a stable order; an
+    :class:`InputFile` is taken as it is (a subset of an earlier search keeps its names).
 
     Args:
         skip: A folder never searched (the output folder, when it lies inside an input folder).
@@ -77,6 +80,9 @@ def find_inputs(sources: Sequence[str | os.PathLike], *, skip: str | os.PathLike
     skip_path = Path(skip).resolve() if skip is not None else None
     inputs: list[InputFile] = []
     for source in sources:
+        if isinstance(source, InputFile):
+            inputs.append(source)
+            continue
         path = Path(source)
         if path.is_dir() and not _is_zarr(path):
             found = [

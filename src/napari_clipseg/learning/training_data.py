@@ -49,11 +49,18 @@ def pairs_from_files(
         if found is not None and classes is not None and found != classes:
             raise ValueError(f"{mask_paths[name]} has classes {found}, other masks {classes}")
         classes = found or classes
-        spatial = image.shape[: labels.ndim]
-        if tuple(spatial) != tuple(labels.shape):
-            raise ValueError(f"{name}: image {image.shape} and labels {labels.shape} do not match")
-        if labels.ndim == 2:
-            pairs.append(TrainingPair(image, labels, name))
-        else:
-            pairs += [TrainingPair(image[z], labels[z], f"{name}#{z}") for z in range(labels.shape[0])]
+        pairs += image_pairs(image, labels, name)
     return pairs, classes
+
+
+def image_pairs(image: np.ndarray, labels: np.ndarray, name: str) -> list[TrainingPair]:
+    """The training pairs of one image and its labels: itself, or one pair per plane of a stack.
+
+    Raises:
+        ValueError: the labels do not have the image's spatial shape.
+    """
+    if tuple(image.shape[: labels.ndim]) != tuple(labels.shape):
+        raise ValueError(f"{name}: image {image.shape} and labels {labels.shape} do not match")
+    if labels.ndim == 2:
+        return [TrainingPair(image, labels, name)]
+    return [TrainingPair(image[z], labels[z], f"{name}#{z}") for z in range(labels.shape[0])]

@@ -69,6 +69,13 @@ class ClipSeg(nn.Module):
         other.towers  # noqa: B018 - builds the int8 copy now (a no-op at other precisions)
         return other
 
+    def with_decoder(self, decoder: ClipSegDecoder) -> ClipSeg:
+        """The same towers (and int8 copy) with another decoder, e.g. a fine-tuned copy; this model
+        keeps its own decoder."""
+        other = copy.copy(self)
+        other._modules = {**self._modules, "decoder": decoder}
+        return other
+
     @property
     def towers(self) -> nn.Module:
         """The CLIP towers inference runs through: ``clip``, or at precision ``"int8"`` its int8 copy

@@ -1,0 +1,77 @@
+"""A project's verified images as a training set: one folder per image, plus one COCO file.
+
+``out/<name>/`` holds the image file as it was (copied), ``labels.tif`` (value ``i`` = class ``i``),
+one mask per class, ``instances.tif`` when asked, and ``clipseg.json`` (the record, with the
+project's entry: changed pixels, the decoder the pre-label came from). The whole set is written
+beside ``out`` and renamed into place at the end, so an interrupted export leaves nothing, and an
+existing ``out`` is only replaced with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..atomic import current_umask
+from ..io.masks import export_masks
+from ..io.records import RECORD_NAME, read_record
+from ..segmentation.postprocess import InstanceSettings
+
+if TYPE_CHECKING:
+    from .project import Project
+
+COCO_NAME = "coco.json"
+
+
+def _copy_image(source: Path, folder: Path) -> None:
+    """The image file (or zarr folder) as ``image<suffix>`` beside its labels."""
+    lower = source.name.lower()
+    suffix = next((s for s in (".ome.tiff", ".ome.tif", ".ome.zarr") if lower.endswith(s)), source.suffix)
+    (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / f"image{suffix}")
+
+
+def export_project(
+    project: Project, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
+) -> Path:
+    """Write the verified images of ``project`` as a training set in ``out`` (see the module docstring).
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is False (nothing is written).
+        ValueError: no image is verified yet.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another folder or allow overwriting")
+    names = [name for name in project.names if project.state(name) == "verified"]
+    if not names:
+        raise ValueError("no image of the project is verified yet: nothing to export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        coco_items = []
+        for name in names:
+            labels = project.verified_labels(name)
+            record = read_record(project.folder.verified / name / RECORD_NAME)
+            objects = InstanceSettings().apply(labels) if instances or coco else None
+            pair = (objects.ids, objects.classes) if objects is not None and instances else None
+            export_masks(stage / name, labels, project.classes, record, instances=pair)
+            _copy_image(Path(project.item(name).path), stage / name)
+            if objects is not None:
+                coco_items.append((name, objects.ids, list(objects.classes), None))
+        if coco:
+            from ..io.coco import build_coco, write_coco
+
+            write_coco(stage / COCO_NAME, build_coco(coco_items, project.classes))
+        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp folders are private (0700)
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out

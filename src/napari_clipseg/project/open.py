@@ -1,0 +1,176 @@
+"""``open_project``: create an annotation project, or reopen one exactly as it was made."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..constants import DEFAULT_HUB_ID
+from ..errors import ProjectError, ProjectMismatchError
+from ..io.inputs import InputFile, find_inputs
+from ..segmentation.model_spec import ModelSpec
+from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
+from .folder import ProjectFolder
+from .project import Project
+
+
+def _prompt_list(prompts: Any) -> list[Any]:
+    if isinstance(prompts, str):
+        return split_prompts(prompts)
+    return list(prompts)
+
+
+def _describe(prompts: list[Any]) -> list[Any]:
+    return [p if isinstance(p, str) else p.describe() for p in prompts]
+
+
+def _prompts_from(described: list[Any]) -> list[Any]:
+    from ..datasets.steps import ExampleFile
+
+    return [
+        p if isinstance(p, str) else ExampleFile(Path(p["image"]["path"]), Path(p["mask"]["path"]), p.get("name"))
+        for p in described
+    ]
+
+
+def _items(images: Any, root: Path, known: list[dict[str, str]]) -> list[InputFile]:
+    """The project's images: those it had, then new ones found in ``images`` (file order)."""
+    items = [InputFile(Path(entry["path"]), entry["name"]) for entry in known]
+    if images is None:
+        return items
+    sources = [images] if isinstance(images, str | os.PathLike) else list(images)
+    by_name = {item.name: item for item in items}
+    for found in find_inputs(sources, skip=root):
+        had = by_name.get(found.name)
+        if had is None:
+            items.append(found)
+            by_name[found.name] = found
+        elif Path(had.path).resolve() != Path(found.path).resolve():
+            raise ProjectMismatchError(
+                f"{found.name} is {had.path} in this project but {found.path} now: give the images it was made with"
+            )
+    return items
+
+
+def _decoders_on_disk(project_folder: ProjectFolder) -> dict[str, Any]:
+    """The decoders a project learnt, read from its folder (a manifest rebuilt after it was lost)."""
+    from ..modeling.decoder_files import META_NAME
+
+    decoders = []
+    for meta_path in sorted(project_folder.decoders.glob(f"*/{META_NAME}")):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        relative = meta_path.parent.relative_to(project_folder.root).as_posix()
+        metrics = meta.get("metrics", {})
+        images = meta.get("images", {})
+        decoders.append(
+            {
+                "folder": relative,
+                "images": [*images.get("training", []), *images.get("held_out", [])],
+                "iou": metrics.get("iou"),
+                "base_iou": metrics.get("base_iou"),
+                "threshold": meta.get("threshold"),
+            }
+        )
+    last = decoders[-1] if decoders else {}
+    return {"decoders": decoders, "decoder": last.get("folder"), "threshold": last.get("threshold")}
+
+
+def _check_same(root: Path, what: str, was: Any, now: Any) -> None:
+    if now is not None and was != now:
+        raise ProjectMismatchError(
+            f"{root} was made with {what} {was}; got {now}: use another project folder, or the same {what}"
+        )
+
+
+def open_project(
+    images: Sequence[str | os.PathLike] | str | os.PathLike | None,
+    folder: str | os.PathLike,
+    prompts: Sequence[Any] | str | None = None,
+    model: ModelSpec | str | os.PathLike | None = None,
+    *,
+    options: SegmentOptions | None = None,
+    read_only: bool = False,
+    compute: Any = None,
+) -> Project:
+    """Create the annotation project in ``folder``, or reopen it.
+
+    Args:
+        images: Files, folders and globs (as ``napari-clipseg batch`` takes them); None to reopen
+            with the images it has. Images found later in the same sources are added.
+        folder: The project folder: it holds all of the project's state.
+        prompts: Class prompts (texts, or :class:`~napari_clipseg.datasets.steps.ExampleFile`);
+            label ``i`` is ``prompts[i - 1]``. None to reopen with the project's own.
+        model: A model source or :class:`~napari_clipseg.ModelSpec` (default
+            ``CIDAS/clipseg-rd64-refined``); None to reopen with the project's own.
+        options: How images are segmented (:class:`SegmentOptions`); None: the project's own, or defaults.
+        read_only: Open without taking the folder (another window may hold it); nothing can change.
+        compute: :class:`~napari_clipseg.datasets.settings.ComputeSettings` for pre-labelling
+            (workers, a scheduler: a dask cluster).
+
+    Raises:
+        ProjectError: not a project, and nothing to make one from.
+        ProjectLockedError: another window or process has the folder open.
+        ProjectMismatchError: other prompts, model, options or images than the project was made with.
+    """
+    root = Path(folder)
+    project_folder = ProjectFolder(root)
+    if not read_only:
+        project_folder.lock()
+    try:
+        return _open(project_folder, images, prompts, model, options, read_only, compute)
+    except BaseException:
+        project_folder.unlock()
+        raise
+
+
+def _open(
+    project_folder: ProjectFolder,
+    images: Any,
+    prompts: Any,
+    model: Any,
+    options: SegmentOptions | None,
+    read_only: bool,
+    compute: Any,
+) -> Project:
+    root = project_folder.root
+    manifest = project_folder.read_manifest()
+    given = _prompt_list(prompts) if prompts is not None else None
+    spec = ModelSpec.of(model) if model is not None else None
+    if manifest is None:
+        if given is None or images is None or read_only:
+            raise ProjectError(f"{root} is not a napari-clipseg project: give images and prompts to create one")
+        spec = spec or ModelSpec(DEFAULT_HUB_ID)
+        manifest = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "images": [],
+            "prompts": _describe(given),
+            "model": spec.to_dict(),
+            "options": (options or SegmentOptions()).to_dict(),
+            "skipped": [],
+            **_decoders_on_disk(project_folder),
+        }
+    _check_same(root, "prompts", manifest["prompts"], _describe(given) if given is not None else None)
+    was = ModelSpec.from_dict(manifest["model"])
+    if spec is not None and spec != was:
+        raise ProjectMismatchError(
+            f"{root} was made with another model ({'; '.join(was.differences(spec))}): use another project folder"
+        )
+    _check_same(root, "options", manifest["options"], options.to_dict() if options is not None else None)
+    prompt_objects = _prompts_from(manifest["prompts"])
+    check_distinct([p if isinstance(p, str) else p.label for p in prompt_objects])
+    items = _items(images, root, manifest.get("images", []))
+    manifest["images"] = [{"name": item.name, "path": str(item.path)} for item in items]
+    options = SegmentOptions.from_dict(manifest["options"])
+    project = Project(
+        project_folder, items, prompt_objects, was, options, manifest, read_only=read_only, compute=compute
+    )
+    if not read_only:
+        project_folder.write_manifest(manifest)
+    return project
