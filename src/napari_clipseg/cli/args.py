@@ -9,12 +9,13 @@ from ..errors import UsageError
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, parse_channels, split_prompts
 
+PROG = "napari-clipseg"
 
-def add_model_options(seg: argparse.ArgumentParser, what: str = "model") -> None:
+
+def add_model_options(seg: argparse.ArgumentParser, what: str = "model", default: str | None = DEFAULT_HUB_ID) -> None:
     """The model options every command that loads a model shares (one :class:`ModelSpec`)."""
-    seg.add_argument(
-        "-m", "--model", default=DEFAULT_HUB_ID, help=f"{what}: hub id, folder or .pth (default {DEFAULT_HUB_ID})"
-    )
+    shown = default or f"the project's, else {DEFAULT_HUB_ID}"
+    seg.add_argument("-m", "--model", default=default, help=f"{what}: hub id, folder or .pth (default {shown})")
     seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
     seg.add_argument("--decoder", help="a fine-tuned decoder folder (napari-clipseg finetune) to apply")
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")

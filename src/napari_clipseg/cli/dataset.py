@@ -15,9 +15,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..io.outputs import FORMATS
-from .args import add_model_options, add_run_options, model_spec, run_options, text_prompts
-
-PROG = "napari-clipseg"
+from .args import PROG, add_model_options, add_run_options, model_spec, run_options, text_prompts
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -118,14 +116,14 @@ def run_batch(args: argparse.Namespace) -> int:
         logging.getLogger("napari_clipseg").setLevel(logging.WARNING)
     prompts = kwargs.pop("prompts")
     events = iter_segment_dataset(args.inputs, prompts, args.out, **kwargs)
-    report = _drive(events, quiet=args.quiet)
+    report = drive(events, quiet=args.quiet)
     for row in report.failed:
         print(f"{PROG}: failed: {row.input}: {row.error}", file=sys.stderr)
     print(report.summary(), file=sys.stderr)
     return 0 if report.ok else 1
 
 
-def _drive(events, quiet: bool):
+def drive(events, quiet: bool):
     """Run the generator with a progress bar (with ETA) on stderr."""
     from tqdm.auto import tqdm
 
@@ -181,7 +179,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from ..segmentation.predictor import ClipSegPredictor
 
     predictor = ClipSegPredictor(model_spec(args).load(), cache_bytes=0)
-    result = _drive(iter_finetune(predictor, pairs, classes, settings, cache_dir=args.cache), quiet=False)
+    result = drive(iter_finetune(predictor, pairs, classes, settings, cache_dir=args.cache), quiet=False)
     save_decoder(result, args.out, overwrite=args.overwrite)
     print(
         f"held-out IoU {result.base_iou:.3f} -> {result.iou:.3f} (epoch {result.best_epoch}); wrote {args.out}; "

@@ -1,4 +1,4 @@
-"""``napari-clipseg`` command line: segment images headless, list samples, write random weights.
+"""``napari-clipseg`` command line: segment, batch, evaluate, finetune, project, random-weights, samples.
 
 Every argument is checked (options, prompts, output suffixes, distinct and writable outputs)
 before torch is imported or a model is loaded, so a typo costs a second, not a model load.
@@ -19,9 +19,8 @@ from ..errors import PlaneError, RecordError, TrainingRefusedError, UsageError, 
 from ..io.export import FLOAT_SUFFIXES, LABEL_SUFFIXES, check_suffix
 from ..samples import SAMPLES
 from . import dataset as cli_dataset
-from .args import add_run_options, model_spec, run_options, text_prompts
-
-PROG = "napari-clipseg"
+from . import project as cli_project
+from .args import PROG, add_run_options, model_spec, run_options, text_prompts
 
 
 def _segment_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _segment_parser(sub)
     cli_dataset.add_parsers(sub)
+    cli_project.add_parser(sub)
     rnd = sub.add_parser("random-weights", help="write a randomly initialised model (offline trials, tests)")
     rnd.add_argument("directory", type=Path)
     rnd.add_argument("--config", default="rd64-refined", help="architecture name (rd64-refined, rd64, rd16, tiny)")
@@ -136,7 +136,13 @@ def _samples(_args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"segment": _segment, "random-weights": _random_weights, "samples": _samples, **cli_dataset.COMMANDS}
+COMMANDS = {
+    "segment": _segment,
+    "random-weights": _random_weights,
+    "samples": _samples,
+    **cli_dataset.COMMANDS,
+    **cli_project.COMMANDS,
+}
 
 
 def _log_to_stderr() -> None:

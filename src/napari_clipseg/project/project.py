@@ -176,10 +176,10 @@ class Project:
             ProjectError: read-only, or labels that do not fit the image or the classes.
         """
         self._writable()
+        item = self.item(name)
         labels = self._checked_labels(name, labels)
         before = self.prelabels(name) if _complete(self.folder.prelabels / name) else np.zeros_like(labels)
         changed = int(np.count_nonzero(before != labels))
-        item = self.item(name)
         entry = {"status": "verified", "changed": changed, "decoder": self._manifest.get("decoder")}
         record = build_record(
             self.classes,

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import INPUT_SIZE
+from ..constants import DEFAULT_OVERLAP, INPUT_SIZE
 
 Box = tuple[int, int, int, int]
 
 #: Default overlap between neighbouring tiles: 1/8 of the tile (44 px at 352).
-DEFAULT_OVERLAP = INPUT_SIZE // 8
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
