@@ -68,3 +68,6 @@ PRECISIONS = {
     "bf16": "bfloat16",
     "int8": "int8",
 }
+
+#: The files of a fine-tuned decoder folder (its weights, and what it was made for).
+DECODER_WEIGHTS_NAME, DECODER_META_NAME = "decoder.safetensors", "decoder.json"

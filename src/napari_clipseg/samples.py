@@ -45,11 +45,12 @@ def load_sample(name: str) -> np.ndarray:
     return np.asarray(getattr(data, SAMPLES[name].loader or name)())
 
 
-def striped_discs(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+def striped_discs(seed: int, size: int = 96, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic task the zero-shot model cannot know: discs of horizontal stripes on a noisy
     background of vertical stripes. Returns ``(image, labels)``: float32 in [0, 1], labels 1 = disc.
 
-    Used to show and test that fine-tuning the decoder learns a new structure (docs/finetune.md).
+    Used to show and test that fine-tuning the decoder learns a new structure (docs/finetune.md);
+    ``count`` discs (they may overlap).
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -57,7 +58,7 @@ def striped_discs(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
     image = rng.normal(0.5, 0.08, (size, size)) + 0.15 * np.sin(xx / (2.0 * scale))
     labels = np.zeros((size, size), np.uint8)
     margin = int(18 * scale)
-    for _ in range(3):
+    for _ in range(count):
         cy, cx = rng.integers(margin, size - margin, 2)
         inside = (yy - cy) ** 2 + (xx - cx) ** 2 < (int(rng.integers(9, 15)) * scale) ** 2
         image[inside] = 0.5 + 0.25 * np.sin(yy[inside] / (1.5 * scale)) + rng.normal(0, 0.05, inside.sum())

@@ -74,7 +74,7 @@ class JobControl:
         worker.returned.connect(on_result)
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_cancelled)
-        worker.finished.connect(partial(self._set_running, False))
+        worker.finished.connect(partial(self._finished, worker))
         self._worker = worker
         worker.start()
 
@@ -84,6 +84,11 @@ class JobControl:
             self.runner.request_stop()
             self._worker.quit()
             self._status("Cancelling…")
+
+    def _finished(self, worker: Any) -> None:
+        """A worker ended; a job that its result started (re-predicting after Learn) keeps running."""
+        if self._worker is worker:
+            self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         if not running:

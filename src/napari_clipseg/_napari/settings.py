@@ -36,6 +36,7 @@ class Settings:
     output: str = "classes"
     split_distance: int = 5
     open_sections: list = field(default_factory=list)
+    mode: str = "Segment"
     options: SegmentOptions = field(default_factory=SegmentOptions)
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from magicgui.widgets import (  # noqa: E402
     Label,
     ProgressBar,
     PushButton,
+    RadioButtons,
     SpinBox,
     TextEdit,
 )
@@ -33,6 +34,7 @@ from qtpy.QtCore import QTimer  # noqa: E402
 from ..segmentation.options import SegmentOptions  # noqa: E402
 from ..segmentation.postprocess import InstanceSettings  # noqa: E402
 from . import layers as _layers  # noqa: E402
+from .annotate_panel import AnnotatePanel  # noqa: E402
 from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
     from ..segmentation.model_spec import ModelSpec
 
 OUTPUTS = ("classes", "classes + instances")
+#: The dock's two modes: segment the image on screen, or annotate a folder in a project.
+MODES = ("Segment", "Annotate")
 #: Widest the dock grows: napari's canvas keeps most of the window.
 DOCK_WIDTH = 200
 TIPS = {
@@ -110,6 +114,12 @@ class ClipSegWidget(Container):
         self._source, self._decoder, self._device, self._precision = self._model.fields
         self._learn_btn = PushButton(text="Learn from corrections", tooltip="Fine-tune the decoder on your edits")
         self._example = ExamplePanel(self._viewer)
+        self._mode = RadioButtons(
+            choices=MODES, value=s.mode if s.mode in MODES else MODES[0], orientation="horizontal"
+        )
+        self._annotate = AnnotatePanel(
+            self._viewer, lambda: self._model.spec(), lambda: self._prompts.value, self.dialogs, self._say
+        )
         self._options = OptionsPanel(self._viewer)
         self._options.restore(s)
 
@@ -119,9 +129,10 @@ class ClipSegWidget(Container):
         self._example_section = Section("Segment by example", [self._example], expanded="example" in s.open_sections)
         parts = [self._model, self._options, self._folder_btn]
         self._advanced = Section("Advanced", parts, expanded="advanced" in s.open_sections)
-        self.extend(
+        self._segment_page = Container(labels=False)
+        self._segment_page.extend(
             [
-                form(widgets=[self._image, self._prompts]),
+                form(widgets=[self._image]),
                 self._example_section,
                 row(widgets=[self._run_btn, self._cancel_btn]),
                 self._progress,
@@ -131,12 +142,13 @@ class ClipSegWidget(Container):
                 self._classes,
                 row(widgets=[self._export_format, self._export_btn]),
                 self._learn_btn,
-                self._advanced,
             ]
         )
-        for part in self:  # compact: napari's default window has little height to spare
+        self.extend([self._mode, form(widgets=[self._prompts]), self._segment_page, self._annotate, self._advanced])
+        for part in [*self, *self._segment_page]:  # compact: napari's default window has little height to spare
             if isinstance(part, Container) and not isinstance(part, Section):
                 part.margins = (0, 0, 0, 0)
+        self._show_mode(s.mode)
 
     def _polish(self, s: Settings) -> None:
         """Compact layout: a short prompt box, wrapped messages, a narrow dock."""
@@ -158,6 +170,8 @@ class ClipSegWidget(Container):
     # --- wiring ---------------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        self._mode.changed.connect(self._show_mode)
+        self._mode.changed.connect(lambda *_: self._save_timer.start())
         self._run_btn.changed.connect(self.run)
         self._cancel_btn.changed.connect(self.cancel)
         self._export_btn.changed.connect(self.export_masks)
@@ -189,6 +203,10 @@ class ClipSegWidget(Container):
         for signal in [w.changed for w in [*saved, self._options.overlap]] + [self._advanced.toggled]:
             signal.connect(lambda *_: self._save_timer.start())
         self._example_section.toggled.connect(lambda *_: self._save_timer.start())
+
+    def _show_mode(self, mode: str) -> None:
+        self._segment_page.visible = mode == MODES[0]
+        self._annotate.visible = mode == MODES[1]
 
     def _open_example_section(self, layer: Any) -> None:
         if layer is not None:
@@ -223,6 +241,7 @@ class ClipSegWidget(Container):
             output=self._output.value,
             split_distance=int(self._split.value),
             open_sections=[name for name, section in sections.items() if section.expanded],
+            mode=self._mode.value,
             options=self._run_options(),
         )
 
@@ -300,8 +319,14 @@ class ClipSegWidget(Container):
             self._say(found, "warning")
             return
         self._say(describe(*found))
-        use = lambda folder: setattr(self._decoder, "value", folder)  # noqa: E731 - the next run loads it
-        on_result = lambda result: self._say(*offer_decoder(self.dialogs, self.native, result, use))  # noqa: E731
+
+        def on_result(result: Any) -> None:
+            def use(folder: str) -> None:  # the next run loads it, at the threshold it chose
+                self._decoder.value = folder
+                self._threshold.value = result.threshold
+
+            self._say(*offer_decoder(self.dialogs, self.native, result, use))
+
         job = partial(self._runner.finetune_job, self._model_key(), *found)
         self._jobs.start(job, on_result, "Cancelled: no decoder was made.")
 
@@ -310,11 +335,12 @@ class ClipSegWidget(Container):
 
     @property
     def is_running(self) -> bool:
-        return self._jobs.is_running
+        return self._jobs.is_running or self._annotate.is_running
 
     def cancel(self, _value: Any = None) -> None:
         """Stop the running job: inside the image tower after its current block, else at its next step."""
         self._jobs.cancel()
+        self._annotate.cancel()
 
     # --- results --------------------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from ..constants import DEFAULT_HUB_ID, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, MODES
+from ..constants import DECODER_META_NAME, DEFAULT_HUB_ID, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, MODES
 from ..errors import UsageError
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, parse_channels, split_prompts
@@ -38,7 +40,7 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
     """The model and run options ``segment`` and ``batch`` share."""
     add_model_options(seg)
     seg.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"in [0, 1] (default {DEFAULT_THRESHOLD})"
+        "--threshold", type=float, help=f"in [0, 1] (default: the --decoder's own choice, else {DEFAULT_THRESHOLD})"
     )
     seg.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
     seg.add_argument(
@@ -53,15 +55,27 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
     )
 
 
+def _decoder_threshold(folder: str | None) -> float | None:
+    """The threshold a fine-tuned decoder chose on its held-out images (read from its JSON, torch-free)."""
+    try:
+        threshold = json.loads((Path(folder) / DECODER_META_NAME).read_text(encoding="utf-8")).get("threshold")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # loading the decoder says what is wrong with it
+    return float(threshold) if isinstance(threshold, int | float) else None
+
+
 def run_options(args: argparse.Namespace) -> SegmentOptions:
     """The run's options from the arguments (raises UsageError with the option's name)."""
+    threshold = args.threshold
+    if threshold is None:
+        threshold = (_decoder_threshold(args.decoder) if args.decoder else None) or DEFAULT_THRESHOLD
     try:
         return SegmentOptions(
             mode=args.mode,
             overlap=args.overlap,
             channels=parse_channels(args.channels or ""),
             rgb={"auto": None, "yes": True, "no": False}[args.rgb],
-            threshold=args.threshold,
+            threshold=threshold,
             min_size=args.min_size,
         )
     except (ValueError, TypeError) as e:

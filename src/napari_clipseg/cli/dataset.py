@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..constants import DECODER_META_NAME
 from ..errors import UsageError
 from ..io.outputs import FORMATS
 from .args import PROG, add_model_options, add_run_options, model_spec, run_options, text_prompts
@@ -166,7 +167,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if (args.out / "decoder.json").exists() and not args.overwrite:
+    if (args.out / DECODER_META_NAME).exists() and not args.overwrite:
         raise UsageError(f"{args.out} already holds a decoder (use --overwrite to replace it)")
     from ..learning.training_data import pairs_from_files
 

@@ -16,10 +16,18 @@ from typing import Any
 import torch
 
 from ..atomic import json_writer, write_together
+from ..constants import DECODER_META_NAME, DECODER_WEIGHTS_NAME
 from ..errors import DecoderMismatchError
 
 SCHEMA = "napari-clipseg.decoder"
-WEIGHTS_NAME, META_NAME = "decoder.safetensors", "decoder.json"
+WEIGHTS_NAME, META_NAME = DECODER_WEIGHTS_NAME, DECODER_META_NAME
+
+
+def decoder_threshold(model: Any) -> float | None:
+    """The threshold the model's fine-tuned decoder chose on its held-out images (None: no decoder,
+    or one saved before decoders chose their threshold)."""
+    threshold = (model.info.decoder or {}).get("threshold")
+    return float(threshold) if threshold is not None else None
 
 
 def base_identity(model: Any) -> dict[str, Any]:
@@ -94,12 +102,13 @@ def apply_decoder(model: Any, folder: str | os.PathLike) -> Any:
         )
     name = Path(folder).resolve().name
     decoder = {"name": name, "path": str(Path(folder)), "sha256": file_sha256(str(Path(folder) / WEIGHTS_NAME))}
-    return _install(model, state, {**decoder, "classes": meta.get("classes", [])})
+    return _install(model, state, {**decoder, "classes": meta.get("classes", []), "threshold": meta.get("threshold")})
 
 
 def use_result(model: Any, result: Any, name: str = "fine-tuned") -> Any:
     """Apply a training result to ``model`` without saving it first (notebooks, benchmarks)."""
-    return _install(model, result.state, {"name": name, "path": None, "classes": result.classes})
+    described = {"name": name, "path": None, "classes": result.classes, "threshold": result.threshold}
+    return _install(model, result.state, described)
 
 
 def _install(model: Any, state: dict[str, torch.Tensor], decoder: dict[str, Any]) -> Any:

@@ -14,15 +14,12 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..atomic import current_umask
 from ..io.masks import export_masks
 from ..io.records import RECORD_NAME, read_record
 from ..segmentation.postprocess import InstanceSettings
-
-if TYPE_CHECKING:
-    from .project import Project
 
 COCO_NAME = "coco.json"
 
@@ -35,9 +32,10 @@ def _copy_image(source: Path, folder: Path) -> None:
 
 
 def export_project(
-    project: Project, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
+    project: Any, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
 ) -> Path:
-    """Write the verified images of ``project`` as a training set in ``out`` (see the module docstring).
+    """Write the verified images of ``project`` (a :class:`~.project.Project`) as a training set in
+    ``out`` (see the module docstring).
 
     Raises:
         FileExistsError: ``out`` exists and ``overwrite`` is False (nothing is written).

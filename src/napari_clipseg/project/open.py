@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..constants import DEFAULT_HUB_ID
+from ..constants import DECODER_META_NAME, DEFAULT_HUB_ID
 from ..errors import ProjectError, ProjectMismatchError
 from ..io.inputs import InputFile, find_inputs
 from ..segmentation.model_spec import ModelSpec
@@ -58,10 +58,8 @@ def _items(images: Any, root: Path, known: list[dict[str, str]]) -> list[InputFi
 
 def _decoders_on_disk(project_folder: ProjectFolder) -> dict[str, Any]:
     """The decoders a project learnt, read from its folder (a manifest rebuilt after it was lost)."""
-    from ..modeling.decoder_files import META_NAME
-
     decoders = []
-    for meta_path in sorted(project_folder.decoders.glob(f"*/{META_NAME}")):
+    for meta_path in sorted(project_folder.decoders.glob(f"*/{DECODER_META_NAME}")):
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

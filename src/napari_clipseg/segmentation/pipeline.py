@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..constants import AUTO_WHOLE_MAX_SIDE, DEFAULT_HUB_ID, INPUT_SIZE, MODES
+from ..constants import AUTO_WHOLE_MAX_SIDE, DEFAULT_HUB_ID, DEFAULT_THRESHOLD, INPUT_SIZE, MODES
 from ..errors import PlaneError
 from .model_spec import ModelSpec
 from .options import SegmentOptions, check_distinct
@@ -285,17 +285,22 @@ def segment(
         model: A loaded model; ``None`` loads the default weights (``CIDAS/clipseg-rd64-refined``).
         predictor: Reuse a predictor (and its caches) instead of ``model``.
         options: A :class:`SegmentOptions`; ``**changes`` override its fields, e.g.
-            ``threshold=0.3, min_size=50, mode="tiled"``.
+            ``threshold=0.3, min_size=50, mode="tiled"``. Without options or a threshold, a
+            fine-tuned decoder's own threshold (chosen on its held-out images) is used.
 
     Returns:
         Labels with the image's spatial shape, uint8 for fewer than 256 prompts.
     """
-    options = (options or SegmentOptions()).replace(**changes)
     if predictor is None:
         if model is None or isinstance(model, str | os.PathLike | ModelSpec):
             model = ModelSpec.of(model or DEFAULT_HUB_ID).load()
         # a one-off predictor: caching its features would only cost memory (it dies with this call)
         predictor = ClipSegPredictor(model, cache_bytes=0)
+    if options is None and "threshold" not in changes:
+        from ..modeling.decoder_files import decoder_threshold
+
+        changes["threshold"] = decoder_threshold(predictor.model) or DEFAULT_THRESHOLD
+    options = (options or SegmentOptions()).replace(**changes)
     return run(iter_segment(image, prompts, predictor, options)).labels
 
 

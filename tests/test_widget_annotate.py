@@ -1,0 +1,88 @@
+"""The dock's "Annotate a folder" mode, driven as an annotator would: open, next, paint, next, learn, next."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import napari_clipseg as ncs
+from conftest import TIMEOUT, striped_discs
+from napari_clipseg._napari.annotate_panel import IMAGE_LAYER, LABELS_LAYER
+
+N_IMAGES = 8
+
+
+def _images(folder):
+    folder.mkdir()
+    truth = {}
+    for seed in range(N_IMAGES):
+        image, labels = striped_discs(seed)
+        np.save(folder / f"disc{seed}.npy", image)
+        truth[f"disc{seed}"] = labels
+    return truth
+
+
+def _layer_names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messages):
+    truth = _images(tmp_path / "images")
+    widget._mode.value = "Annotate"
+    assert not widget._annotate.native.isHidden() and widget._segment_page.native.isHidden()
+    panel = widget._annotate
+    widget._prompts.value = "disc"
+    panel.images.value = str(tmp_path / "images")
+    assert panel.folder.value == str(tmp_path / "images-clipseg-project")  # suggested beside the images
+    panel.open_btn.native.click()
+    qtbot.waitUntil(lambda: panel.current is not None, timeout=TIMEOUT)  # pre-labelled, then the first shown
+    assert _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]
+    project = panel.project
+    assert panel.current == project.queue()[0][0] and "Verified 0 of 8" in panel.counts.value
+    first = panel.current
+    untouched = viewer.layers[LABELS_LAYER].data.copy()
+
+    panel.next_btn.native.click()  # an untouched pre-label is accepted as it is
+    assert project.state(first) == "verified"
+    np.testing.assert_array_equal(project.verified_labels(first), untouched)
+    second = panel.current
+    assert second != first and _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]  # replaced, not piled up
+    viewer.layers[LABELS_LAYER].data = truth[second]  # the annotator paints the truth
+    panel.next_btn.native.click()
+    np.testing.assert_array_equal(project.verified_labels(second), truth[second])
+    assert "Verified 2 of 8" in panel.counts.value
+
+    for _ in range(3):  # correct a few more, then learn
+        viewer.layers[LABELS_LAYER].data = truth[panel.current]
+        panel.next_btn.native.click()
+    viewer.layers[LABELS_LAYER].data = truth[panel.current]
+    on_screen = panel.current
+    panel.learn_btn.native.click()
+    assert panel.cancel_btn.enabled
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=4 * TIMEOUT)  # learnt, then re-predicted the others
+    assert any("held-out IoU" in text for _, text in messages), messages
+    assert project.decoder is not None and project.state(on_screen) == "verified"  # Learn verified it first
+    waiting = [n for n in project.names if project.state(n) == "pre-labelled"]
+    for name in waiting:
+        record = ncs.read_record(project.folder.prelabels / name / "clipseg.json")
+        assert record["model"]["decoder"]["name"] == project.decoder.name
+
+    panel.next_btn.native.click()
+    assert panel.current in waiting and _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]
+    panel.previous_btn.native.click()
+    assert panel.current == on_screen
+    np.testing.assert_array_equal(viewer.layers[LABELS_LAYER].data, truth[on_screen])
+
+
+def test_a_second_dock_on_the_same_project_is_refused(widget, viewer, qtbot, tmp_path, messages, tiny_model_dir):
+    _images(tmp_path / "images")
+    other = ncs.open_project(
+        tmp_path / "images", tmp_path / "p", prompts=["disc"], model=ncs.ModelSpec(str(tiny_model_dir))
+    )
+    widget._mode.value = "Annotate"
+    widget._prompts.value = "disc"
+    widget._annotate.images.value = str(tmp_path / "images")
+    widget._annotate.folder.value = str(tmp_path / "p")
+    widget._annotate.open_btn.native.click()
+    assert messages[-1][0] == "error" and "open in another" in messages[-1][1]
+    assert widget._annotate.project is None and not widget._annotate.next_btn.enabled
+    other.close()
