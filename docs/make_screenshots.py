@@ -1,4 +1,5 @@
-"""Regenerate the documentation screenshots: ``xvfb-run -a python docs/make_screenshots.py MODEL_DIR``.
+"""Regenerate the documentation screenshots: ``xvfb-run -a python docs/make_screenshots.py MODEL_DIR``
+(``--annotate`` after it: only the Annotate mode's picture).
 
 MODEL_DIR is any model source; without internet, write random weights first with
 ``napari-clipseg random-weights MODEL_DIR`` (the masks are then meaningless, as the captions say).
@@ -151,6 +152,39 @@ def learn_picture(model: str) -> None:
     viewer.close()
 
 
+def annotate_picture(model: str) -> None:
+    """The dock in Annotate mode: a project of striped-disc images, five verified, Learn, the next image."""
+    from napari_clipseg._napari.annotate_panel import LABELS_LAYER
+    from napari_clipseg.samples import striped_discs
+
+    folder = Path(tempfile.mkdtemp(prefix="annotate-")) / "discs"
+    folder.mkdir()
+    truth = {}
+    for seed in range(12):
+        image, labels = striped_discs(seed, 256, count=1 + seed % 5)
+        np.save(folder / f"discs{seed:02d}.npy", image)
+        truth[f"discs{seed:02d}"] = labels
+    viewer, widget = fresh_viewer(model)
+    widget._mode.value = "Annotate"
+    widget._prompts.value = "disc"
+    panel = widget._annotate
+    panel.images.value = str(folder)
+    panel.open_btn.native.click()
+    while widget.is_running or panel.current is None:
+        settle(0.05)
+    for _ in range(5):
+        viewer.layers[LABELS_LAYER].data = truth[panel.current]  # the annotator's correction
+        panel.next_btn.native.click()
+        settle(0.1)
+    panel.learn_btn.native.click()
+    while widget.is_running:
+        settle(0.05)
+    panel.next_btn.native.click()  # the image after Learn: its pre-labels come from the new decoder
+    settle()
+    save(viewer, "widget-annotate.png")
+    viewer.close()
+
+
 def _colour(ids: np.ndarray) -> np.ndarray:
     """Label ids as colours (background white), a fixed palette so pictures are reproducible."""
     palette = np.array([[255, 255, 255], *np.random.default_rng(3).integers(40, 230, (255, 3))], np.uint8)
@@ -201,4 +235,8 @@ def support_strip(image: np.ndarray, mask: np.ndarray) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["--annotate"]:  # only the Annotate picture
+        annotate_picture(sys.argv[1])
+    else:
+        main(sys.argv[1])
+        annotate_picture(sys.argv[1])

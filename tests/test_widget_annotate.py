@@ -29,6 +29,7 @@ def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messag
     truth = _images(tmp_path / "images")
     widget._mode.value = "Annotate"
     assert not widget._annotate.native.isHidden() and widget._segment_page.native.isHidden()
+    assert widget._image_row.native.isHidden()
     panel = widget._annotate
     widget._prompts.value = "disc"
     panel.images.value = str(tmp_path / "images")

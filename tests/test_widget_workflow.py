@@ -221,7 +221,7 @@ def test_inside_a_box_of_a_huge_lazy_image_keeps_the_labels_sparse(widget, viewe
     import dask.array as da
 
     lazy = da.random.default_rng(0).integers(0, 4000, (30_000, 30_000), chunks=2048).astype(np.uint16)
-    image = viewer.add_image(lazy, name="huge", contrast_limits=(0, 4000))
+    image = viewer.add_image(lazy, name="huge", contrast_limits=(0, 4000), visible=False)  # never drawn: memory
     shapes = viewer.add_shapes([np.array([[1000, 1000], [1000, 1400], [1300, 1400], [1300, 1000]], float)], name="roi")
     widget._image.value = image
     widget._options.region.value = "inside boxes"

@@ -129,10 +129,10 @@ class ClipSegWidget(Container):
         self._example_section = Section("Segment by example", [self._example], expanded="example" in s.open_sections)
         parts = [self._model, self._options, self._folder_btn]
         self._advanced = Section("Advanced", parts, expanded="advanced" in s.open_sections)
+        self._image_row = form(widgets=[self._image])
         self._segment_page = Container(labels=False)
         self._segment_page.extend(
             [
-                form(widgets=[self._image]),
                 self._example_section,
                 row(widgets=[self._run_btn, self._cancel_btn]),
                 self._progress,
@@ -144,7 +144,8 @@ class ClipSegWidget(Container):
                 self._learn_btn,
             ]
         )
-        self.extend([self._mode, form(widgets=[self._prompts]), self._segment_page, self._annotate, self._advanced])
+        prompts = form(widgets=[self._prompts])  # both modes: the classes of a run and of a new project
+        self.extend([self._mode, self._image_row, prompts, self._segment_page, self._annotate, self._advanced])
         for part in [*self, *self._segment_page]:  # compact: napari's default window has little height to spare
             if isinstance(part, Container) and not isinstance(part, Section):
                 part.margins = (0, 0, 0, 0)
@@ -205,7 +206,7 @@ class ClipSegWidget(Container):
         self._example_section.toggled.connect(lambda *_: self._save_timer.start())
 
     def _show_mode(self, mode: str) -> None:
-        self._segment_page.visible = mode == MODES[0]
+        self._image_row.visible = self._segment_page.visible = mode == MODES[0]
         self._annotate.visible = mode == MODES[1]
 
     def _open_example_section(self, layer: Any) -> None:
