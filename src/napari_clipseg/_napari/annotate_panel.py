@@ -106,6 +106,9 @@ class AnnotatePanel(Container):
         )
         for label in (self.counts, self.image_name, self.status):
             label.native.setWordWrap(True)
+        for part in [self, *self]:  # compact, like the rest of the dock
+            if isinstance(part, Container):
+                part.margins = (0, 0, 0, 0)
         self._enable_loop(False)
 
     def _connect(self) -> None:

@@ -68,6 +68,10 @@ TIPS = {
 }
 
 
+def _threshold_label(value: float) -> str:
+    return f"Threshold {value:.2f}"
+
+
 class ClipSegWidget(Container):
     """Segment the selected image from text prompts or an example (see the module docstring)."""
 
@@ -99,7 +103,10 @@ class ClipSegWidget(Container):
         self._run_btn, self._cancel_btn = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self._status = Label(label="Status", value="Ready.")
-        self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, value=s.options.threshold)
+        threshold = s.options.threshold
+        # no readout box: at the dock's width it would leave the slider no room for its track
+        self._threshold = FloatSlider(label=_threshold_label(threshold), min=0.0, max=1.0, step=0.01, readout=False)
+        self._threshold.value = threshold
         self._min_size = SpinBox(label="Min. size", max=10_000_000, tooltip=TIPS["min_size"], value=s.options.min_size)
         self._output = ComboBox(
             label="Output", choices=list(OUTPUTS), value=s.output if s.output in OUTPUTS else OUTPUTS[0]
@@ -108,7 +115,7 @@ class ClipSegWidget(Container):
         self._show_probs = CheckBox(text="Show probability maps", value=s.show_probabilities)
         self._classes = Label(label="Classes", value="")
         self._export_format = ComboBox(choices=[".tif", ".png"], value=".tif")
-        self._export_btn = PushButton(text="Export masks…")
+        self._export_btn = PushButton(text="Export…", tooltip="Export masks: labels, one mask per class, the record")
         self._folder_btn = PushButton(text="Pre-label a folder…", tooltip="Every image of a folder, with these prompts")
         self._model = ModelPanel(s.model, available, lambda folder: self.dialogs.choose_model(self.native, folder))
         self._source, self._decoder, self._device, self._precision = self._model.fields
@@ -181,6 +188,7 @@ class ClipSegWidget(Container):
         self._example.use_result.changed.connect(self._use_result_as_example)
         self._example.support.changed.connect(self._open_example_section)
         self._threshold.changed.connect(self._relabel)
+        self._threshold.changed.connect(lambda value: setattr(self._threshold, "label", _threshold_label(value)))
         self._min_size.changed.connect(self._relabel)
         self._output.changed.connect(self._instances_changed)
         self._split.changed.connect(self._instances_changed)
