@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import napari_clipseg as ncs
-from napari_clipseg.samples import striped_discs  # noqa: F401 - shared with the tests
+from napari_clipseg.samples import striped_discs
 
 TINY_HF = {
     "text_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4},
@@ -36,6 +36,17 @@ TINY_HF = {
     "decoder_intermediate_size": 40,
     "use_complex_transposed_convolution": True,
 }
+
+
+def disc_images(folder, count: int) -> dict:
+    """``count`` striped-disc images saved in ``folder`` as ``disc<seed>.npy``; returns their ground truth by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for seed in range(count):
+        image, labels = striped_discs(seed)
+        np.save(folder / f"disc{seed}.npy", image)
+        truth[f"disc{seed}"] = labels
+    return truth
 
 
 def perturb_(module: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> torch.nn.Module:

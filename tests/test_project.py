@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import napari_clipseg as ncs
-from conftest import striped_discs
+from conftest import disc_images
 from napari_clipseg.errors import ProjectError, ProjectLockedError, ProjectMismatchError
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.project.score import review_score
@@ -24,13 +24,7 @@ N_IMAGES = 8
 def images(tmp_path):
     """Striped-disc images (the task the random base model fails) and their ground truth."""
     folder = tmp_path / "images"
-    folder.mkdir()
-    truth = {}
-    for seed in range(N_IMAGES):
-        image, labels = striped_discs(seed)
-        np.save(folder / f"disc{seed}.npy", image)
-        truth[f"disc{seed}"] = labels
-    return folder, truth
+    return folder, disc_images(folder, N_IMAGES)
 
 
 @pytest.fixture

@@ -5,20 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 import napari_clipseg as ncs
-from conftest import TIMEOUT, striped_discs
+from conftest import TIMEOUT, disc_images
 from napari_clipseg._napari.annotate_panel import IMAGE_LAYER, LABELS_LAYER
 
 N_IMAGES = 8
-
-
-def _images(folder):
-    folder.mkdir()
-    truth = {}
-    for seed in range(N_IMAGES):
-        image, labels = striped_discs(seed)
-        np.save(folder / f"disc{seed}.npy", image)
-        truth[f"disc{seed}"] = labels
-    return truth
 
 
 def _layer_names(viewer):
@@ -26,7 +16,7 @@ def _layer_names(viewer):
 
 
 def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messages):
-    truth = _images(tmp_path / "images")
+    truth = disc_images(tmp_path / "images", N_IMAGES)
     widget._mode.value = "Annotate"
     assert not widget._annotate.native.isHidden() and widget._segment_page.native.isHidden()
     assert widget._image_row.native.isHidden()
@@ -75,7 +65,7 @@ def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messag
 
 
 def test_a_second_dock_on_the_same_project_is_refused(widget, viewer, qtbot, tmp_path, messages, tiny_model_dir):
-    _images(tmp_path / "images")
+    disc_images(tmp_path / "images", N_IMAGES)
     other = ncs.open_project(
         tmp_path / "images", tmp_path / "p", prompts=["disc"], model=ncs.ModelSpec(str(tiny_model_dir))
     )

@@ -131,3 +131,15 @@ def json_writer(record: Any) -> Writer:
 def write_json(path: str | os.PathLike, record: Any, *, overwrite: bool = False) -> Path:
     """Write ``record`` as indented JSON, atomically."""
     return atomic_write(Path(path), json_writer(record), overwrite)
+
+
+def swap_in_folder(stage: Path, target: Path, aside: Path) -> Path:
+    """Put the finished folder ``stage`` at ``target`` in one rename; what was there is moved to
+    ``aside`` first and removed after, so ``target`` is always either the old or the new folder."""
+    os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp folders are private (0700)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(stage, target)
+    shutil.rmtree(aside, ignore_errors=True)
+    return target

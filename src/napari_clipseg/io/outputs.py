@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import current_umask, json_writer
+from ..atomic import json_writer, swap_in_folder
 from ..errors import RecordError
 from .export import array_writer
 from .records import RECORD_NAME, class_names, extend_record, read_record
@@ -121,13 +121,7 @@ def write_output_folder(
             for kind, array in arrays.items():
                 array_writer(stage / files[kind], array, full["image"].get("pixel_size"))(str(stage / files[kind]))
         json_writer(full)(str(stage / RECORD_NAME))
-        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp folders are private (0700)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        old = staging / f"old-{uuid.uuid4().hex}"
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(stage, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(stage, folder, staging / f"old-{uuid.uuid4().hex}")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return folder

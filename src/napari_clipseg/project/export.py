@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..atomic import current_umask
+from ..atomic import swap_in_folder
 from ..io.masks import export_masks
 from ..io.records import RECORD_NAME, read_record
 from ..segmentation.postprocess import InstanceSettings
@@ -64,12 +64,7 @@ def export_project(
             from ..io.coco import build_coco, write_coco
 
             write_coco(stage / COCO_NAME, build_coco(coco_items, project.classes))
-        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp folders are private (0700)
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(stage, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex}")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out
