@@ -11,7 +11,7 @@ import napari_clipseg as ncs
 from conftest import make_hf_model, relative_error
 from napari_clipseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from napari_clipseg.segmentation.transforms import resize, to_model_input
-from napari_clipseg.segmentation.visual import MODES, crop_box
+from napari_clipseg.segmentation.visual import RECIPES, crop_box
 
 
 def reference_recipe(image01: np.ndarray, mask: np.ndarray, crop: bool, blur: bool, background: float) -> np.ndarray:
@@ -52,7 +52,7 @@ def scene(request, rng):
 @pytest.mark.parametrize("mode", ["crop_darken", "crop", "darken", "mask", "none"])
 def test_engineering_without_blur_is_exact(scene, mode):
     image, mask = scene
-    r = MODES[mode]
+    r = RECIPES[mode]
     expected = reference_recipe(image, mask, r.crop, r.blur, r.background)
     np.testing.assert_allclose(ncs.engineer_visual_prompt(image, mask, mode), expected, atol=2e-6)
 
@@ -60,7 +60,7 @@ def test_engineering_without_blur_is_exact(scene, mode):
 @pytest.mark.parametrize("mode", ["crop_blur_darken", "blur_darken", "blur", "crop_blur"])
 def test_engineering_with_blur_is_close(scene, mode):
     image, mask = scene
-    r = MODES[mode]
+    r = RECIPES[mode]
     expected = reference_recipe(image, mask, r.crop, r.blur, r.background)
     got = ncs.engineer_visual_prompt(image, mask, mode)
     assert got.shape == (3, 352, 352) and got.dtype == np.float32
@@ -77,8 +77,8 @@ def test_crop_box_context_and_clipping():
 
 
 def test_default_is_the_papers_best():
-    best = max((m for m in MODES.values() if m.delta_p is not None), key=lambda m: m.delta_p)
-    assert MODES["crop_blur_darken"] is best and (best.crop, best.blur, best.background) == (True, True, 0.1)
+    best = max((m for m in RECIPES.values() if m.delta_p is not None), key=lambda m: m.delta_p)
+    assert RECIPES["crop_blur_darken"] is best and (best.crop, best.blur, best.background) == (True, True, 0.1)
     assert ncs.VisualPrompt(np.ones((4, 4))).mode == "crop_blur_darken"
 
 

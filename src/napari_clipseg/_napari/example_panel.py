@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton, SpinBox
 from napari.layers import Labels, Shapes
 
-from ..segmentation.visual import DEFAULT_MODE, MODES, VisualPrompt
+from ..segmentation.visual import DEFAULT_MODE, RECIPES, VisualPrompt
 from . import layers as _layers
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class ExamplePanel(Container):
         )
         self.engineering = ComboBox(
             label="Recipe",
-            choices=list(MODES),
+            choices=list(RECIPES),
             value=DEFAULT_MODE,
             tooltip="Visual prompt engineering (paper Table 2); the default is the paper's best",
         )

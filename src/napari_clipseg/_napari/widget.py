@@ -37,6 +37,7 @@ from . import layers as _layers  # noqa: E402
 from .annotate_panel import AnnotatePanel  # noqa: E402
 from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
+from .dock_text import DOCK_MODES, DOCK_WIDTH, OUTPUTS, TIPS, threshold_label  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl  # noqa: E402
@@ -54,22 +55,6 @@ if TYPE_CHECKING:
     import napari
 
     from ..segmentation.model_spec import ModelSpec
-
-OUTPUTS = ("classes", "classes + instances")
-#: The dock's two modes: segment the image on screen, or annotate a folder in a project.
-MODES = ("Segment", "Annotate")
-#: Widest the dock grows: napari's canvas keeps most of the window.
-DOCK_WIDTH = 200
-TIPS = {
-    "prompts": "One class per line or comma-separated. Enter runs, Shift+Enter adds a line.",
-    "min_size": "Remove objects smaller than this many pixels",
-    "split": "Instances: 0 keeps connected objects whole; else touching objects are split by a seeded "
-    "watershed, with seeds at least this far apart (about an object's radius)",
-}
-
-
-def _threshold_label(value: float) -> str:
-    return f"Threshold {value:.2f}"
 
 
 class ClipSegWidget(Container):
@@ -105,7 +90,7 @@ class ClipSegWidget(Container):
         self._status = Label(label="Status", value="Ready.")
         threshold = s.options.threshold
         # no readout box: at the dock's width it would leave the slider no room for its track
-        self._threshold = FloatSlider(label=_threshold_label(threshold), min=0.0, max=1.0, step=0.01, readout=False)
+        self._threshold = FloatSlider(label=threshold_label(threshold), min=0.0, max=1.0, step=0.01, readout=False)
         self._threshold.value = threshold
         self._min_size = SpinBox(label="Min. size", max=10_000_000, tooltip=TIPS["min_size"], value=s.options.min_size)
         self._output = ComboBox(
@@ -122,7 +107,7 @@ class ClipSegWidget(Container):
         self._learn_btn = PushButton(text="Learn from corrections", tooltip="Fine-tune the decoder on your edits")
         self._example = ExamplePanel(self._viewer)
         self._mode = RadioButtons(
-            choices=MODES, value=s.mode if s.mode in MODES else MODES[0], orientation="horizontal"
+            choices=DOCK_MODES, value=s.mode if s.mode in DOCK_MODES else DOCK_MODES[0], orientation="horizontal"
         )
         self._annotate = AnnotatePanel(
             self._viewer, lambda: self._model.spec(), lambda: self._prompts.value, self.dialogs, self._say
@@ -188,7 +173,7 @@ class ClipSegWidget(Container):
         self._example.use_result.changed.connect(self._use_result_as_example)
         self._example.support.changed.connect(self._open_example_section)
         self._threshold.changed.connect(self._relabel)
-        self._threshold.changed.connect(lambda value: setattr(self._threshold, "label", _threshold_label(value)))
+        self._threshold.changed.connect(lambda value: setattr(self._threshold, "label", threshold_label(value)))
         self._min_size.changed.connect(self._relabel)
         self._output.changed.connect(self._instances_changed)
         self._split.changed.connect(self._instances_changed)
@@ -214,8 +199,8 @@ class ClipSegWidget(Container):
         self._example_section.toggled.connect(lambda *_: self._save_timer.start())
 
     def _show_mode(self, mode: str) -> None:
-        self._image_row.visible = self._segment_page.visible = mode == MODES[0]
-        self._annotate.visible = mode == MODES[1]
+        self._image_row.visible = self._segment_page.visible = mode == DOCK_MODES[0]
+        self._annotate.visible = mode == DOCK_MODES[1]
 
     def _open_example_section(self, layer: Any) -> None:
         if layer is not None:

@@ -162,9 +162,14 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     try:
         settings = FineTuneSettings(
-            epochs=args.epochs, patience=args.patience, holdout=args.holdout, seed=args.seed,
-            ignore_value=args.ignore_value, augment=not args.no_augment, force=args.force,
-        )  # fmt: skip
+            epochs=args.epochs,
+            patience=args.patience,
+            holdout=args.holdout,
+            seed=args.seed,
+            ignore_value=args.ignore_value,
+            augment=not args.no_augment,
+            force=args.force,
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     if (args.out / DECODER_META_NAME).exists() and not args.overwrite:

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_HUB_ID
 from ..io.inputs import InputFile, find_inputs
@@ -25,10 +25,13 @@ from .report import BatchReport, Row
 from .settings import ComputeSettings, OutputSettings, group_keywords
 from .steps import BatchJob, ExampleFile, Plan, finish_input, guarded, plan_input, segment_part
 
+if TYPE_CHECKING:
+    from ..segmentation.predictor import ClipSegPredictor
+
 COCO_NAME = "coco.json"
 
 
-def _local(job: BatchJob, items: list[InputFile], predictor: Any) -> Generator[Progress, None, list[Row]]:
+def _local(job: BatchJob, items: list[InputFile], predictor: ClipSegPredictor) -> Generator[Progress, None, list[Row]]:
     """The steps one after another in this process; a cancel stops between parts (or, through the
     predictor's ``stop``, inside the image tower)."""
     rows = []
@@ -68,7 +71,7 @@ def _coco(job: BatchJob, rows: list[Row]) -> Path:
 
 
 def _execute(
-    job: BatchJob, items: list[InputFile], predictor: Any, compute: ComputeSettings, client: Any
+    job: BatchJob, items: list[InputFile], predictor: ClipSegPredictor, compute: ComputeSettings, client: Any
 ) -> Generator[Progress, None, list[Row]]:
     """The rows of every input: on a cluster when one is named or asked for, else in this process."""
     if client is not None or compute.on_cluster:

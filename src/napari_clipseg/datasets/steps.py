@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import InstanceSettings, instance_scores
 from .report import Row
 from .settings import OutputSettings
+
+if TYPE_CHECKING:
+    from ..segmentation.predictor import ClipSegPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +168,7 @@ def _parts(shape: tuple[int, ...], options: SegmentOptions, planes_per_task: int
     return tuple((start, min(start + size, shape[0])) for start in range(0, shape[0], size))
 
 
-def plan_input(job: BatchJob, item: InputFile, predictor: Any) -> Plan | Row:
+def plan_input(job: BatchJob, item: InputFile, predictor: ClipSegPredictor) -> Plan | Row:
     """Skip (a ``skipped`` row), refuse (a ``failed`` row) or plan the segmentation of one input."""
     from ..segmentation.pipeline import plan_planes
 
@@ -186,7 +189,7 @@ def plan_input(job: BatchJob, item: InputFile, predictor: Any) -> Plan | Row:
     return Plan(item, key, stamp, model_info, image, parts, started)
 
 
-def segment_part(job: BatchJob, item: InputFile, planes: tuple[int, int] | None, predictor: Any) -> Part:
+def segment_part(job: BatchJob, item: InputFile, planes: tuple[int, int] | None, predictor: ClipSegPredictor) -> Part:
     """Segment one part of an input (see the module docstring for why parts agree with one run)."""
     from ..segmentation.pipeline import iter_segment, plan_planes
     from ..segmentation.results import run

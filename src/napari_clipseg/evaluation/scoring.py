@@ -45,9 +45,13 @@ def _side(path: Path) -> Side:
     files = record["files"]
     get = lambda kind: np.asarray(read_labels_file(path / files[kind])) if kind in files else None  # noqa: E731
     return Side(
-        get("labels"), class_names(record), get("instances"), record.get("instance_classes"),
-        record.get("instance_scores"), get("probabilities"),
-    )  # fmt: skip
+        get("labels"),
+        class_names(record),
+        get("instances"),
+        record.get("instance_classes"),
+        record.get("instance_scores"),
+        get("probabilities"),
+    )
 
 
 @dataclass
@@ -119,10 +123,13 @@ def _pair(name: str, prediction: Side, truth: Side) -> tuple[list[dict], dict[st
     if prediction.instances is not None and truth.instances is not None:
         summary.update(
             instance_ap(
-                truth.instances, prediction.instances, truth_classes=truth.instance_classes,
-                prediction_classes=prediction.instance_classes, scores=prediction.scores,
+                truth.instances,
+                prediction.instances,
+                truth_classes=truth.instance_classes,
+                prediction_classes=prediction.instance_classes,
+                scores=prediction.scores,
             )
-        )  # fmt: skip
+        )
     return rows, summary
 
 

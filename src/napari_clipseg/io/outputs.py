@@ -90,9 +90,15 @@ def _write_ome_zarr(
         if kind in arrays:
             meta = {"properties": properties} if kind == "labels" else {}
             write_labels(
-                arrays[kind], root, name=name, axes=axes, scale=scale, scaler=None,
-                scale_factors=_levels(labels.shape), label_metadata=meta,
-            )  # fmt: skip
+                arrays[kind],
+                root,
+                name=name,
+                axes=axes,
+                scale=scale,
+                scaler=None,
+                scale_factors=_levels(labels.shape),
+                label_metadata=meta,
+            )
 
 
 def write_output_folder(

@@ -12,12 +12,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..atomic import atomic_write
 from ..constants import INPUT_SIZE
+
+if TYPE_CHECKING:
+    from ..segmentation.predictor import ClipSegPredictor
 
 
 class FeatureStore:
@@ -34,7 +37,7 @@ class FeatureStore:
         self._model_key = digest.hexdigest()
         self.hits = 0
 
-    def encode(self, predictor: Any, image: np.ndarray) -> Any:
+    def encode(self, predictor: ClipSegPredictor, image: np.ndarray) -> Any:
         """The features of ``image``: from the folder when this model encoded it before, else encoded and kept."""
         import safetensors.torch
 

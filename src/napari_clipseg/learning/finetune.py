@@ -21,7 +21,7 @@ import dataclasses
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ..errors import RunCancelled, TrainingRefusedError
 from ..evaluation.metrics import class_scores, mean_ignoring_nan
 from ..segmentation.postprocess import labels_from_probabilities
 from ..segmentation.results import Progress
+
+if TYPE_CHECKING:
+    from ..segmentation.predictor import ClipSegPredictor
 
 #: Decoder parts that train (the rest of the model stays frozen).
 TRAINABLE = ("film_mul", "film_add", "blocks", "trans_conv")
@@ -133,7 +136,7 @@ def _variants(image: np.ndarray, labels: np.ndarray, augment: bool) -> list[tupl
 
 
 def _example(
-    predictor: Any, store: Any, image: np.ndarray, labels: np.ndarray, n_classes: int, ignore: int | None
+    predictor: ClipSegPredictor, store: Any, image: np.ndarray, labels: np.ndarray, n_classes: int, ignore: int | None
 ) -> _Example:
     (features,) = predictor.encode([image]) if store is None else (store.encode(predictor, image),)
     reduced = [r.clone() for r in features.reduced]  # normal tensors: autograd may save them
@@ -236,7 +239,11 @@ def _epoch(
 
 
 def _prepare(
-    predictor: Any, pairs: Sequence[TrainingPair], classes: Sequence[str], settings: FineTuneSettings, cache_dir: Any
+    predictor: ClipSegPredictor,
+    pairs: Sequence[TrainingPair],
+    classes: Sequence[str],
+    settings: FineTuneSettings,
+    cache_dir: Any,
 ) -> Generator[Progress, None, tuple[list[list[_Example]], torch.Tensor]]:
     """Encode every image (and its augmentations) once, or read them from ``cache_dir``; embed the classes once."""
     from .feature_store import FeatureStore
@@ -261,7 +268,7 @@ def _refuse_unless(force: bool, base_iou: float) -> None:
 
 
 def iter_finetune(
-    predictor: Any,
+    predictor: ClipSegPredictor,
     pairs: Sequence[TrainingPair],
     classes: Sequence[str],
     settings: FineTuneSettings | None = None,
@@ -373,7 +380,9 @@ def best_threshold(
     return best, scores.get(best, _held_out_iou(decoder, held_out, conditionals, best))
 
 
-def finetune(predictor: Any, pairs: Sequence[TrainingPair], classes: Sequence[str], **kwargs: Any) -> FineTuneResult:
+def finetune(
+    predictor: ClipSegPredictor, pairs: Sequence[TrainingPair], classes: Sequence[str], **kwargs: Any
+) -> FineTuneResult:
     """Run :func:`iter_finetune` to its end (see there)."""
     from ..segmentation.results import run
 

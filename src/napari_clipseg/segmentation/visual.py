@@ -40,7 +40,7 @@ class Engineering:
 
 
 #: Selectable variants; the default is the paper's best.
-MODES: dict[str, Engineering] = {
+RECIPES: dict[str, Engineering] = {
     "crop_blur_darken": Engineering(True, True, 0.1, 23.50),
     "crop_darken": Engineering(True, False, 0.1, 21.73),
     "crop_blur": Engineering(True, True, 1.0, 15.34),
@@ -66,7 +66,7 @@ class VisualPrompt:
             sequence gives one image per mask. ``None`` means the predictor's current image.
         text: Optional text for the same class; mixed as ``weight * visual + (1 - weight) * text``.
         weight: Weight ``a`` of the visual part in [0, 1] (only used with ``text``).
-        mode: Prompt engineering variant, a key of :data:`MODES` (default: the paper's best).
+        mode: Prompt engineering variant, a key of :data:`RECIPES` (default: the paper's best).
         name: Class name for layers and exports (default: the text, else ``"example"``).
     """
 
@@ -80,8 +80,8 @@ class VisualPrompt:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "masks", tuple(mask_inside(m) for m in _split_masks(self.mask)))
-        if self.mode not in MODES:
-            raise ValueError(f"unknown visual prompt mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode not in RECIPES:
+            raise ValueError(f"unknown visual prompt mode {self.mode!r}; choose one of {', '.join(RECIPES)}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"weight must lie in [0, 1]; got {self.weight}")
         if self.text is not None and not self.text.strip():
@@ -209,7 +209,7 @@ def engineer_support(
     Returns:
         ``(3, size, size)`` support image, ready as ``conditional_pixel_values``.
     """
-    recipe = MODES[mode]
+    recipe = RECIPES[mode]
     m = mask.to(pixels.dtype)[None]
     background = _gaussian_blur(pixels[None])[0] if recipe.blur else pixels
     out = pixels * m + recipe.background * background * (1 - m)
@@ -253,12 +253,12 @@ def engineer_visual_prompt(
     Args:
         image: ``(Y, X)`` or ``(Y, X, C)`` image, any dtype (as for ``set_image``).
         mask: ``(Y, X)`` support region on that image (non-zero = inside).
-        mode: A key of :data:`MODES`; the default is the paper's best (crop, blur, darken to 10 %).
+        mode: A key of :data:`RECIPES`; the default is the paper's best (crop, blur, darken to 10 %).
 
     Raises:
         ValueError: unknown mode, a mask of another shape, an empty or tiny region.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown visual prompt mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in RECIPES:
+        raise ValueError(f"unknown visual prompt mode {mode!r}; choose one of {', '.join(RECIPES)}")
     with torch.inference_mode():
         return support_pixels(image, mask, mode, size=size).cpu().numpy()
