@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--datasets", default="striped_discs,stardist_nuclei", help="comma-separated")
+    parser.add_argument("--name", default="bench_loop", help="results/NAME.json (default bench_loop)")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,8 @@ def main() -> None:
     axes[0].set_xticks([d + width for d in range(len(results))], [name.replace("_", " ") for name in results])
     axes[0].set_ylabel("pixels the annotator changed\n(share of no learning)")
     axes[0].axhline(0.5, color="black", lw=0.8, ls=":")
-    axes[0].legend(fontsize=8, loc="upper right")
+    axes[0].set_ylim(0, 1.45)  # room for the legend above the bars
+    axes[0].legend(fontsize=8, loc="upper center")
     for dataset, result in results.items():
         for strategy in ("b_file_order", "c_queue_order"):
             steps = result["strategies"][strategy]["learn_steps"]
@@ -45,6 +46,7 @@ def main() -> None:
     axes[1].set_xlabel("images verified (a Learn after each point)")
     axes[1].set_ylabel("IoU of the images still waiting")
     axes[1].set_ylim(0, 1)
+    axes[1].xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     out = ROOT / "docs" / "images" / "annotation-effort.png"

@@ -11,6 +11,7 @@ the annotator keeps working. Export writes the verified set as training data.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -67,6 +68,7 @@ class AnnotatePanel(Container):
         self.project: Project | None = None
         self.current: str | None = None
         self._history: list[str] = []
+        self._counted = 0.0
         self._create()
         self._jobs = JobControl(
             _Stopper(self), (self.learn_btn, self.cancel_btn), self.progress, say, self._set_status, lambda: "cpu"
@@ -268,7 +270,6 @@ class AnnotatePanel(Container):
             return
         if self.current is not None and not self._store_current():
             return
-        self.project.stop.clear()
         self._jobs.start(self.project.iter_learn, self._learnt, "Cancelled: the decoder stays as it was.")
 
     def _learnt(self, result: Any) -> None:
@@ -277,7 +278,6 @@ class AnnotatePanel(Container):
             f"{result.base_iou:.2f} -> {result.iou:.2f}, threshold {result.threshold:.2f}. Re-predicting the others…",
             "info",
         )
-        self.project.stop.clear()
         self.prelabel_in_background()
 
     def export(self, _value: Any = None) -> None:
@@ -303,6 +303,7 @@ class AnnotatePanel(Container):
     # --- small helpers --------------------------------------------------------------------------
 
     def _show_counts(self) -> None:
+        self._counted = time.monotonic()
         if self.project is None:
             self.counts.value = "No project open."
             return
@@ -315,8 +316,10 @@ class AnnotatePanel(Container):
         self.counts.value = text + "."
 
     def _set_status(self, text: str) -> None:
+        """The status line; the counts follow at most once a second (they read the project folder)."""
         self.status.value = text
-        self._show_counts()
+        if time.monotonic() - self._counted >= 1.0:
+            self._show_counts()
 
     def _enable_loop(self, enabled: bool) -> None:
         for button in (self.previous_btn, self.skip_btn, self.next_btn, self.learn_btn, self.export_btn):

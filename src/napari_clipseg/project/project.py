@@ -122,11 +122,15 @@ class Project:
         """Pre-labelled images still to review, most in need of review first, with their scores
         (the expected share of pixels to change: :mod:`.score`)."""
         waiting = [name for name in self.names if self.state(name) == "pre-labelled"]
-        scored = [(name, self.score(name)) for name in waiting]
+        before = dict(self._manifest.get("scores", {}))
+        scored = [(name, self.score(name, remember=False)) for name in waiting]
+        if self._manifest.get("scores") != before and not self.read_only:
+            with self._lock:
+                self._save()  # the new scores, once for the whole queue
         return sorted(scored, key=lambda pair: -pair[1])
 
-    def score(self, name: str) -> float:
-        """The review score of a pre-labelled image (remembered per pre-label and threshold)."""
+    def score(self, name: str, *, remember: bool = True) -> float:
+        """The review score of a pre-labelled image (kept in the manifest per pre-label and threshold)."""
         record = output_record(self.folder.prelabels / name) or {}
         key = [record.get("batch", {}).get("key"), self.threshold]
         known = self._manifest.setdefault("scores", {}).get(name)
@@ -135,7 +139,7 @@ class Project:
             known = {"key": key, "score": review_score(probabilities, self.threshold)}
             with self._lock:
                 self._manifest["scores"][name] = known
-                if not self.read_only:
+                if remember and not self.read_only:
                     self._save()
         return float(known["score"])
 
@@ -214,6 +218,7 @@ class Project:
         from ..datasets.api import iter_segment_dataset
 
         self._writable()
+        self.stop.clear()  # a new job: an earlier Cancel is done
         wanted = set(self.names if names is None else names) - set(exclude)
         todo = [i for i in self.items if i.name in wanted and self.state(i.name) not in ("verified", "skipped")]
         if not todo:
@@ -244,6 +249,7 @@ class Project:
         from ..segmentation.predictor import ClipSegPredictor
 
         self._writable()
+        self.stop.clear()
         if not all(isinstance(p, str) for p in self.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
         pairs, names = self._training_pairs()
