@@ -153,15 +153,15 @@ def learn_picture(model: str) -> None:
 
 
 def annotate_picture(model: str) -> None:
-    """The dock in Annotate mode: a project of striped-disc images, five verified, Learn, the next image."""
+    """The dock in Annotate mode: a project of striped-disc images, eight verified, Learn, the next image."""
     from napari_clipseg._napari.annotate_panel import LABELS_LAYER
     from napari_clipseg.samples import striped_discs
 
     folder = Path(tempfile.mkdtemp(prefix="annotate-")) / "discs"
     folder.mkdir()
     truth = {}
-    for seed in range(12):
-        image, labels = striped_discs(seed, 256, count=1 + seed % 5)
+    for seed in range(14):
+        image, labels = striped_discs(seed, 160, count=1 + seed % 5)
         np.save(folder / f"discs{seed:02d}.npy", image)
         truth[f"discs{seed:02d}"] = labels
     viewer, widget = fresh_viewer(model)
@@ -172,7 +172,7 @@ def annotate_picture(model: str) -> None:
     panel.open_btn.native.click()
     while widget.is_running or panel.current is None:
         settle(0.05)
-    for _ in range(5):
+    for _ in range(8):
         viewer.layers[LABELS_LAYER].data = truth[panel.current]  # the annotator's correction
         panel.next_btn.native.click()
         settle(0.1)

@@ -99,3 +99,31 @@ def test_a_record_changes_only_through_its_known_sections(tmp_path):
     assert record_file(tmp_path / "out" / "clipseg.json", "labels.tif") == tmp_path / "out" / "labels.tif"
     with pytest.raises(RecordError, match="outside its own folder"):
         record_file(tmp_path / "out" / "clipseg.json", "../secret.tif")
+
+
+def test_a_decoders_own_threshold_is_the_default(tmp_path, tiny_model):
+    """The threshold fine-tuning chose is used unless the user gives one (CLI and segment())."""
+    import copy
+    import json
+
+    import numpy as np
+
+    from napari_clipseg.cli.args import run_options
+    from napari_clipseg.cli.main import _parser
+    from napari_clipseg.learning.finetune import FineTuneResult, FineTuneSettings
+    from napari_clipseg.modeling.decoder_files import use_result
+
+    (tmp_path / "dec").mkdir()
+    (tmp_path / "dec" / "decoder.json").write_text(json.dumps({"threshold": 0.55}))
+    argv = ["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--decoder", str(tmp_path / "dec")]
+    assert run_options(_parser().parse_args(argv)).threshold == 0.55
+    assert run_options(_parser().parse_args([*argv, "--threshold", "0.3"])).threshold == 0.3
+    assert run_options(_parser().parse_args(argv[:-2])).threshold == 0.4  # no decoder: the default
+
+    state = {k: v.clone() for k, v in tiny_model.decoder.state_dict().items()}
+    trained = FineTuneResult(state, ["x"], {}, FineTuneSettings(), 0.0, 0.0, 0, threshold=0.9)
+    model = use_result(tiny_model.with_decoder(copy.deepcopy(tiny_model.decoder)), trained)
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    at_own = ncs.segment(image, ["x"], model=model)
+    assert np.array_equal(at_own, ncs.segment(image, ["x"], model=model, threshold=0.9))
+    assert not np.array_equal(at_own, ncs.segment(image, ["x"], model=model, threshold=0.0))

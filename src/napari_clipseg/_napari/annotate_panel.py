@@ -21,6 +21,7 @@ import numpy as np
 from magicgui.widgets import Container, Label, LineEdit, ProgressBar, PushButton
 
 from .job_control import JobControl
+from .jobs import JobError
 
 if TYPE_CHECKING:
     import napari
@@ -31,6 +32,19 @@ if TYPE_CHECKING:
 
 IMAGE_LAYER, LABELS_LAYER = "annotate: image", "annotate: labels"
 KEYS = {"next": "PageDown", "previous": "PageUp"}
+
+
+def _reported(job: Callable[[], Any]) -> Callable[[], Any]:
+    """``job`` whose failures leave the worker as a :class:`JobError` (superqt only warns about a
+    RuntimeError, such as a refused training, and the job would never finish)."""
+
+    def run() -> Any:
+        try:
+            return (yield from job())
+        except Exception as e:
+            raise JobError(str(e)) from e
+
+    return run
 
 
 class _Stopper:
@@ -270,7 +284,7 @@ class AnnotatePanel(Container):
             return
         if self.current is not None and not self._store_current():
             return
-        self._jobs.start(self.project.iter_learn, self._learnt, "Cancelled: the decoder stays as it was.")
+        self._jobs.start(_reported(self.project.iter_learn), self._learnt, "Cancelled: the decoder stays as it was.")
 
     def _learnt(self, result: Any) -> None:
         self._say(
