@@ -98,8 +98,11 @@ def test_reopening_continues_and_refuses_what_differs(images, tmp_path, spec):
             viewer.verify(name, truth[name])
     with pytest.raises(ProjectMismatchError, match=r"prompts \['disc'\]; got \['cell'\]"):
         ncs.open_project(folder, tmp_path / "p", prompts=["cell"], model=spec)
-    with pytest.raises(ProjectMismatchError, match="precision: 'float32' -> 'int8'"):
-        ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=spec.replace(precision="int8"))
+    other = spec.replace(source=str(tmp_path / "other-model"))
+    with pytest.raises(ProjectMismatchError, match="another model \\(source: "):
+        ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=other)
+    with ncs.open_project(folder, tmp_path / "p", model=spec.replace(device="auto")) as moved:  # another machine
+        assert moved.spec.device == "auto" and moved.status()["verified"] == 1
     with ncs.open_project(None, tmp_path / "p") as again:  # the project's own images, prompts and model
         assert again.status()["verified"] == 1 and again.spec == spec
         np.testing.assert_array_equal(again.verified_labels(name), truth[name])

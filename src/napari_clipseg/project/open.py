@@ -156,10 +156,14 @@ def _open(
         }
     _check_same(root, "prompts", manifest["prompts"], _describe(given) if given is not None else None)
     was = ModelSpec.from_dict(manifest["model"])
-    if spec is not None and spec != was:
-        raise ProjectMismatchError(
-            f"{root} was made with another model ({'; '.join(was.differences(spec))}): use another project folder"
-        )
+    if spec is not None:
+        same_weights = was.replace(device=spec.device, precision=spec.precision)
+        if spec != same_weights:  # other weights; another device or precision is this machine's choice
+            differences = "; ".join(same_weights.differences(spec))
+            raise ProjectMismatchError(
+                f"{root} was made with another model ({differences}): use another project folder"
+            )
+        was = spec
     _check_same(root, "options", manifest["options"], options.to_dict() if options is not None else None)
     prompt_objects = _prompts_from(manifest["prompts"])
     check_distinct([p if isinstance(p, str) else p.label for p in prompt_objects])
