@@ -127,3 +127,17 @@ def test_a_decoders_own_threshold_is_the_default(tmp_path, tiny_model):
     at_own = ncs.segment(image, ["x"], model=model)
     assert np.array_equal(at_own, ncs.segment(image, ["x"], model=model, threshold=0.9))
     assert not np.array_equal(at_own, ncs.segment(image, ["x"], model=model, threshold=0.0))
+
+
+def test_the_docks_settings_keep_the_model_as_a_spec_and_read_older_files(tmp_path, monkeypatch):
+    import json
+
+    from napari_clipseg._napari.settings import Settings, load_settings, save_settings
+
+    monkeypatch.setenv("NAPARI_CLIPSEG_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "settings.json").write_text(json.dumps({"model_source": "my/model", "device": "cpu", "decoder": ""}))
+    assert load_settings().model == ncs.ModelSpec("my/model", device="cpu")  # an older file's fields
+    save_settings(Settings(model=ncs.ModelSpec("other", precision="int8")))
+    assert load_settings().model == ncs.ModelSpec("other", precision="int8")
+    (tmp_path / "settings.json").write_text(json.dumps({"model": {"source": "x", "precision": "int4"}}))
+    assert load_settings().model == Settings().model  # a bad saved model falls back to the default
