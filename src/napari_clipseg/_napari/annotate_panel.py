@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Container, Label, LineEdit, ProgressBar, PushButton
 
+from .dock_text import DOCK_WIDTH
 from .job_control import JobControl
 from .jobs import JobError
 
@@ -32,6 +33,13 @@ if TYPE_CHECKING:
 
 IMAGE_LAYER, LABELS_LAYER = "annotate: image", "annotate: labels"
 KEYS = {"next": "PageDown", "previous": "PageUp"}
+
+
+def _show_text(label: Label, text: str) -> None:
+    """Set a wrapped label with all the lines it needs (a scrolling dock does not stretch it by itself)."""
+    label.value, label.tooltip = text, text
+    native = label.native
+    native.setMinimumHeight(native.heightForWidth(max(native.width(), DOCK_WIDTH - 20)))
 
 
 def _reported(job: Callable[[], Any]) -> Callable[[], Any]:
@@ -238,7 +246,7 @@ class AnnotatePanel(Container):
         if name is None:
             waiting = self.project.status()["new"] if self.project else 0
             text = "Waiting for pre-labels…" if waiting and self.is_running else "Every image is verified or skipped."
-            self.image_name.value = text
+            _show_text(self.image_name, text)
             return
         self._history.append(name)
         self._show(name)
@@ -257,7 +265,7 @@ class AnnotatePanel(Container):
         layer.mode = "paint"
         layer.selected_label = 1
         score = "" if verified else f", score {project.score(name):.3f}"
-        self.image_name.value = f"{name} ({'verified' if verified else 'pre-labelled'}{score})"
+        _show_text(self.image_name, f"{name} ({'verified' if verified else 'pre-labelled'}{score})")
 
     def _layer(self, name: str) -> Any:
         return next((layer for layer in self._viewer.layers if layer.name == name), None)
@@ -319,7 +327,7 @@ class AnnotatePanel(Container):
     def _show_counts(self) -> None:
         self._counted = time.monotonic()
         if self.project is None:
-            self.counts.value = "No project open."
+            _show_text(self.counts, "No project open.")
             return
         counts, total = self.project.status(), len(self.project.names)
         text = f"Verified {counts['verified']} of {total}"
@@ -327,11 +335,11 @@ class AnnotatePanel(Container):
             text += f", {counts['new']} being pre-labelled"
         if counts["skipped"]:
             text += f", {counts['skipped']} skipped"
-        self.counts.value = text + "."
+        _show_text(self.counts, text + ".")
 
     def _set_status(self, text: str) -> None:
         """The status line; the counts follow at most once a second (they read the project folder)."""
-        self.status.value = text
+        _show_text(self.status, text)
         if time.monotonic() - self._counted >= 1.0:
             self._show_counts()
 
