@@ -174,15 +174,15 @@ class Project:
 
     def verify(self, name: str, labels: np.ndarray) -> int:
         """Store ``labels`` as the verified labels of ``name`` (replacing earlier ones); returns how
-        many pixels differ from its pre-labels (all labelled pixels when it had none).
+        many pixels differ from its pre-labels (made first when it has none).
 
         Raises:
             ProjectError: read-only, or labels that do not fit the image or the classes.
         """
         self._writable()
         item = self.item(name)
-        labels = self._checked_labels(name, labels)
-        before = self.prelabels(name) if _complete(self.folder.prelabels / name) else np.zeros_like(labels)
+        before = self.prelabels(name)  # the shape the labels must have, and what they changed
+        labels = self._checked_labels(name, labels, before.shape)
         changed = int(np.count_nonzero(before != labels))
         entry = {"status": "verified", "changed": changed, "decoder": self._manifest.get("decoder")}
         record = build_record(
@@ -327,7 +327,7 @@ class Project:
                 names.append(name)
         return pairs, names
 
-    def _checked_labels(self, name: str, labels: Any) -> np.ndarray:
+    def _checked_labels(self, name: str, labels: Any, shape: tuple[int, ...]) -> np.ndarray:
         labels = np.asarray(labels)
         if labels.dtype.kind not in "biu":
             raise ProjectError(f"{name}: labels must be integers (0 = background); got {labels.dtype}")
@@ -336,16 +336,9 @@ class Project:
                 f"{name}: label values must lie in 0..{len(self.classes)} ({', '.join(self.classes)}); "
                 f"got {labels.min()}..{labels.max()}"
             )
-        shape = self._spatial_shape(name)
-        if tuple(labels.shape) != shape:
+        if tuple(labels.shape) != tuple(shape):
             raise ProjectError(f"{name}: labels of shape {labels.shape} do not fit the image ({shape})")
         return labels.astype(np.uint8 if len(self.classes) < 256 else np.uint16)
-
-    def _spatial_shape(self, name: str) -> tuple[int, ...]:
-        record = output_record(self.folder.prelabels / name) if _complete(self.folder.prelabels / name) else None
-        if record is not None:
-            return tuple(int(n) for n in np.shape(read_output(self.folder.prelabels / name)))
-        return tuple(self.prelabels(name).shape)
 
     def _writable(self) -> None:
         if self.read_only:
