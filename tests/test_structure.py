@@ -32,10 +32,11 @@ def test_loading_at_float32_runs_no_forward_pass(tiny_model_dir, forward_calls):
     assert forward_calls == []
 
 
-def test_choosing_an_approximate_path_is_its_own_step(tiny_model_dir, forward_calls, monkeypatch):
+def test_choosing_an_approximate_path_is_its_own_step(tiny_model_dir, forward_calls, monkeypatch, tmp_path):
     """``auto`` that resolves to int8 checks it on the weights: that runs the model, after loading."""
     from napari_clipseg.precision import choice
 
+    monkeypatch.setenv("NAPARI_CLIPSEG_CACHE_DIR", str(tmp_path))  # no check remembered from an earlier test
     monkeypatch.setattr(choice, "speedups", lambda candidates, measure=True: dict.fromkeys(candidates, 3.0))
     model = ncs.ModelSpec(str(tiny_model_dir), precision="auto").load()
     assert forward_calls  # the check on the loaded weights ran the model
