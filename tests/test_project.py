@@ -146,7 +146,7 @@ def test_learning_needs_two_verified_images(project, images):
         project.learn()
 
 
-def test_export_writes_the_verified_set_all_or_none(project, images, tmp_path):
+def test_export_writes_the_verified_set_all_or_none(project, images, tmp_path, tiny_model_dir):
     _, truth = images
     with pytest.raises(ValueError, match="no image of the project is verified"):
         project.export(tmp_path / "set")
@@ -163,6 +163,7 @@ def test_export_writes_the_verified_set_all_or_none(project, images, tmp_path):
     ]
     record = ncs.read_record(out / "disc0" / "clipseg.json")
     assert record["project"]["status"] == "verified" and record["classes"] == [{"value": 1, "name": "disc"}]
+    assert record["model"]["source"] == str(tiny_model_dir) and record["model"]["sha256"]  # what made the pre-label
     coco = json.loads((out / "coco.json").read_text())
     assert [c["name"] for c in coco["categories"]] == ["disc"] and coco["annotations"]
     with pytest.raises(FileExistsError):

@@ -154,9 +154,7 @@ class Project:
 
     def prelabels(self, name: str) -> np.ndarray:
         """The current pre-labels of ``name`` at :attr:`threshold`: ``(Y, X)`` or ``(Z, Y, X)``, 0 = background."""
-        if not _complete(self.folder.prelabels / name):
-            self.prelabel([name])
-        probabilities = np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
+        probabilities = self.probabilities(name)
         thresholds = self.threshold if np.ndim(self.options.threshold) == 0 else self.options.threshold
         return labels_from_probabilities(probabilities, thresholds, min_size=self.options.min_size)
 
@@ -185,9 +183,10 @@ class Project:
         labels = self._checked_labels(name, labels, before.shape)
         changed = int(np.count_nonzero(before != labels))
         entry = {"status": "verified", "changed": changed, "decoder": self._manifest.get("decoder")}
+        made_by = (output_record(self.folder.prelabels / name) or {}).get("model")  # weights hash, decoder
         record = build_record(
             self.classes,
-            model=self.spec.to_dict(),
+            model=made_by,
             options=self.options,
             image={"name": str(item.path), "shape": list(labels.shape)},
             edited=changed > 0,
