@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from ..constants import DECODER_META_NAME, DEFAULT_HUB_ID, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, MODES
 from ..errors import UsageError
@@ -92,3 +93,15 @@ def text_prompts(texts: list[str] | None) -> list[str]:
     if len(set(prompts)) != len(prompts):
         raise UsageError(f"a prompt is given twice ({', '.join(prompts)}): each class needs its own name")
     return prompts
+
+
+def compute_settings(args: argparse.Namespace) -> Any:
+    """The dataset run's :class:`ComputeSettings` from ``--workers``, ``--scheduler``, ``--threads`` and
+    ``--planes-per-task`` (checked there; the message names the flag). Torch-free."""
+    from ..datasets.settings import ComputeSettings
+
+    values = {key: getattr(args, key, None) for key in ("workers", "scheduler", "threads", "planes_per_task")}
+    try:
+        return ComputeSettings(**{key: value for key, value in values.items() if value is not None})
+    except ValueError as e:
+        raise UsageError(f"--{str(e).replace('planes_per_task', 'planes-per-task')}") from None

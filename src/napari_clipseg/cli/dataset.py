@@ -16,7 +16,7 @@ from pathlib import Path
 from ..constants import DECODER_META_NAME
 from ..errors import UsageError
 from ..io.outputs import FORMATS
-from .args import PROG, add_model_options, add_run_options, model_spec, run_options, text_prompts
+from .args import PROG, add_model_options, add_run_options, compute_settings, model_spec, run_options, text_prompts
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _job_arguments(args: argparse.Namespace) -> dict:
     """``segment_dataset``'s prompts and setting groups from the arguments (UsageError for what cannot work)."""
-    from ..datasets.settings import ComputeSettings, OutputSettings
+    from ..datasets.settings import OutputSettings
     from ..datasets.steps import parse_example
     from ..segmentation.postprocess import InstanceSettings
 
@@ -76,18 +76,11 @@ def _job_arguments(args: argparse.Namespace) -> dict:
     prompts = [*text_prompts(args.prompt), *examples]
     if not prompts:
         raise UsageError("give at least one prompt with -p or --example")
-    for name, value, low in (
-        ("--workers", args.workers, 0),
-        ("--threads", args.threads or 1, 1),
-        ("--split", args.split, 0),
-    ):
-        if value < low:
-            raise UsageError(f"{name} must be at least {low}; got {value}")
-    if args.planes_per_task < 1:
-        raise UsageError(f"--planes-per-task must be at least 1; got {args.planes_per_task}")
+    compute = compute_settings(args)
+    if args.split < 0:
+        raise UsageError(f"--split must be at least 0; got {args.split}")
     instances = InstanceSettings.chosen(args.instances or args.coco, args.split)
     output = OutputSettings(args.format, instances, args.probabilities, args.coco, args.overwrite)
-    compute = ComputeSettings(args.workers, args.scheduler, args.threads, args.planes_per_task)
     return {
         "prompts": prompts,
         "model": model_spec(args),

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from .args import PROG, add_model_options, model_spec, text_prompts
+from .args import PROG, add_model_options, compute_settings, model_spec, text_prompts
 from .dataset import drive
 
 
@@ -53,7 +53,6 @@ def _existing(folder: Path) -> Path:
 
 
 def _prelabel(args: argparse.Namespace) -> int:
-    from ..datasets.settings import ComputeSettings
     from ..project.folder import MANIFEST_NAME
     from ..project.open import open_project
 
@@ -61,9 +60,7 @@ def _prelabel(args: argparse.Namespace) -> int:
     new = not (args.folder / MANIFEST_NAME).is_file()
     if new and (not prompts or not args.images):
         raise UsageError("a new project needs --images and -p (its class prompts)")
-    if args.workers < 0:
-        raise UsageError(f"--workers must be at least 0; got {args.workers}")
-    compute = ComputeSettings(workers=args.workers, scheduler=args.scheduler)
+    compute = compute_settings(args)
     spec = model_spec(args) if new or args.model else None  # a project reopens with its own model
     with open_project(args.images, args.folder, prompts, spec, compute=compute) as project:
         report = drive(project.iter_prelabel(), quiet=False)
