@@ -1,4 +1,4 @@
-"""Segmentation metrics on arrays: per-class overlap, instance AP (COCO-style, pycocotools),
+"""Segmentation metrics on arrays: per-class overlap, instance AP (COCO's, from label images or COCO files),
 referring-matting errors, and the share of pixels an annotator changed. Formulas: docs/datasets.md."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .matching import ap_summary, overlap_table, table_ap
 
 #: The per-class overlap scores, in the order tables show them.
 SEMANTIC_KEYS = ("iou", "dice", "precision", "recall")
@@ -87,9 +89,9 @@ def coco_ap(truth: dict, prediction: dict, *, use_categories: bool = True) -> di
         evaluation.params.maxDets = [1, 10, max(100, int(per_image))]
         evaluation.evaluate()
         evaluation.accumulate()
-        evaluation.summarize()
-    ap, ap50 = (max(float(v), 0.0) for v in evaluation.stats[:2])  # -1: no ground truth at all
-    return {"ap": ap, "ap50": ap50}
+    # summarize() reads AP 0.5:0.95 at maxDets 100 only, which is -1 once maxDets had to grow
+    # past 100: take both figures from the table of every detection instead
+    return ap_summary(evaluation.eval["precision"][:, :, :, 0, -1])
 
 
 def instance_ap(
@@ -100,21 +102,19 @@ def instance_ap(
     prediction_classes: Sequence[int] | None = None,
     scores: Sequence[float] | None = None,
 ) -> dict[str, float]:
-    """AP of instance label images (2D, or stacks of planes), through :func:`coco_ap`.
+    """COCO segmentation AP and AP50 of instance label images (2D, or stacks of planes), equal to
+    pycocotools' on the same objects but from the images' overlap table (linear in pixels, not
+    quadratic in objects; :mod:`.matching`).
 
     Classes (``classes[i - 1]`` of object ``i``) are matched when both sides give them; else
     objects are matched regardless of class. Scores rank the predictions (1 when not given).
     """
-    from ..io.coco import build_coco
-
-    use = truth_classes is not None and prediction_classes is not None
-    n_truth, n_pred = int(truth_ids.max(initial=0)), int(prediction_ids.max(initial=0))
-    t_classes = list(truth_classes) if use else [1] * n_truth
-    p_classes = list(prediction_classes) if use else [1] * n_pred
-    names = [str(c) for c in range(1, max([1, *t_classes, *p_classes]) + 1)]
-    truth = build_coco([("image", truth_ids, t_classes, None)], names)
-    prediction = build_coco([("image", prediction_ids, p_classes, scores)], names)
-    return coco_ap(truth, prediction, use_categories=use)
+    return table_ap(
+        overlap_table(truth_ids, prediction_ids),
+        truth_classes=truth_classes,
+        prediction_classes=prediction_classes,
+        scores=scores,
+    )
 
 
 def mean_ignoring_nan(values: Sequence[float]) -> float:
