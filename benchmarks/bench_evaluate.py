@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import write_results
 from scipy import ndimage
 
 import napari_clipseg as ncs
+from _common import write_results
 from napari_clipseg.evaluation.metrics import coco_ap, instance_ap
 from napari_clipseg.io.coco import build_coco
 
@@ -73,7 +73,8 @@ def main() -> None:
         scores = list(rng.random(int(prediction.max())))
         reference, t_ref = _timed(lambda: _pycocotools_ap(truth, prediction, scores))  # noqa: B023
         ours, t_ours = _timed(lambda: instance_ap(truth, prediction, scores=scores))  # noqa: B023
-        assert np.allclose([ours["ap"], ours["ap50"]], [reference["ap"], reference["ap50"]], atol=1e-12), (ours, reference)
+        same = np.allclose([ours["ap"], ours["ap50"]], [reference["ap"], reference["ap50"]], atol=1e-12)
+        assert same, (ours, reference)
         side_by_side.append(
             {
                 "size": size,
