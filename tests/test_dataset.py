@@ -4,6 +4,7 @@ isolation, formats (OME-Zarr, COCO), inputs with pixel sizes, examples from file
 from __future__ import annotations
 
 import json
+import os
 
 import imageio.v3 as iio
 import numpy as np
@@ -232,3 +233,51 @@ def test_a_failing_part_of_a_stack_fails_that_input_only(dataset, tiny_model, tm
     assert status["sub/stack"].status == "failed" and status["sub/stack"].error == "plane trouble"
     assert status["photo"].status == status["plain"].status == "done"
     assert not (tmp_path / "out" / "sub" / "stack").exists()
+
+
+def test_a_finished_resume_loads_no_model(dataset, tiny_model_dir, tmp_path, monkeypatch):
+    from napari_clipseg.modeling import weights
+
+    out = tmp_path / "out"
+    run = lambda **kw: ncs.segment_dataset(list(dataset.values()), PROMPTS, out, model=str(tiny_model_dir), **kw)  # noqa: E731
+    run()
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded although every input is done")
+
+    load_exact = weights.load_exact
+    monkeypatch.setattr(weights, "load_exact", no_load)
+    assert [r.status for r in run().rows] == ["skipped"] * 3
+    # what changes the request needs the model again: new options, a touched weights file, --overwrite
+    for kw in ({"threshold": 0.6}, {"overwrite": True}):
+        with pytest.raises(AssertionError, match="the model was loaded"):
+            run(**kw)
+    weights_file = next(tiny_model_dir.glob("*.safetensors"))
+    os.utime(weights_file, ns=(weights_file.stat().st_atime_ns, weights_file.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        run()
+    monkeypatch.setattr(weights, "load_exact", load_exact)
+    assert [r.status for r in run().rows] == ["skipped"] * 3  # same weights by hash: the full key still matches
+
+
+def test_a_finished_resume_from_the_hub_cache_loads_no_model(dataset, tiny_model_dir, tmp_path, monkeypatch):
+    from conftest import fake_hub_cache
+    from napari_clipseg.modeling import weights
+
+    cache = tmp_path / "hub"
+    files = {p.name: p for p in tiny_model_dir.iterdir()}
+    snapshot = fake_hub_cache(cache, "someone/tiny", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    out = tmp_path / "out"
+    run = lambda: ncs.segment_dataset(dataset["photo"], PROMPTS, out, model="someone/tiny")  # noqa: E731
+    assert [r.status for r in run().rows] == ["done"]
+    monkeypatch.setattr(weights, "load_exact", lambda *a, **k: pytest.fail("loaded"))
+    assert [r.status for r in run().rows] == ["skipped"]
+    newer = snapshot.parent / ("1" * 40)  # the cache now resolves the hub id to a newer revision
+    newer.mkdir()
+    for name, src in files.items():
+        (newer / name).write_bytes(src.read_bytes())
+    (cache / "models--someone--tiny" / "refs" / "main").write_text("1" * 40)
+    with pytest.raises(pytest.fail.Exception, match="loaded"):
+        run()

@@ -23,7 +23,7 @@ from ..segmentation.options import SegmentOptions, check_distinct
 from ..segmentation.results import Progress, run
 from .report import BatchReport, Row
 from .settings import ComputeSettings, OutputSettings, group_keywords
-from .steps import BatchJob, ExampleFile, Plan, finish_input, guarded, plan_input, segment_part
+from .steps import BatchJob, ExampleFile, Plan, finish_input, finished_row, guarded, plan_input, segment_part
 
 if TYPE_CHECKING:
     from ..segmentation.predictor import ClipSegPredictor
@@ -132,7 +132,12 @@ def iter_segment_dataset(
     check_distinct(job.names)
     options.thresholds_for(len(prompts))
     clear_staging(job.staging)
-    rows = yield from _execute(job, items, predictor, compute, client)
+    finished = {i: row for i, item in enumerate(items) if (row := finished_row(job, item)) is not None}
+    pending = [item for i, item in enumerate(items) if i not in finished]
+    if finished:
+        yield Progress(len(finished), len(items), f"{len(finished)} of {len(items)} done before")
+    new_rows = iter((yield from _execute(job, pending, predictor, compute, client)) if pending else [])
+    rows = [finished[i] if i in finished else next(new_rows) for i in range(len(items))]
     clear_staging(job.staging)
     report = BatchReport(rows, out_dir, time.perf_counter() - started)
     if output.coco:

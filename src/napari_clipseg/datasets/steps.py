@@ -3,6 +3,8 @@
 A run is three kinds of steps, the same whether they run here one after another or as tasks on a
 dask.distributed cluster (:mod:`~napari_clipseg.datasets.cluster`), so both give byte-identical files:
 
+0. :func:`finished_row`, before any model loads: skip an input whose record says the same request
+   (model spec and its files, prompts, options, input) made its outputs;
 1. :func:`plan_input`: fingerprint the input with the model, prompts and options; skip it when its
    output folder already holds a matching record; else split a long stack into parts of planes;
 2. :func:`segment_part`: :func:`~napari_clipseg.segmentation.pipeline.iter_segment` on those planes, with the
@@ -151,6 +153,59 @@ def resume_key(job: BatchJob, model_info: dict[str, Any], input_fingerprint: dic
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _files_now(model_entry: dict[str, Any], spec: ModelSpec) -> list[dict[str, Any]] | None:
+    """Size and time of the files a model was read from (weights, decoder), as they are now; None
+    when one is gone or, for a hub source, the cache no longer resolves to it (a newer revision)."""
+    from ..io.inputs import fingerprint as stamp
+
+    paths = [str(f) for f in model_entry.get("files") or []]
+    decoder = (model_entry.get("decoder") or {}).get("path")
+    if model_entry.get("kind") == "hub":
+        from ..modeling.hub import cached_file
+
+        if any(cached_file(spec.source, Path(f).name, spec.revision) != f for f in paths):
+            return None
+    try:
+        return [{"path": p, **stamp(p)} for p in [*paths, *([decoder] if decoder else [])]]
+    except OSError:
+        return None
+
+
+def request_key(job: BatchJob, model_entry: dict[str, Any], input_fingerprint: dict[str, int]) -> str | None:
+    """What was asked, checkable without loading the model: the model spec, the size and time of
+    the files its weights and decoder were read from, prompts, options, output settings and the
+    input. Equal keys mean the same run again, so a resume can skip the input before any model
+    loads; None when it cannot be told (a model given loaded, a file gone)."""
+    files = _files_now(model_entry, job.model) if job.model is not None else None
+    if files is None:
+        return None
+    payload = {"spec": job.model.to_dict(), "files": files, **job.settings(), "input": input_fingerprint}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _skipped(item: InputFile, job: BatchJob, record: dict[str, Any]) -> Row:
+    counts = {str(k): int(v) for k, v in record.get("counts", {}).items()}
+    count = len(record.get("instance_classes", [])) if job.instances else None
+    return Row(str(item.path), item.name, "skipped", pixels=counts, instances=count)
+
+
+def finished_row(job: BatchJob, item: InputFile) -> Row | None:
+    """The ``skipped`` row of an input whose output folder holds the same request's outputs
+    (:func:`request_key`), told from the record alone; None when the model is needed to tell."""
+    if job.model is None or job.output.overwrite:
+        return None
+    try:
+        record = output_record(job.out_dir / item.name)
+        batch = record.get("batch", {}) if record is not None else {}
+        if not batch.get("request") or not isinstance(record.get("model"), dict):
+            return None
+        if batch["request"] != request_key(job, record["model"], fingerprint(item.path)):
+            return None
+    except Exception:  # noqa: BLE001 - anything unclear is left to plan_input, which says what it is
+        return None
+    return _skipped(item, job, record)
+
+
 def input_options(options: SegmentOptions, opened: OpenedImage) -> SegmentOptions:
     """The options for one input: a channel axis the file names (OME ``C``) is used as channels."""
     axis = opened.channel_axis
@@ -177,9 +232,7 @@ def plan_input(job: BatchJob, item: InputFile, predictor: ClipSegPredictor) -> P
     key = resume_key(job, model_info, stamp)
     record = output_record(job.out_dir / item.name)
     if record is not None and not job.output.overwrite and record.get("batch", {}).get("key") == key:
-        counts = {str(k): int(v) for k, v in record.get("counts", {}).items()}
-        count = len(record.get("instance_classes", [])) if job.instances else None
-        return Row(str(item.path), item.name, "skipped", pixels=counts, instances=count)
+        return _skipped(item, job, record)
     opened = open_image(item.path)
     options = input_options(job.options, opened)
     geometry = plan_planes(opened.data, options)
@@ -232,6 +285,9 @@ def finish_input(job: BatchJob, plan: Plan, parts: list[Part | Row]) -> Row:
         "counts": {n: int(c) for n, c in zip(names, counts, strict=True)},
         "batch": {"key": plan.key, "input": str(plan.item.path), **plan.fingerprint},
     }
+    request = request_key(job, plan.model_info, plan.fingerprint)
+    if request is not None:
+        sections["batch"]["request"] = request
     if job.instances is not None:
         objects = job.instances.apply(labels, probabilities)
         arrays["instances"] = objects.ids
