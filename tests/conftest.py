@@ -185,7 +185,7 @@ def exact_unless_timed(monkeypatch):
     checks never depends on the machine's timing. Tests about "auto" set their own timings."""
     from napari_clipseg.precision import choice
 
-    monkeypatch.setattr(choice, "speedups", lambda candidates, measure=True: dict.fromkeys(candidates, 1.0))
+    monkeypatch.setattr(choice, "speedups", lambda candidates, measure=True, stop=None: dict.fromkeys(candidates, 1.0))
 
 
 @pytest.fixture(autouse=True)

@@ -38,7 +38,7 @@ def timed(monkeypatch):
         monkeypatch.setattr(
             devices,
             "speedups",
-            lambda candidates, measure=True: (
+            lambda candidates, measure=True, stop=None: (
                 None if table is None else {name: table.get(name, 1.0) for name in candidates}
             ),
         )
@@ -88,7 +88,7 @@ def test_the_cpu_is_timed_once_and_remembered(monkeypatch, tmp_path):
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(speed, "_speedups", {})
     measured = {"float32_ms": 30.0, "int8_ms": 12.0}
-    monkeypatch.setattr(speed, "_time_one_block", lambda candidates: calls.append(candidates) or measured)
+    monkeypatch.setattr(speed, "_time_one_block", lambda candidates, stop=None: calls.append(candidates) or measured)
     assert speed.speedups(("int8",), measure=False) is None and not calls  # the dock asks without timing
     assert speed.speedups(("int8",)) == pytest.approx({"int8": 2.5}) and len(calls) == 1
     monkeypatch.setattr(speed, "_speedups", {})  # a new session reads the file
@@ -100,7 +100,7 @@ def test_the_cpu_is_timed_once_and_remembered(monkeypatch, tmp_path):
 def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_path, caplog):
     from napari_clipseg.precision import timing as speed
 
-    monkeypatch.setattr(speed, "_time_one_block", lambda candidates: {"float32_ms": 30.0, "int8_ms": 10.0})
+    monkeypatch.setattr(speed, "_time_one_block", lambda candidates, stop=None: {"float32_ms": 30.0, "int8_ms": 10.0})
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "cpu-speed.json").write_text("{not json")
@@ -250,7 +250,7 @@ def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatc
     assert set(figures) >= set(LIMITS) and figures["mean_abs"] > 0
     checked = []
 
-    def failing(model):
+    def failing(model, stop=None):
         checked.append(model.info.precision)
         return {**figures, "flipped": 0.2}
 
@@ -260,9 +260,96 @@ def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatc
     assert "int8 did not pass the accuracy guard on these weights" in caplog.text and "flipped 0.2" in caplog.text
     assert ncs.load_model(tiny_model_dir).info.precision == "float32" and checked == ["int8"]  # remembered
     assert ncs.load_model(tiny_model_dir, dtype="int8").info.precision == "int8"  # an explicit choice is kept
-    monkeypatch.setattr(model_check, "guard_on_model", lambda model: [][0])  # a check that cannot run
+    monkeypatch.setattr(model_check, "guard_on_model", lambda model, stop=None: [][0])  # a check that cannot run
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "elsewhere"))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="napari_clipseg.segmentation.precision_check"):
         assert ncs.load_model(tiny_model_dir).info.precision == "float32"
     assert "could not check int8" in caplog.text
+
+
+class StopAfter:
+    """A stop flag that reads as set from its ``n``-th look on: a Cancel pressed mid-stage."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.looks = n, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.n
+
+
+def test_building_the_int8_copy_stops_between_blocks(tiny_model):
+    from napari_clipseg.errors import RunCancelled
+    from napari_clipseg.modeling.int8 import _quantize_linears, quantize_towers
+
+    stop = StopAfter(2)
+    with pytest.raises(RunCancelled):
+        quantize_towers(tiny_model.clip, stop)
+    assert stop.looks == 2  # looked before each block, not once at the end
+    # block by block gives the same int8 weights as the whole towers at once
+    whole = _quantize_linears(quantize_towers(tiny_model.clip, None))
+    blockwise = quantize_towers(tiny_model.clip)
+
+    def packed(m):
+        return [(n, x.weight().int_repr()) for n, x in m.named_modules() if callable(getattr(x, "weight", None))]
+
+    assert [n for n, _ in packed(whole)] == [n for n, _ in packed(blockwise)] and len(packed(whole)) > 4
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(packed(whole), packed(blockwise), strict=True))
+
+
+def test_the_one_off_timing_stops_between_runs():
+    from napari_clipseg.errors import RunCancelled
+    from napari_clipseg.precision import timing
+
+    stop = StopAfter(3)
+    with pytest.raises(RunCancelled):
+        timing._time_one_block(("int8",), stop)
+    assert stop.looks == 3
+
+
+def test_the_check_on_the_weights_stops_between_blocks_and_never_falls_back(
+    timed, tiny_model_dir, tmp_path, monkeypatch
+):
+    from napari_clipseg.errors import RunCancelled
+    from napari_clipseg.precision import timing
+    from napari_clipseg.segmentation import precision_check
+
+    monkeypatch.setenv(timing.CACHE_ENV, str(tmp_path))  # nothing checked yet: the check runs
+    model = ncs.load_model(tiny_model_dir, dtype="int8")
+    stop = StopAfter(3)
+    with pytest.raises(RunCancelled):
+        precision_check.verified(model, stop)  # a Cancel is not "the check could not run": no float32 fallback
+    assert stop.looks == 3 and not (tmp_path / "precision-checks.json").exists()
+
+
+class StopIn:
+    """A stop flag that reads as set once it is looked at from inside the named function."""
+
+    def __init__(self, function: str) -> None:
+        self.function, self.seen = function, False
+
+    def is_set(self) -> bool:
+        import traceback
+
+        self.seen = self.seen or any(frame.name == self.function for frame in traceback.extract_stack())
+        return self.seen
+
+
+@pytest.mark.parametrize(
+    "stage", ["read_state_dict", "_check_finite", "_time_one_block", "quantize_towers", "file_sha256", "guard_on_model"]
+)
+def test_loading_at_auto_stops_in_every_stage(tiny_model_dir, tmp_path, monkeypatch, stage):
+    """A Cancel during any stage of an auto load (reading, the timing, the int8 copy, the check on
+    the weights) ends the load there, with nothing remembered."""
+    from napari_clipseg.errors import RunCancelled
+    from napari_clipseg.precision import choice, timing
+
+    monkeypatch.setenv(timing.CACHE_ENV, str(tmp_path))  # a new machine: every stage runs
+    monkeypatch.setattr(timing, "_speedups", {})
+    monkeypatch.setattr(choice, "speedups", timing.speedups)  # the real timing (the suite pins it)
+    monkeypatch.setattr(choice, "MIN_SPEEDUP", 0.0)  # int8 is chosen however the timing comes out
+    stop = StopIn(stage)
+    with pytest.raises(RunCancelled):
+        ncs.ModelSpec(str(tiny_model_dir)).load(stop=stop)
+    assert stop.seen and not (tmp_path / "precision-checks.json").exists()

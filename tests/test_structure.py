@@ -37,7 +37,7 @@ def test_choosing_an_approximate_path_is_its_own_step(tiny_model_dir, forward_ca
     from napari_clipseg.precision import choice
 
     monkeypatch.setenv("NAPARI_CLIPSEG_CACHE_DIR", str(tmp_path))  # no check remembered from an earlier test
-    monkeypatch.setattr(choice, "speedups", lambda candidates, measure=True: dict.fromkeys(candidates, 3.0))
+    monkeypatch.setattr(choice, "speedups", lambda candidates, measure=True, stop=None: dict.fromkeys(candidates, 3.0))
     model = ncs.ModelSpec(str(tiny_model_dir), precision="auto").load()
     assert forward_calls  # the check on the loaded weights ran the model
     assert model.info.precision in ("int8", "float32")  # int8, or float32 when the check refused it

@@ -5,6 +5,8 @@ Torch-free, so the CLI can catch them before anything heavy is imported.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class WeightsError(RuntimeError):
     """Weights could not be loaded; the message says why and what to do."""
@@ -60,6 +62,13 @@ class ProjectLockedError(ProjectError):
 
 class ProjectMismatchError(ProjectError):
     """A project reopened with other prompts, another model or other options than it was made with."""
+
+
+def check_stop(stop: Any, what: str = "model loading") -> None:
+    """Raise :class:`RunCancelled` if ``stop`` (a ``threading.Event`` or None) is set: the one
+    check every long step makes between its pieces (tensors, blocks, timings)."""
+    if stop is not None and stop.is_set():
+        raise RunCancelled(f"{what} stopped on request")
 
 
 def is_cancellation(error: BaseException | None) -> bool:

@@ -96,6 +96,7 @@ class ModelRunner:
             from ..segmentation.predictor import ClipSegPredictor
 
             model = key.load(tqdm_class=napari_progress, stop=self._stop_load)  # downloads show in the activity dock
+            model.info.weights.digest(self._stop_load)  # the record's hash, here where Cancel reaches it
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 

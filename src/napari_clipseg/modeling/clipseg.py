@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -57,16 +58,16 @@ class ClipSeg(nn.Module):
         """Reduced-precision dtype the predictor runs under (None = exact float32)."""
         return autocast_dtype(self.info.precision)
 
-    def with_precision(self, precision: str) -> ClipSeg:
+    def with_precision(self, precision: str, stop: threading.Event | None = None) -> ClipSeg:
         """The same model (weights shared, not copied) run at another explicit precision
         (``"float32"``, ``"int8"``, ``"bfloat16"``, ``"float16"``; ``"auto"`` is resolved by
         :func:`napari_clipseg.precision.resolve_precision`). The int8 towers are built here, so
-        no forward pass ever builds anything."""
+        no forward pass ever builds anything; ``stop`` ends that build between two blocks."""
         other = copy.copy(self)  # shares the submodules (their weights); ``info`` and the int8 copy are its own
         other._modules = dict(self._modules)  # so assigning a submodule on one never changes the other
         other.__dict__.pop("_int8_towers", None)
         other.info = dataclasses.replace(self.info, precision=canonical_precision(precision, self.device))
-        other.towers  # noqa: B018 - builds the int8 copy now (a no-op at other precisions)
+        other._build_towers(stop)
         return other
 
     def with_decoder(self, decoder: ClipSegDecoder) -> ClipSeg:
@@ -82,11 +83,14 @@ class ClipSeg(nn.Module):
         (built on first use and kept; ``clip`` keeps the exact weights that are saved). The copy
         does not follow later in-place changes to ``clip``'s weights: load other tower weights
         into a new model (``load_model`` does)."""
+        return self._build_towers()
+
+    def _build_towers(self, stop: threading.Event | None = None) -> nn.Module:
         if self.info.precision != "int8":
             return self.clip
         built = self.__dict__.get("_int8_towers")  # a plain attribute: never a submodule, never saved
         if built is None or built[0] is not self.clip:
-            built = (self.clip, quantize_towers(self.clip))
+            built = (self.clip, quantize_towers(self.clip, stop))
             self.__dict__["_int8_towers"] = built
         return built[1]
 

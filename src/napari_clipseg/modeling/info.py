@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 #: Kinds of weight sources (see ``weights.load_model``).
 WEIGHT_KINDS = ("hub", "hf-directory", "hf-file", "original", "random")
 
 
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file, read in 4 MiB chunks."""
+def file_sha256(path: str, stop: Any = None) -> str:
+    """SHA-256 of a file, read in 4 MiB chunks (``stop``, a set ``threading.Event``, ends it between two)."""
+    from ..errors import check_stop
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
+            check_stop(stop)
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -44,13 +46,20 @@ class WeightsInfo:
         if self.kind not in WEIGHT_KINDS:
             raise ValueError(f"unknown weights kind {self.kind!r}; one of {WEIGHT_KINDS}")
 
-    @cached_property
+    @property
     def sha256(self) -> str | None:
         """SHA-256 over the weight files (a single file's own SHA-256); None for random weights."""
-        if not self.files:
-            return None
-        digests = [file_sha256(f) for f in self.files]
-        return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+        return self.digest()
+
+    def digest(self, stop: Any = None) -> str | None:
+        """:attr:`sha256`, computed on first use and kept (``stop`` ends the hashing between chunks)."""
+        if "_sha256" not in self.__dict__:
+            if not self.files:
+                return None
+            digests = [file_sha256(f, stop) for f in self.files]
+            joined = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+            self.__dict__["_sha256"] = joined  # a frozen dataclass: kept beside its fields
+        return self.__dict__["_sha256"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "files": list(self.files), "sha256": self.sha256}

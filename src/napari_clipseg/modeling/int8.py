@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import copy
 import platform
+import threading
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import check_stop
 
 
 class ProjectedAttention(nn.Module):
@@ -80,10 +83,12 @@ def _quantize_linears(module: nn.Module) -> nn.Module:
         )
 
 
-def quantize_towers(clip: nn.Module) -> nn.Module:
+def quantize_towers(clip: nn.Module, stop: threading.Event | None = None) -> nn.Module:
     """An int8 copy of open_clip towers for inference (the original is not changed).
 
     Parameters that stay float32 (embeddings, norms, the patch convolution) are shared, not copied.
+    Each transformer block is quantized on its own, with ``stop`` (set from another thread) checked
+    between blocks: building the copy takes about a second and a Cancel must not wait for it.
     """
     shared = {id(p): p for p in clip.parameters()}
     towers = copy.deepcopy(clip, memo=shared).eval()
@@ -91,4 +96,11 @@ def quantize_towers(clip: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.MultiheadAttention):
                 setattr(module, name, ProjectedAttention(child))
-    return _quantize_linears(towers)
+    for module in list(towers.modules()):
+        blocks = [child for child in module.children() if any(isinstance(m, nn.Linear) for m in child.modules())]
+        if isinstance(module, nn.ModuleList) and blocks:
+            for block in blocks:
+                check_stop(stop)
+                _quantize_linears(block)
+    check_stop(stop)
+    return _quantize_linears(towers)  # the linears outside the blocks, if any

@@ -39,6 +39,7 @@ from ..errors import (
     UnsafeWeightsError,
     WeightsError,
     WeightsUnavailableError,
+    check_stop,
 )
 from . import keymap
 from .clipseg import ClipSeg
@@ -66,11 +67,6 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def _stop_check(stop: threading.Event | None) -> None:
-    if stop is not None and stop.is_set():
-        raise RunCancelled("model loading stopped on request")
-
-
 def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, without running pickled code.
 
@@ -93,7 +89,7 @@ def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None
             with safetensors.safe_open(str(path), framework="pt") as f:
                 state = {}
                 for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    _stop_check(stop)
+                    check_stop(stop)
                     state[key] = f.get_tensor(key)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -217,9 +213,10 @@ def _is_hf_state(state_keys: Any) -> bool:
     return any(k.startswith(("clip.vision_model.", "decoder.layers.")) for k in state_keys)
 
 
-def _check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+def _check_finite(state: dict[str, torch.Tensor], source: str, stop: threading.Event | None = None) -> None:
     """Refuse weights holding NaN or infinity, naming the first such tensor (they would give NaN masks)."""
     for key, tensor in state.items():
+        check_stop(stop)
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise CorruptWeightsError(
@@ -228,7 +225,9 @@ def _check_finite(state: dict[str, torch.Tensor], source: str) -> None:
             )
 
 
-def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: ModelInfo) -> ClipSeg:
+def _assemble(
+    config: ClipSegConfig, state: dict[str, torch.Tensor], info: ModelInfo, stop: threading.Event | None = None
+) -> ClipSeg:
     with torch.device("meta"):
         model = ClipSeg(config, info)
     expected = model.state_dict()
@@ -245,7 +244,7 @@ def _assemble(config: ClipSegConfig, state: dict[str, torch.Tensor], info: Model
             f"{info.weights.source} does not match the CLIPSeg architecture ({error}). Check that the "
             "checkpoint and the config (or backbone) belong together."
         )
-    _check_finite(state, info.weights.source)
+    _check_finite(state, info.weights.source, stop)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     model.clip.requires_grad_(False)
     return model.eval()
@@ -327,9 +326,9 @@ def load_exact(
     torch_device = resolve_device(device)
     cfg = get_config(config) if isinstance(config, str) else config
     model_config, state, info = _read_source(source, cfg, backbone, revision, tqdm_class, stop)
-    _stop_check(stop)
-    model = _assemble(model_config, state, ModelInfo(info)).to(torch_device)
-    _stop_check(stop)
+    check_stop(stop)
+    model = _assemble(model_config, state, ModelInfo(info), stop).to(torch_device)
+    check_stop(stop)
     if decoder is not None:
         from .decoder_files import apply_decoder
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
 
@@ -63,11 +64,12 @@ def cpu_candidates(device: torch.device) -> tuple[str, ...]:
     return tuple(name for name, ok in (("int8", quantized_engine()), ("bfloat16", native_bfloat16(device))) if ok)
 
 
-def measured_speedups(device: torch.device, measure: bool = True) -> dict[str, float] | None:
-    """Speed-up over float32 of each CPU candidate path, timed once per machine (:mod:`.speed`);
-    None when not timed yet and ``measure`` is False; empty off the CPU or without candidates."""
+def measured_speedups(device: torch.device, measure: bool = True, stop: Any = None) -> dict[str, float] | None:
+    """Speed-up over float32 of each CPU candidate path, timed once per machine (:mod:`.timing`;
+    ``stop`` ends the timing early); None when not timed yet and ``measure`` is False; empty off
+    the CPU or without candidates."""
     candidates = cpu_candidates(device)
-    return speedups(candidates, measure) if candidates else {}
+    return speedups(candidates, measure, stop) if candidates else {}
 
 
 def is_faster(precision: str, device: torch.device, measure: bool = True) -> bool:
@@ -91,13 +93,14 @@ def offered_precisions(device: torch.device, measure: bool = True) -> list[str]:
     return offered
 
 
-def auto_precision(device: torch.device) -> str:
+def auto_precision(device: torch.device, stop: Any = None) -> str:
     """What ``"auto"`` stands for on ``device`` (see the module docstring)."""
-    found = {k: v for k, v in (measured_speedups(device) or {}).items() if k in GUARD_PASSED and v >= MIN_SPEEDUP}
+    timed = measured_speedups(device, stop=stop) or {}
+    found = {k: v for k, v in timed.items() if k in GUARD_PASSED and v >= MIN_SPEEDUP}
     return max(found, key=found.get) if found else "float32"
 
 
-def resolve_precision(precision: str | torch.dtype | None, device: torch.device) -> str:
+def resolve_precision(precision: str | torch.dtype | None, device: torch.device, stop: Any = None) -> str:
     """Canonical precision name for ``precision`` on ``device`` (``None`` and ``"auto"``: :func:`auto_precision`).
 
     An explicit bfloat16 without native bfloat16, or a CPU path timed slower than float32 here, is
@@ -107,7 +110,7 @@ def resolve_precision(precision: str | torch.dtype | None, device: torch.device)
         ValueError: see :func:`napari_clipseg.modeling.runtime.canonical_precision`.
     """
     if precision is None or precision == "auto":
-        return auto_precision(device)
+        return auto_precision(device, stop)
     name = canonical_precision(precision, device)
     if name == "bfloat16" and not native_bfloat16(device):
         logger.warning(

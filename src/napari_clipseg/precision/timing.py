@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import check_stop
 from .cpu import cpu_name
 
 logger = logging.getLogger(__name__)
@@ -47,20 +49,24 @@ def machine_key(candidates: tuple[str, ...]) -> str:
     return f"{cpu_name()} | {isa} | torch {torch.__version__} | {threads} threads | {paths}"
 
 
-def _median_ms(block: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, repeats: int = 5) -> float:
+def _median_ms(
+    block: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, repeats: int = 5, stop: threading.Event | None = None
+) -> float:
     autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         block(x)
         times = []
         for _ in range(repeats):
+            check_stop(stop)
             start = time.perf_counter()
             block(x)
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
 
 
-def _time_one_block(candidates: tuple[str, ...]) -> dict[str, float]:
-    """Milliseconds of one ViT-B/16 vision block at float32 and at each candidate precision."""
+def _time_one_block(candidates: tuple[str, ...], stop: threading.Event | None = None) -> dict[str, float]:
+    """Milliseconds of one ViT-B/16 vision block at float32 and at each candidate precision
+    (``stop``, set from another thread, ends it between two runs of the block)."""
     from open_clip.transformer import ResidualAttentionBlock
 
     from ..modeling.int8 import quantize_towers
@@ -72,23 +78,25 @@ def _time_one_block(candidates: tuple[str, ...]) -> dict[str, float]:
             p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
     runs = {"float32": (block, None)}
     if "int8" in candidates:
-        runs["int8"] = (quantize_towers(nn.Sequential(block))[0], None)
+        runs["int8"] = (quantize_towers(nn.Sequential(block), stop)[0], None)
     if "bfloat16" in candidates:
         runs["bfloat16"] = (block, torch.bfloat16)
     x = torch.randn(1, 1 + 22 * 22, 768, generator=generator)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(2):  # interleaved, so a busy moment hits all of them
         for name, (module, dtype) in runs.items():
-            times[name].append(_median_ms(module, x, dtype))
+            times[name].append(_median_ms(module, x, dtype, stop=stop))
     return {f"{name}_ms": min(ts) for name, ts in times.items()}
 
 
-def speedups(candidates: tuple[str, ...], measure: bool = True) -> dict[str, float] | None:
+def speedups(
+    candidates: tuple[str, ...], measure: bool = True, stop: threading.Event | None = None
+) -> dict[str, float] | None:
     """How many times faster than float32 a vision block runs at each candidate precision here
     (``("int8",)``, ``("int8", "bfloat16")``); None when not measured yet and ``measure`` is False."""
     key = machine_key(candidates)
     if key not in _speedups:
-        timed = remembered("cpu-speed.json", key, lambda: _time_one_block(candidates), measure)
+        timed = remembered("cpu-speed.json", key, lambda: _time_one_block(candidates, stop), measure)
         if timed is None:
             return None
         exact = float(timed["float32_ms"])

@@ -107,22 +107,29 @@ class ModelSpec:
             stop=stop,
             decoder=self.decoder,
         )
-        return with_chosen_precision(model, self.precision)
+        return with_chosen_precision(model, self.precision, stop)
 
 
-def with_chosen_precision(model: ClipSeg, precision: str | torch.dtype | None = "auto") -> ClipSeg:
+def with_chosen_precision(
+    model: ClipSeg, precision: str | torch.dtype | None = "auto", stop: threading.Event | None = None
+) -> ClipSeg:
     """``model`` (loaded exactly, at float32) run at ``precision``; ``"auto"`` picks the fastest
-    guarded path on this machine and checks it on these weights (:mod:`.precision_check`)."""
+    guarded path on this machine and checks it on these weights (:mod:`.precision_check`).
+    ``stop`` (set from another thread) ends each stage early: the one-off timing between runs of
+    its block, the int8 copy between blocks, the check on the weights between vision blocks."""
+    from ..errors import check_stop
     from ..precision.choice import resolve_precision
 
-    name = resolve_precision(precision, model.device)
+    name = resolve_precision(precision, model.device, stop)
+    check_stop(stop)
     if name == model.info.precision:
         return model
-    chosen = model.with_precision(name)
+    chosen = model.with_precision(name, stop)
     if precision in (None, "auto"):
         from .precision_check import verified
 
-        chosen = verified(chosen)
+        chosen = verified(chosen, stop)
+    check_stop(stop)
     return chosen
 
 
@@ -161,4 +168,4 @@ def load_model(
         stop=stop,
         decoder=decoder,
     )
-    return with_chosen_precision(model, dtype)
+    return with_chosen_precision(model, dtype, stop)

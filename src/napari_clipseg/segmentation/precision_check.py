@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import check_stop, is_cancellation
 from ..precision.timing import machine_key, remembered
 from ..samples import load_sample
 from .guard import guard_figures, passes
@@ -29,38 +30,42 @@ logger = logging.getLogger(__name__)
 PROMPTS = ("a person", "a flag", "a rocket", "the sky")
 
 
-def _probabilities(model: Any, pixels: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
+def _probabilities(model: Any, pixels: torch.Tensor, ids: torch.Tensor, stop: Any = None) -> np.ndarray:
     with model.inference():
-        features = model.encode_image(pixels)
+        features = model.encode_image(pixels, lambda: check_stop(stop))
         conditionals = model.encode_text(ids).to(features.reduced[0].dtype)
         logits = model.decoder.decode(features.reduced, conditionals, features.grid)
     return torch.sigmoid(logits.float()).cpu().numpy()
 
 
-def guard_on_model(model: Any) -> dict[str, float]:
-    """Guard figures of ``model`` at its precision against the same weights at float32."""
+def guard_on_model(model: Any, stop: Any = None) -> dict[str, float]:
+    """Guard figures of ``model`` at its precision against the same weights at float32 (``stop``
+    ends it between two vision blocks)."""
     pixels = to_model_input(load_sample("astronaut")).to(model.device)
     ids = tokenize(list(PROMPTS)).to(model.device)
-    exact = _probabilities(model.with_precision("float32"), pixels, ids)
-    return guard_figures(exact, _probabilities(model, pixels, ids))
+    exact = _probabilities(model.with_precision("float32"), pixels, ids, stop)
+    return guard_figures(exact, _probabilities(model, pixels, ids, stop))
 
 
-def _weights_key(model: Any) -> str:
+def _weights_key(model: Any, stop: Any = None) -> str:
     weights, decoder = model.info.weights, model.info.decoder or {}
-    identity = weights.sha256 or f"{weights.source} seed {weights.seed}"
+    identity = weights.digest(stop) or f"{weights.source} seed {weights.seed}"
     return f"{identity} | decoder {decoder.get('sha256')} | {model.info.precision}"
 
 
-def verified(model: Any) -> Any:
+def verified(model: Any, stop: Any = None) -> Any:
     """``model`` if it runs exactly or its approximate path passes the guard on its weights;
-    otherwise, or when the check cannot run on them, the same weights at float32 (with a warning)."""
+    otherwise, or when the check cannot run on them, the same weights at float32 (with a warning).
+    A stop asked for during the check ends it (RunCancelled), never a fallback."""
     precision = model.info.precision
     if precision == "float32":
         return model
     try:
-        key = f"{_weights_key(model)} | {machine_key((precision,))}"  # hashes the weight files once
-        figures = remembered("precision-checks.json", key, lambda: guard_on_model(model))
-    except Exception as error:  # noqa: BLE001 - e.g. a text tower that cannot read the prompts: never fail the load
+        key = f"{_weights_key(model, stop)} | {machine_key((precision,))}"  # hashes the weight files once
+        figures = remembered("precision-checks.json", key, lambda: guard_on_model(model, stop))
+    except Exception as error:
+        if is_cancellation(error):
+            raise
         logger.warning("could not check %s on these weights (%s); 'auto' runs them at float32", precision, error)
         return model.with_precision("float32")
     if passes(figures):
