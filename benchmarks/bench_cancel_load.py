@@ -22,6 +22,7 @@ from _common import write_results
 from napari_clipseg.errors import RunCancelled
 from napari_clipseg.modeling import clipseg, info, weights
 from napari_clipseg.precision import choice, timing
+from napari_clipseg.precision.measurements import CACHE_ENV
 from napari_clipseg.segmentation import precision_check
 
 #: stage -> (module, function name) to interrupt
@@ -51,7 +52,7 @@ def cancel_latency(source: Path, module, name: str, delay: float = 0.1) -> float
     setattr(module, name, interrupted)
     try:
         with tempfile.TemporaryDirectory() as cache:
-            os.environ[timing.CACHE_ENV] = cache
+            os.environ[CACHE_ENV] = cache
             timing._speedups.clear()
             try:
                 ncs.ModelSpec(str(source), precision="auto").load(stop=stop)

@@ -14,6 +14,7 @@ import napari_clipseg as ncs
 from conftest import perturb_
 from napari_clipseg.modeling import runtime
 from napari_clipseg.precision import choice as devices
+from napari_clipseg.precision.measurements import CACHE_ENV
 from napari_clipseg.segmentation.guard import LIMITS, guard_figures, passes
 
 CPU = torch.device("cpu")
@@ -85,7 +86,7 @@ def test_the_cpu_is_timed_once_and_remembered(monkeypatch, tmp_path):
     from napari_clipseg.precision import timing as speed
 
     calls = []
-    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(speed, "_speedups", {})
     measured = {"float32_ms": 30.0, "int8_ms": 12.0}
     monkeypatch.setattr(speed, "_time_one_block", lambda candidates, stop=None: calls.append(candidates) or measured)
@@ -104,7 +105,7 @@ def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_pat
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "cpu-speed.json").write_text("{not json")
-    monkeypatch.setenv(speed.CACHE_ENV, str(damaged))
+    monkeypatch.setenv(CACHE_ENV, str(damaged))
     monkeypatch.setattr(speed, "_speedups", {})
     assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
     assert list(json.loads((damaged / "cpu-speed.json").read_text()).values()) == [
@@ -112,7 +113,7 @@ def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_pat
     ]
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
-    monkeypatch.setenv(speed.CACHE_ENV, str(blocked))  # its "folder" is a file: nothing can be written there
+    monkeypatch.setenv(CACHE_ENV, str(blocked))  # its "folder" is a file: nothing can be written there
     monkeypatch.setattr(speed, "_speedups", {})
     with caplog.at_level(logging.WARNING, logger="napari_clipseg.precision.timing"):
         assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
@@ -241,10 +242,9 @@ def test_with_precision_shares_the_weights_not_the_model(tiny_model):
 
 def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatch, tiny_model_dir, caplog, tmp_path):
     """The guard also runs on the user's own weights: a failing path falls back to float32, once."""
-    from napari_clipseg.precision import timing as speed
     from napari_clipseg.segmentation import precision_check as model_check
 
-    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path))  # nothing checked on this machine yet
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))  # nothing checked on this machine yet
     timed({"int8": 2.0})
     figures = model_check.guard_on_model(ncs.load_model(tiny_model_dir, dtype="int8"))  # the real check
     assert set(figures) >= set(LIMITS) and figures["mean_abs"] > 0
@@ -257,11 +257,11 @@ def test_auto_checks_an_approximate_path_on_the_loaded_weights(timed, monkeypatc
     monkeypatch.setattr(model_check, "guard_on_model", failing)
     with caplog.at_level(logging.WARNING, logger="napari_clipseg.segmentation.precision_check"):
         assert ncs.load_model(tiny_model_dir).info.precision == "float32"
-    assert "int8 did not pass the accuracy guard on these weights" in caplog.text and "flipped 0.2" in caplog.text
+    assert "int8 failed the accuracy guard on these weights (checked now: 20.00 % of mask pixels" in caplog.text
     assert ncs.load_model(tiny_model_dir).info.precision == "float32" and checked == ["int8"]  # remembered
     assert ncs.load_model(tiny_model_dir, dtype="int8").info.precision == "int8"  # an explicit choice is kept
     monkeypatch.setattr(model_check, "guard_on_model", lambda model, stop=None: [][0])  # a check that cannot run
-    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "elsewhere"))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="napari_clipseg.segmentation.precision_check"):
         assert ncs.load_model(tiny_model_dir).info.precision == "float32"
@@ -312,10 +312,9 @@ def test_the_check_on_the_weights_stops_between_blocks_and_never_falls_back(
     timed, tiny_model_dir, tmp_path, monkeypatch
 ):
     from napari_clipseg.errors import RunCancelled
-    from napari_clipseg.precision import timing
     from napari_clipseg.segmentation import precision_check
 
-    monkeypatch.setenv(timing.CACHE_ENV, str(tmp_path))  # nothing checked yet: the check runs
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))  # nothing checked yet: the check runs
     model = ncs.load_model(tiny_model_dir, dtype="int8")
     stop = StopAfter(3)
     with pytest.raises(RunCancelled):
@@ -345,7 +344,7 @@ def test_loading_at_auto_stops_in_every_stage(tiny_model_dir, tmp_path, monkeypa
     from napari_clipseg.errors import RunCancelled
     from napari_clipseg.precision import choice, timing
 
-    monkeypatch.setenv(timing.CACHE_ENV, str(tmp_path))  # a new machine: every stage runs
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))  # a new machine: every stage runs
     monkeypatch.setattr(timing, "_speedups", {})
     monkeypatch.setattr(choice, "speedups", timing.speedups)  # the real timing (the suite pins it)
     monkeypatch.setattr(choice, "MIN_SPEEDUP", 0.0)  # int8 is chosen however the timing comes out
@@ -353,3 +352,98 @@ def test_loading_at_auto_stops_in_every_stage(tiny_model_dir, tmp_path, monkeypa
     with pytest.raises(RunCancelled):
         ncs.ModelSpec(str(tiny_model_dir)).load(stop=stop)
     assert stop.seen and not (tmp_path / "precision-checks.json").exists()
+
+
+def _auto_int8(monkeypatch, tmp_path, timed):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    timed({"int8": 2.0})
+
+
+def test_the_auto_choice_is_one_line_in_words_and_the_record_says_checked_now_or_remembered(
+    timed, monkeypatch, tiny_model_dir, tmp_path, caplog
+):
+    _auto_int8(monkeypatch, tmp_path, timed)
+    with caplog.at_level(logging.INFO, logger="napari_clipseg"):
+        first = ncs.load_model(tiny_model_dir)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("precision auto"))
+    assert line.startswith("precision auto: int8 (checked now on these weights: ") and str(tmp_path) in line
+    assert "{" not in caplog.text  # no raw JSON
+    assert first.info.to_dict()["precision_checked"] == "now"
+    assert ncs.load_model(tiny_model_dir).info.to_dict()["precision_checked"] == "remembered"
+    assert "precision_checked" not in ncs.load_model(tiny_model_dir, dtype="int8").info.to_dict()  # explicit: unchecked
+    timed({"int8": 1.05})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="napari_clipseg"):
+        assert ncs.load_model(tiny_model_dir).info.precision == "float32"
+    assert "precision auto: float32 (no path ran 1.2x faster than float32 in a timed vision block" in caplog.text
+    assert "int8 1.05x" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"KEY": {}}',  # an entry without its figures
+        '{"KEY": {"float32_ms": "fast", "int8_ms": 1}}',  # text for a number
+        '{"KEY": {"float32_ms": 30.0}}',  # a figure missing
+        '{"KEY": {"float32_ms": NaN, "int8_ms": 10}}',
+        '{"KEY": {"float32_ms": true, "int8_ms": 10}}',
+    ],
+)
+def test_a_damaged_timing_file_is_ignored_by_name_and_measured_again(monkeypatch, tmp_path, caplog, damage):
+    from napari_clipseg.precision import timing as speed
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(speed, "_speedups", {})
+    key = speed.machine_key(("int8",))
+    (tmp_path / "cpu-speed.json").write_text(damage.replace("KEY", key))
+    monkeypatch.setattr(speed, "_time_one_block", lambda candidates, stop=None: {"float32_ms": 30.0, "int8_ms": 10.0})
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg"):
+        assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
+    assert str(tmp_path / "cpu-speed.json") in caplog.text and "ignored" in caplog.text
+    assert json.loads((tmp_path / "cpu-speed.json").read_text())[key] == {"float32_ms": 30.0, "int8_ms": 10.0}
+
+
+def test_a_damaged_precision_check_entry_is_checked_again(timed, monkeypatch, tiny_model_dir, tmp_path, caplog):
+    from napari_clipseg.segmentation import precision_check
+
+    _auto_int8(monkeypatch, tmp_path, timed)
+    ncs.load_model(tiny_model_dir)
+    path = tmp_path / "precision-checks.json"
+    (key,) = json.loads(path.read_text())
+    path.write_text(json.dumps({key: {}}))  # was: KeyError 'flipped'
+    checks = []
+    real = precision_check.guard_on_model
+    monkeypatch.setattr(precision_check, "guard_on_model", lambda m, stop=None: checks.append(1) or real(m, stop))
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg"):
+        assert ncs.load_model(tiny_model_dir).info.precision == "int8"
+    assert checks == [1] and "damaged entry" in caplog.text and str(path) in caplog.text
+
+
+def test_a_forged_check_of_other_weights_or_an_older_check_is_not_trusted(timed, monkeypatch, tiny_model, tmp_path):
+    from napari_clipseg.segmentation import precision_check
+
+    _auto_int8(monkeypatch, tmp_path, timed)
+    model = tiny_model.with_precision("int8")
+    key = f"{precision_check._weights_key(model)} | {precision_check.machine_key(('int8',))}"
+    passing = {"flipped": 0.0, "flipped_any_threshold": 0.0, "mean_abs": 0.0}
+    (tmp_path / "precision-checks.json").write_text(
+        json.dumps({key: passing})
+    )  # no check version: an old or forged entry
+    monkeypatch.setattr(precision_check, "guard_on_model", lambda m, stop=None: {**passing, "flipped": 0.2})
+    assert precision_check.verified(model).info.precision == "float32"  # checked anew, and it fails
+
+
+def test_a_fifo_or_a_huge_file_in_place_of_the_timing_is_never_read(monkeypatch, tmp_path, caplog):
+    import os
+
+    from napari_clipseg.precision import measurements
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    os.mkfifo(tmp_path / "cpu-speed.json")  # reading it would block for ever
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg"):
+        found = measurements.remembered("cpu-speed.json", "k", lambda: {"a": 1.0}, ["a"])
+    assert found.figures == {"a": 1.0} and found.now and "not a regular file" in caplog.text
+    (tmp_path / "precision-checks.json").write_bytes(b" " * (measurements.MAX_BYTES + 1))
+    assert measurements.remembered("precision-checks.json", "k", lambda: {"a": 2.0}, ["a"]).figures == {"a": 2.0}

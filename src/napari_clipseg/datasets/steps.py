@@ -148,7 +148,8 @@ class Part:
 def resume_key(job: BatchJob, model_info: dict[str, Any], input_fingerprint: dict[str, int]) -> str:
     """Changes when anything that decides the input's outputs changes: the weights (by hash),
     prompts, options, output settings, or the input file (size and modification time)."""
-    weights = {k: v for k, v in model_info.items() if k != "files"}  # local paths differ between machines
+    # local paths differ between machines; whether the precision was checked now or before does not matter
+    weights = {k: v for k, v in model_info.items() if k not in ("files", "precision_checked")}
     payload = {"model": weights, **job.settings(), "input": input_fingerprint}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

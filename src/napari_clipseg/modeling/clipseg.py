@@ -66,7 +66,7 @@ class ClipSeg(nn.Module):
         other = copy.copy(self)  # shares the submodules (their weights); ``info`` and the int8 copy are its own
         other._modules = dict(self._modules)  # so assigning a submodule on one never changes the other
         other.__dict__.pop("_int8_towers", None)
-        other.info = dataclasses.replace(self.info, precision=canonical_precision(precision, self.device))
+        other.info = dataclasses.replace(self.info, precision=canonical_precision(precision, self.device), checked=None)
         other._build_towers(stop)
         return other
 

@@ -76,12 +76,16 @@ class ModelInfo:
             float32 in every case.
         decoder: A fine-tuned decoder applied over the weights (its ``name``, ``path`` and
             ``sha256``; see :mod:`napari_clipseg.modeling.decoder_files`), or None.
+        checked: For a precision ``"auto"`` chose: whether its accuracy check on these weights
+            ran ``"now"`` or was ``"remembered"`` from an earlier run on this machine; None otherwise.
     """
 
     weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))
     precision: str = "float32"
     decoder: dict[str, Any] | None = None
+    checked: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"decoder": dict(self.decoder)} if self.decoder else {}
+        extra |= {"precision_checked": self.checked} if self.checked else {}
         return {**self.weights.to_dict(), "precision": self.precision, **extra}

@@ -100,6 +100,17 @@ def auto_precision(device: torch.device, stop: Any = None) -> str:
     return max(found, key=found.get) if found else "float32"
 
 
+def why_exact(device: torch.device) -> str:
+    """In words, why ``"auto"`` runs float32 on ``device`` (for the log line of a load)."""
+    if device.type != "cpu":
+        return f"the faster paths on {device.type} have not been measured against the guard"
+    timed = measured_speedups(device, measure=False)
+    if not timed:
+        return "this CPU and torch have no int8 engine and no native bfloat16"
+    figures = ", ".join(f"{name} {value:.2f}x" for name, value in timed.items())
+    return f"no path ran {MIN_SPEEDUP}x faster than float32 in a timed vision block on this CPU ({figures})"
+
+
 def resolve_precision(precision: str | torch.dtype | None, device: torch.device, stop: Any = None) -> str:
     """Canonical precision name for ``precision`` on ``device`` (``None`` and ``"auto"``: :func:`auto_precision`).
 

@@ -10,36 +10,23 @@ folder per CPU, torch version and thread count; later sessions only read it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import check_stop
 from .cpu import cpu_name
+from .measurements import remembered
 
 logger = logging.getLogger(__name__)
 
-#: Where the measurement is kept (``$NAPARI_CLIPSEG_CACHE_DIR`` overrides the user cache folder).
-CACHE_ENV = "NAPARI_CLIPSEG_CACHE_DIR"
 
 _speedups: dict[str, dict[str, float]] = {}
-
-
-def _cache_file(name: str) -> Path:
-    folder = os.environ.get(CACHE_ENV)
-    if not folder:
-        from platformdirs import user_cache_dir
-
-        folder = user_cache_dir("napari-clipseg")
-    return Path(folder) / name
 
 
 def machine_key(candidates: tuple[str, ...]) -> str:
@@ -96,40 +83,11 @@ def speedups(
     (``("int8",)``, ``("int8", "bfloat16")``); None when not measured yet and ``measure`` is False."""
     key = machine_key(candidates)
     if key not in _speedups:
-        timed = remembered("cpu-speed.json", key, lambda: _time_one_block(candidates, stop), measure)
-        if timed is None:
+        required = [f"{name}_ms" for name in ("float32", *candidates)]
+        found = remembered("cpu-speed.json", key, lambda: _time_one_block(candidates, stop), required, measure)
+        if found is None:
             return None
+        timed = found.figures
         exact = float(timed["float32_ms"])
         _speedups[key] = {name: exact / max(float(timed[f"{name}_ms"]), 1e-9) for name in candidates}
     return _speedups[key]
-
-
-def remembered(
-    name: str, key: str, compute: Callable[[], dict[str, float]], measure: bool = True
-) -> dict[str, float] | None:
-    """``compute()``'s figures for ``key``, computed once and kept in the JSON file ``name`` of the
-    user's cache folder (None when unknown and ``measure`` is False). A damaged file counts as
-    empty; one that cannot be written only means computing again next session."""
-    path = _cache_file(name)
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
-    if not isinstance(known.get(key), dict):
-        if not measure:
-            return None
-        known[key] = compute()
-        logger.info("measured on this machine (%s): %s", name, json.dumps(known[key]))
-        _remember(path, known)
-    return known[key]
-
-
-def _remember(path: Path, known: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")  # whole or not at all, also with several workers
-        partial.write_text(json.dumps(known, indent=1))
-        os.replace(partial, path)
-    except OSError as error:  # a read-only home: measure again next session
-        logger.warning("could not remember a measurement in %s: %s", path, error)

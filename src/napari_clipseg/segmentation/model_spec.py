@@ -10,12 +10,15 @@ forward pass), then choose a precision (:func:`with_chosen_precision`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_HUB_ID, PRECISIONS
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +125,10 @@ def with_chosen_precision(
 
     name = resolve_precision(precision, model.device, stop)
     check_stop(stop)
+    if name == "float32" and precision in (None, "auto"):
+        from ..precision.choice import why_exact
+
+        logger.info("precision auto: float32 (%s)", why_exact(model.device))
     if name == model.info.precision:
         return model
     chosen = model.with_precision(name, stop)

@@ -11,6 +11,7 @@ figures are remembered beside the speed timing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -18,13 +19,18 @@ import numpy as np
 import torch
 
 from ..errors import check_stop, is_cancellation
-from ..precision.timing import machine_key, remembered
+from ..precision.measurements import remembered
+from ..precision.timing import machine_key
 from ..samples import load_sample
-from .guard import guard_figures, passes
+from .guard import LIMITS, guard_figures, passes
 from .prompts import tokenize
 from .transforms import to_model_input
 
 logger = logging.getLogger(__name__)
+
+#: Part of every remembered entry's key: a change to the check (prompts, image, figures) bumps it,
+#: so no entry made by an older check (or written by hand without it) is trusted.
+CHECK_VERSION = 2
 
 #: The prompts of the check, for the astronaut sample.
 PROMPTS = ("a person", "a flag", "a rocket", "the sky")
@@ -61,18 +67,35 @@ def verified(model: Any, stop: Any = None) -> Any:
     if precision == "float32":
         return model
     try:
-        key = f"{_weights_key(model, stop)} | {machine_key((precision,))}"  # hashes the weight files once
-        figures = remembered("precision-checks.json", key, lambda: guard_on_model(model, stop))
+        # one entry per weights (by hash), decoder, precision, machine and version of this check
+        key = f"{_weights_key(model, stop)} | {machine_key((precision,))} | check {CHECK_VERSION}"
+        found = remembered("precision-checks.json", key, lambda: guard_on_model(model, stop), LIMITS)
     except Exception as error:
         if is_cancellation(error):
             raise
         logger.warning("could not check %s on these weights (%s); 'auto' runs them at float32", precision, error)
         return model.with_precision("float32")
+    when = "checked now" if found.now else "checked before"
+    figures = found.figures
     if passes(figures):
+        model.info = dataclasses.replace(model.info, checked="now" if found.now else "remembered")
+        logger.info(
+            "precision auto: %s (%s on these weights: %.2f %% of mask pixels change, within the guard's %.1f %%; "
+            "measurements kept in %s)",
+            precision,
+            when,
+            100 * figures["flipped"],
+            100 * LIMITS["flipped"],
+            found.path.parent,
+        )
         return model
     logger.warning(
-        "%s did not pass the accuracy guard on these weights (%s); precision 'auto' runs them at float32",
+        "precision auto: float32, because %s failed the accuracy guard on these weights (%s: %.2f %% of mask "
+        "pixels change, the limit is %.1f %%; measurements kept in %s)",
         precision,
-        ", ".join(f"{k} {v:.4g}" for k, v in figures.items()),
+        when,
+        100 * figures["flipped"],
+        100 * LIMITS["flipped"],
+        found.path.parent,
     )
     return model.with_precision("float32")
