@@ -63,14 +63,17 @@ def test_existing_output_is_never_overwritten(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "labels.tif"
     out.write_bytes(b"precious")
     code = main(["segment", "--sample", "cell", "-p", "cell", "-m", str(tiny_model_dir), "-o", str(out)])
-    assert code == 1 and out.read_bytes() == b"precious"
+    assert code == 2 and out.read_bytes() == b"precious"
     assert "already exists" in _error_line(capsys) and not (tmp_path / "labels.tif.json").exists()
 
 
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["segment", "missing.tif", "-p", "x", "-o", "o.tif"], 1, "not found"),
+        (["segment", "missing.tif", "-p", "x", "-o", "o.tif"], 2, "the image missing.tif does not exist"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "./nowhere/model"], 2, "does not exist"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "afile/modle"], 2, "afile/modle does not"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--decoder", "gone"], 2, "the decoder gone"),
         (["segment", "--sample", "cell", "-p", " , ", "-o", "o.tif"], 2, "non-empty prompt"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif"], 1, "HF_HUB_OFFLINE=1"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.bmp", "-m", "TINY"], 2, "unsupported file type"),
@@ -81,7 +84,7 @@ def test_existing_output_is_never_overwritten(tiny_model_dir, tmp_path, capsys):
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--min-size", "-3"], 2, "min_size"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--probabilities", "p.jpg"], 2, "p.jpg"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--probabilities", "o.tif"], 2, "must differ"),
-        (["segment", "--sample", "cell", "-p", "x", "-o", "afile/o.tif"], 1, "is a file, not a folder"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "afile/o.tif"], 2, "is a file, not a folder"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "adir"], 2, "unsupported file type"),
     ],
 )
@@ -101,7 +104,7 @@ def test_random_weights_and_samples(tmp_path, capsys):
     assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny"]) == 0
     assert "RANDOM" in capsys.readouterr().err
     assert (tmp_path / "w" / "model.safetensors").is_file()
-    assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny"]) == 1
+    assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny"]) == 2
     assert "--overwrite" in _error_line(capsys)
     assert main(["random-weights", str(tmp_path / "w"), "--config", "tiny", "--seed", "1", "--overwrite"]) == 0
     assert main(["samples"]) == 0
@@ -163,19 +166,29 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-def test_argument_errors_come_before_torch_is_imported(tmp_path):
-    """A typo costs a second: every argument is checked before torch (and the model) load."""
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--threshold", "1.5"], "threshold must lie in"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "demo/modle"], "the model demo/modle does"),
+        (["segment", "missing.png", "-p", "x", "-o", "o.tif"], "the image missing.png does not exist"),
+        (["batch", "missing/", "-p", "x", "--out", "out", "-m", "demo"], "missing"),
+        (["finetune", "--images", "i", "--masks", "m", "--out", "d", "-m", "./demo/modle"], "does not exist"),
+    ],
+    ids=["threshold", "model-typo", "missing-image", "missing-input", "finetune-model-typo"],
+)
+def test_argument_and_path_errors_come_before_torch_is_imported(tmp_path, argv, message):
+    """A typo costs a second: every argument and named path is checked before torch (and the
+    model) load; a source below an existing folder is a local path, never tried on the hub."""
     import subprocess
     import sys
 
-    code = (
-        "import sys; from napari_clipseg.cli import main; "
-        "rc = main(['segment', '--sample', 'cell', '-p', 'x', '-o', 'o.tif', '--threshold', '1.5']); "
-        "print(rc, 'torch' in sys.modules)"
-    )
+    (tmp_path / "demo").mkdir()
+    code = f"import sys; from napari_clipseg.cli import main; rc = main({argv!r}); print(rc, 'torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
-    assert done.stderr.strip().splitlines() == ["napari-clipseg: error: threshold must lie in [0, 1]; got 1.5"]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("napari-clipseg: error: ") and message in line, line
 
 
 def _segment_argv(model_dir, out, *extra):
@@ -247,20 +260,20 @@ def _files(tmp_path):
         (["objects.npy"], 1, r"cannot read objects.npy as an image"),
         (["tiny.tif"], 1, r"8x8 pixels; CLIPSeg needs at least 16x16"),
         (["rgb.tif", "--channels", "0,1,9"], 1, r"ask for channel 9, but the image has 3"),
-        (["rgb.tif", "-o", "/proc/labels.tif"], 1, r"/proc does not accept new files"),
-        (["rgb.tif", "-o", "rgb.tif"], 1, r"rgb.tif already exists \(use --overwrite"),
+        (["rgb.tif", "-o", "/proc/labels.tif"], 2, r"/proc does not accept new files"),
+        (["rgb.tif", "-o", "rgb.tif"], 2, r"rgb.tif already exists \(use --overwrite"),
     ],
     ids=["text-as-png", "garbage-tif", "pickled-npy", "eight-pixels", "channel-9", "proc-output", "input-as-output"],
 )
 def test_bad_files_fail_before_the_model_loads(argv, code, message, tmp_path, capsys, monkeypatch):
-    """The model source 'nowhere' does not exist: each error must come before loading it."""
+    """The hub id nobody/nowhere is not in the offline cache: each error must come before loading it."""
     import re
 
     monkeypatch.chdir(tmp_path)
     _files(tmp_path)
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     output = [] if "-o" in argv else ["-o", "out.tif"]
-    assert main(["segment", *argv, "-p", "cell", "-m", "nowhere", *output]) == code
+    assert main(["segment", *argv, "-p", "cell", "-m", "nobody/nowhere", *output]) == code
     line = _error_line(capsys)
     assert re.search(message, line) and "nowhere" not in line, line
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

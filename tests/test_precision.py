@@ -366,7 +366,8 @@ def test_the_auto_choice_is_one_line_in_words_and_the_record_says_checked_now_or
     with caplog.at_level(logging.INFO, logger="napari_clipseg"):
         first = ncs.load_model(tiny_model_dir)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("precision auto"))
-    assert line.startswith("precision auto: int8 (checked now on these weights: ") and str(tmp_path) in line
+    assert line.startswith("precision auto: int8 (2.0x faster than float32 in a timed vision block here; checked now")
+    assert str(tmp_path) in line
     assert "{" not in caplog.text  # no raw JSON
     assert first.info.to_dict()["precision_checked"] == "now"
     assert ncs.load_model(tiny_model_dir).info.to_dict()["precision_checked"] == "remembered"

@@ -251,12 +251,12 @@ def test_permission_denied_is_named_not_blamed_on_the_file(tiny_model_dir, capfd
                 load = "loaded"
             except ncs.WeightsError as e:
                 load = str(e)
-            rc = main(["segment", "--sample", "cell", "-p", "x", "-m", "nowhere", "-o", str(locked / "o.tif")])
+            rc = main(["segment", "--sample", "cell", "-p", "x", "-m", "nobody/nowhere", "-o", str(locked / "o.tif")])
             return f"LOAD: {load}\nCLI: {rc}"
 
         out = _as_another_user(attempt)
         assert "LOAD: no permission to read the weights file" in out, out
-        assert "delete" not in out and "CLI: 1" in out
+        assert "delete" not in out and "CLI: 2" in out
         assert "does not accept new files" in capfd.readouterr().err
         assert list(locked.iterdir()) == []
     finally:

@@ -293,3 +293,17 @@ def test_a_load_can_be_stopped_from_another_thread(tiny_model_dir):
         ncs.load_model(tiny_model_dir, stop=stop)
     stop.clear()
     assert ncs.load_model(tiny_model_dir, stop=stop, dtype="float32").config.reduce_dim == 16
+
+
+def test_a_source_below_an_existing_folder_is_a_local_path_never_a_hub_id(tmp_path, monkeypatch):
+    from napari_clipseg.paths import is_local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clipseg-demo").mkdir()
+    assert is_local_path("clipseg-demo/modle") and is_local_path("./x/y") and is_local_path("~/m")
+    assert is_local_path("/abs/model") and is_local_path("model.pth") and is_local_path("../m")
+    assert not is_local_path("CIDAS/clipseg-rd64-refined") and not is_local_path("someone/model")
+    with pytest.raises(ncs.WeightsUnavailableError, match=r"clipseg-demo/modle does not exist.*clipseg-demo exists"):
+        ncs.load_model("clipseg-demo/modle")  # no hub lookup (offline here: that would name the cache)
+    with pytest.raises(ncs.WeightsUnavailableError, match="no local file or folder, and as a hub id"):
+        ncs.load_model("someone/model")

@@ -31,10 +31,31 @@ def add_model_options(seg: argparse.ArgumentParser, what: str = "model", default
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
-    """The :class:`ModelSpec` of the model options (torch-free)."""
-    return ModelSpec(
+    """The :class:`ModelSpec` of the model options, its local paths checked (torch-free).
+
+    Raises:
+        UsageError: a local model, backbone or decoder path that does not exist.
+    """
+    from ..errors import WeightsUnavailableError
+
+    spec = ModelSpec(
         args.model, backbone=args.backbone, decoder=args.decoder, device=args.device, precision=args.precision
     )
+    try:
+        spec.check_paths()
+    except WeightsUnavailableError as e:
+        raise UsageError(str(e)) from None
+    return spec
+
+
+def checked_target(path: Path, *, overwrite: bool) -> Path:
+    """``path`` can be written (see :func:`~napari_clipseg.atomic.check_target`), or a UsageError saying why."""
+    from ..atomic import check_target
+
+    try:
+        return check_target(path, overwrite=overwrite)
+    except OSError as e:
+        raise UsageError(str(e)) from None
 
 
 def add_run_options(seg: argparse.ArgumentParser) -> None:

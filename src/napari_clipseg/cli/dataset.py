@@ -16,7 +16,16 @@ from pathlib import Path
 from ..constants import DECODER_META_NAME
 from ..errors import UsageError
 from ..io.outputs import FORMATS
-from .args import PROG, add_model_options, add_run_options, compute_settings, model_spec, run_options, text_prompts
+from .args import (
+    PROG,
+    add_model_options,
+    add_run_options,
+    checked_target,
+    compute_settings,
+    model_spec,
+    run_options,
+    text_prompts,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +100,6 @@ def _job_arguments(args: argparse.Namespace) -> dict:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from ..atomic import check_target
     from ..datasets.api import iter_segment_dataset
     from ..io.inputs import find_inputs
     from ..io.outputs import check_format
@@ -101,7 +109,7 @@ def run_batch(args: argparse.Namespace) -> int:
         check_format(args.format, args.probabilities)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    check_target(args.out / "report.json", overwrite=True)  # a writable output folder, before any work
+    checked_target(args.out / "report.json", overwrite=True)  # a writable output folder, before any work
     try:
         find_inputs(args.inputs, skip=args.out)
     except (OSError, ValueError) as e:
@@ -151,6 +159,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    spec = model_spec(args)  # a missing model folder is said before torch is imported
     from ..learning.finetune import FineTuneSettings
 
     try:
@@ -177,7 +186,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from ..modeling.decoder_files import save_decoder
     from ..segmentation.predictor import ClipSegPredictor
 
-    predictor = ClipSegPredictor(model_spec(args).load(), cache_bytes=0)
+    predictor = ClipSegPredictor(spec.load(), cache_bytes=0)
     result = drive(iter_finetune(predictor, pairs, classes, settings, cache_dir=args.cache), quiet=False)
     save_decoder(result, args.out, overwrite=args.overwrite)
     print(

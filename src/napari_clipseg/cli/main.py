@@ -2,7 +2,10 @@
 
 Every argument is checked (options, prompts, output suffixes, distinct and writable outputs)
 before torch is imported or a model is loaded, so a typo costs a second, not a model load.
-Errors print one line to stderr: exit 2 for bad usage, 1 for a failed run, 130 for Ctrl-C. A run
+Errors print one line to stderr. Exit codes, the same in every subcommand: 2 for what the command
+line gets wrong, found before any work (a bad option, a named file or folder that does not exist,
+an output that exists without ``--overwrite`` or cannot be written), 1 for a run that failed once
+it started (a damaged file, weights that cannot be fetched, inputs that failed), 130 for Ctrl-C. A run
 writes all of its files (labels, probabilities, record) or none; existing files are never
 replaced unless ``--overwrite`` is given.
 """
@@ -14,13 +17,13 @@ import logging
 import sys
 from pathlib import Path
 
-from ..atomic import check_target
 from ..errors import PlaneError, RecordError, TrainingRefusedError, UsageError, WeightsError
 from ..io.export import FLOAT_SUFFIXES, LABEL_SUFFIXES, check_suffix
+from ..paths import missing_path_message
 from ..samples import SAMPLES
 from . import dataset as cli_dataset
 from . import project as cli_project
-from .args import PROG, add_run_options, model_spec, run_options, text_prompts
+from .args import PROG, add_run_options, checked_target, model_spec, run_options, text_prompts
 
 
 def _segment_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +70,7 @@ def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     if len({p.resolve() for p in paths}) != len(paths):
         raise UsageError(f"--probabilities must differ from -o and from its record ({record})")
     for path in paths:
-        check_target(path, overwrite=args.overwrite)
+        checked_target(path, overwrite=args.overwrite)
     return labels, record, probabilities
 
 
@@ -76,6 +79,10 @@ def _segment(args: argparse.Namespace) -> int:
     if not prompts:
         raise UsageError("give at least one non-empty prompt with -p")
     options = run_options(args)
+    spec = model_spec(args)
+    problem = missing_path_message(args.image, "the image") if args.image else None
+    if problem:
+        raise UsageError(problem)
     labels_path, record_path, probs_path = _outputs(args)
     from ..atomic import json_writer, write_together
     from ..io.export import array_writer, read_array
@@ -88,7 +95,7 @@ def _segment(args: argparse.Namespace) -> int:
     from ..segmentation.results import run
 
     plan_planes(image, options)  # a shape that cannot work fails before the model loads
-    model = model_spec(args).load()
+    model = spec.load()
     result = run(
         iter_segment(image, prompts, ClipSegPredictor(model), options),
         lambda e: logging.getLogger("napari_clipseg").info("[%d/%d] %s", e.step, e.total, e.stage),
@@ -119,7 +126,7 @@ def _random_weights(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown config {args.config!r}; choose one of {', '.join(sorted(CONFIGS))}")
     targets = [args.directory / "config.json", args.directory / "model.safetensors"]
     if not args.overwrite and any(t.exists() for t in targets):
-        raise FileExistsError(f"{args.directory} already holds a model (use --overwrite to replace it)")
+        raise UsageError(f"{args.directory} already holds a model (use --overwrite to replace it)")
     from ..modeling.weights import build_model, save_pretrained
 
     save_pretrained(build_model(args.config, seed=args.seed), args.directory, overwrite=args.overwrite)

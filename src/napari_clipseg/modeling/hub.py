@@ -27,9 +27,10 @@ def hub_error(repo_id: str, error: Exception) -> WeightsUnavailableError:
     if isinstance(error, errors.LocalEntryNotFoundError):
         why = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
         return WeightsUnavailableError(
-            f"weights for '{repo_id}' are not in the local cache ({constants.HF_HUB_CACHE}) and {why}. "
-            "Connect to the internet once (or allow huggingface.co through the firewall) to download "
-            "them, or use a local directory or file as the model source."
+            f"'{repo_id}' is no local file or folder, and as a hub id its weights are not in the local "
+            f"cache ({constants.HF_HUB_CACHE}) and {why}. Connect to the internet once (or allow "
+            "huggingface.co through the firewall) to download them, or use a local directory or file "
+            "as the model source."
         )
     if isinstance(error, errors.RepositoryNotFoundError | errors.HFValidationError):
         return WeightsUnavailableError(

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import pickle
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from ..errors import (
     WeightsUnavailableError,
     check_stop,
 )
+from ..paths import is_local_path, missing_path_message
 from . import keymap
 from .clipseg import ClipSeg
 from .config import ClipSegConfig, from_hf_config, get_config, infer_original_config, to_hf_config
@@ -61,8 +61,6 @@ __all__ = [
     "read_state_dict",
     "save_pretrained",
 ]
-
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 _HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -272,12 +270,12 @@ def _read_source(
             return model_config, _hf_state_to_ours(raw, model_config), WeightsInfo(str(path), "hf-file", (str(path),))
         state, files = _read_original(raw, path, backbone, revision, tqdm_class)
         return cfg or infer_original_config(state), state, WeightsInfo(str(path), "original", tuple(files))
-    if _HUB_ID.match(str(source)) and not str(source).startswith((".", "~")):
+    if not is_local_path(source):
         config_path, files = fetch_hub_model(str(source), revision, tqdm_class)
         model_config = cfg or _read_hf_config(config_path)
         state = _read_hf_weights(files, model_config, stop)
         return model_config, state, WeightsInfo(str(source), "hub", tuple(files))
-    raise WeightsUnavailableError(f"no such file or directory: {path}")
+    raise WeightsUnavailableError(missing_path_message(path, "the model") or f"cannot read the model {path}")
 
 
 def load_exact(

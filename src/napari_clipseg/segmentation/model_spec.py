@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_HUB_ID, PRECISIONS
+from ..paths import is_local_path, missing_path_message
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,21 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
         return cls(**data)
+
+    def check_paths(self) -> None:
+        """Fail at once, without torch, when a local source, backbone or decoder does not exist.
+
+        Raises:
+            WeightsUnavailableError: naming the path and the nearest folder that exists.
+        """
+        from ..errors import WeightsUnavailableError
+
+        checks = [(self.source, "the model", is_local_path(self.source))]
+        checks += [(getattr(self, name), f"the {name}", True) for name in ("backbone", "decoder")]
+        for path, what, local in checks:
+            problem = missing_path_message(path, what) if path is not None and local else None
+            if problem is not None:
+                raise WeightsUnavailableError(problem)
 
     def differences(self, other: ModelSpec) -> list[str]:
         """``"field: mine -> other"`` for each field that differs (for messages)."""
