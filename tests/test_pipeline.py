@@ -371,3 +371,26 @@ def test_a_one_off_segment_keeps_no_features(tiny_model, rng, monkeypatch):
     monkeypatch.setattr(pipeline, "ClipSegPredictor", recording)
     ncs.segment(rng.random((40, 40)), "x", model=tiny_model)
     assert len(made[0].feature_cache) == 0  # a predictor that dies with the call caches nothing
+
+
+def test_a_read_scale_tiles_the_image_coarser(tiny_model, rng):
+    """scale 0.5: tiles of 704 image pixels read at 352, a quarter of the passes; a tile is the
+    whole image shrunk once the tile covers it, and options outside (0, 1] are refused."""
+    image = rng.random((1400, 1400)).astype(np.float32)
+    predictor = ncs.ClipSegPredictor(tiny_model, cache_bytes=0)
+    for scale, tile in ((1.0, 352), (0.5, 704)):
+        options = ncs.SegmentOptions(mode="tiled", scale=scale, overlap=44)
+        assert options.tile_size == tile and options.tile_overlap == round(44 * tile / 352)
+        events = []
+        result = ncs.run(ncs.iter_segment(image, ["cell"], predictor, options), events.append)
+        assert result.probabilities.shape == (1, 1400, 1400)
+        batches = -(-len(tile_boxes((1400, 1400), tile, options.tile_overlap)) // 4)
+        assert [e.stage for e in events if e.stage.startswith("tile batch")][-1] == f"tile batch {batches} of {batches}"
+    assert len(tile_boxes((1400, 1400), 704, 88)) == 9 and len(tile_boxes((1400, 1400), 352, 44)) == 25
+    small = rng.random((300, 500)).astype(np.float32)  # a tile at 0.5 covers all of it: one pass, as "whole" does
+    coarse = seg(small, ["a"], predictor, mode="tiled", scale=0.5)
+    whole = seg(small, ["a"], predictor, mode="whole")
+    np.testing.assert_allclose(coarse.probabilities, whole.probabilities, atol=1e-5)
+    for bad in (0, 1.5, float("nan"), "half"):
+        with pytest.raises(ValueError, match=r"scale must lie in \(0, 1\]"):
+            ncs.SegmentOptions(scale=bad)

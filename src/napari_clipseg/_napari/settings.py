@@ -22,7 +22,7 @@ from ..segmentation.options import SegmentOptions
 logger = logging.getLogger(__name__)
 
 #: Run options remembered between sessions (the others belong to one image: planes, channels, ...).
-PERSISTED_OPTIONS = ("mode", "overlap", "threshold", "min_size", "batch_size")
+PERSISTED_OPTIONS = ("mode", "overlap", "scale", "threshold", "min_size", "batch_size")
 REGIONS = ("current plane", "whole stack", "inside boxes")
 
 

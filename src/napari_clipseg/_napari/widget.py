@@ -194,7 +194,9 @@ class ClipSegWidget(Container):
             self._min_size,
         ]
         saved += [self._show_probs, self._output, self._split, self._options.region, self._options.tiling]
-        for signal in [w.changed for w in [*saved, self._options.overlap]] + [self._advanced.toggled]:
+        for signal in [w.changed for w in [*saved, self._options.overlap, self._options.scale]] + [
+            self._advanced.toggled
+        ]:
             signal.connect(lambda *_: self._save_timer.start())
         self._example_section.toggled.connect(lambda *_: self._save_timer.start())
 
@@ -220,6 +222,7 @@ class ClipSegWidget(Container):
         return SegmentOptions(
             mode=self._options.tiling.value,
             overlap=int(self._options.overlap.value),
+            scale=float(self._options.scale.value),
             threshold=float(self._threshold.value),
             min_size=int(self._min_size.value),
         )

@@ -71,6 +71,12 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
     seg.add_argument(
         "--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in pixels (default {DEFAULT_OVERLAP})"
     )
+    seg.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="scale tiles are read at, in (0, 1]: 1 native resolution (default), 0.5 half (a quarter of the tiles)",
+    )
     seg.add_argument("--channels", help="channels to use as R,G,B, e.g. '0,2,-1' (-1: empty)")
     seg.add_argument(
         "--rgb", choices=["auto", "yes", "no"], default="auto", help="is the last axis colour? (auto: 3 or 4 values)"
@@ -95,6 +101,7 @@ def run_options(args: argparse.Namespace) -> SegmentOptions:
         return SegmentOptions(
             mode=args.mode,
             overlap=args.overlap,
+            scale=args.scale,
             channels=parse_channels(args.channels or ""),
             rgb={"auto": None, "yes": True, "no": False}[args.rgb],
             threshold=threshold,

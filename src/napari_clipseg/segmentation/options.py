@@ -116,7 +116,10 @@ class SegmentOptions:
         mode: ``"whole"`` (the plane resized to 352, as CLIPSeg was trained), ``"tiled"``
             (native-resolution tiles, blended), ``"both"`` (the average of the two logits), or
             ``"auto"``: whole up to :data:`~napari_clipseg.constants.AUTO_WHOLE_MAX_SIDE` px, both above.
-        overlap: Pixels shared by neighbouring tiles, in ``[0, 352)``.
+        overlap: Pixels shared by neighbouring tiles, in ``[0, 352)`` (in pixels the model reads).
+        scale: The scale tiles are read at, in ``(0, 1]``: 1 reads native-resolution tiles of
+            352 image pixels; 0.5 reads tiles of 704 image pixels shrunk to 352 (a quarter of the
+            tiles, less detail). ``"whole"`` squeezes the whole plane into one frame whatever it is.
         batch_size: Planes or tiles per image-tower pass.
         rgb: Whether the last axis holds colour channels; None: yes for 3 or 4 values there.
         channels: Three channel indices that become R, G, B (-1: an empty channel); None: automatic.
@@ -131,6 +134,7 @@ class SegmentOptions:
 
     mode: str = "auto"
     overlap: int = DEFAULT_OVERLAP
+    scale: float = 1.0
     batch_size: int = DEFAULT_BATCH_SIZE
     rgb: bool | None = None
     channels: tuple[int, int, int] | None = None
@@ -146,6 +150,9 @@ class SegmentOptions:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         self._check_int("overlap", 0, INPUT_SIZE - 1)
+        if not _is_real(self.scale) or not (math.isfinite(float(self.scale)) and 0.0 < float(self.scale) <= 1.0):
+            raise ValueError(f"scale must lie in (0, 1] (1: native-resolution tiles, 0.5: half); got {self.scale!r}")
+        set_("scale", float(self.scale))
         self._check_int("batch_size", 1, None)
         self._check_int("pyramid_level", 0, None)
         set_("min_size", check_min_size(self.min_size))
@@ -214,6 +221,16 @@ class SegmentOptions:
     def from_dict(cls, values: Mapping[str, Any]) -> SegmentOptions:
         """Inverse of :meth:`to_dict`; unknown keys raise TypeError, bad values ValueError/TypeError."""
         return cls().replace(**dict(values))
+
+    @property
+    def tile_size(self) -> int:
+        """Image pixels across one tile: the model's input size at native scale, more below it."""
+        return max(INPUT_SIZE, round(INPUT_SIZE / self.scale))
+
+    @property
+    def tile_overlap(self) -> int:
+        """Image pixels neighbouring tiles share (``overlap`` at the tiles' scale)."""
+        return min(round(self.overlap * self.tile_size / INPUT_SIZE), self.tile_size - 1)
 
     def thresholds_for(self, n_prompts: int) -> float | tuple[float, ...]:
         """The threshold, checked against the number of prompts.

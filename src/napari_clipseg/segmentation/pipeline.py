@@ -138,15 +138,18 @@ def iter_plane_logits(
     batch_size: int,
     value_range: tuple[float, float] | None,
     channels: tuple[int, ...] | None,
+    tile: int = INPUT_SIZE,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Logits ``(P, Y, X)`` of one 2D plane (numpy or lazy).
 
+    Tiles are ``tile`` image pixels across (``overlap`` shared), each read at the model's input
+    size: native resolution at 352, coarser above (``SegmentOptions.scale``).
     Yields ``(passes done, passes in total)`` after each backbone batch, so callers can report
     progress and stop between batches.
     """
     shape = tuple(plane.shape[:2])
     encode = {"value_range": value_range, "channels": channels}
-    boxes: list[Box] = tile_boxes(shape, INPUT_SIZE, overlap) if mode in ("tiled", "both") else []
+    boxes: list[Box] = tile_boxes(shape, tile, overlap) if mode in ("tiled", "both") else []
     total = -(-len(boxes) // batch_size) + (mode in ("whole", "both"))
     parts = []
     if boxes:
@@ -210,10 +213,11 @@ def _segment_planes(
                     conditionals,
                     predictor,
                     mode=mode,
-                    overlap=options.overlap,
+                    overlap=options.tile_overlap,
                     batch_size=options.batch_size,
                     value_range=value_range,
                     channels=options.channels,
+                    tile=options.tile_size,
                 )
                 logits = [torch.from_numpy((yield from relay(steps, _plane_progress(done, len(planes)))))]
         except Exception as e:  # name the plane (and tile) that failed; the cause stays chained
