@@ -140,7 +140,9 @@ def test_probabilities_against_an_alpha_matte(tmp_path, tiny_model):
     alpha[10:30, 10:30] = 1.0
     (tmp_path / "alpha").mkdir()
     tifffile.imwrite(tmp_path / "alpha" / "img.tif", alpha)
-    report = ncs.evaluate(tmp_path / "out", tmp_path / "alpha")
+    with pytest.raises(ValueError, match=r"img: the ground truth is a float image .* say which"):
+        ncs.evaluate(tmp_path / "out", tmp_path / "alpha")  # a float image is never guessed
+    report = ncs.evaluate(tmp_path / "out", tmp_path / "alpha", truth_kind="matte")
     from napari_clipseg.io.outputs import read_output
 
     probability = np.asarray(read_output(tmp_path / "out" / "img", "probabilities"))[0]

@@ -53,6 +53,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("prediction", help="batch output folder, label image(s), or COCO JSON")
     ev.add_argument("truth", help="ground-truth folder, label image(s), or COCO JSON (matched by name)")
     ev.add_argument("--out", type=Path, help="write metrics.csv, metrics.json and metrics.png here")
+    ev.add_argument(
+        "--truth",
+        choices=["labels", "matte"],
+        help="what a float ground-truth image holds (integer images and batch outputs are labels)",
+    )
     ft = sub.add_parser("finetune", help="fine-tune the decoder on corrected masks (CPU, minutes)")
     ft.add_argument("--images", nargs="+", required=True, help="image files, folders or globs")
     ft.add_argument("--masks", nargs="+", required=True, help="corrected label images or batch outputs (by name)")
@@ -145,7 +150,7 @@ def drive(events, quiet: bool):
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.scoring import evaluate
 
-    report = evaluate(args.prediction, args.truth, args.out)
+    report = evaluate(args.prediction, args.truth, args.out, truth_kind=args.truth)
     for key, value in report.mean.items():
         print(f"{key:18s} {value:.4f}")
     if report.unmatched:

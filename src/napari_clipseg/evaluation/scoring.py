@@ -33,17 +33,25 @@ class Side:
     instance_classes: list[int] | None = None
     scores: list[float] | None = None
     probabilities: Any = None
+    recorded: bool = False  # read from a napari-clipseg output folder: its labels are labels
+
+
+#: What a ground-truth image holds: class (or instance) labels, or an alpha matte in [0, 1].
+TRUTH_KINDS = ("labels", "matte")
 
 
 def _side(path: Path) -> Side:
     """Read an output folder (with its record) or a single image file."""
     from ..io.outputs import read_labels_file
+    from ..io.records import record_file
 
     if not (path / RECORD_NAME).exists():
         return Side(np.asarray(read_labels_file(path)))
     record = read_record(path / RECORD_NAME)
     files = record["files"]
-    get = lambda kind: np.asarray(read_labels_file(path / files[kind])) if kind in files else None  # noqa: E731
+    get = lambda kind: (  # noqa: E731
+        np.asarray(read_labels_file(record_file(path / RECORD_NAME, files[kind]))) if files.get(kind) else None
+    )
     return Side(
         get("labels"),
         class_names(record),
@@ -51,7 +59,22 @@ def _side(path: Path) -> Side:
         record.get("instance_classes"),
         record.get("instance_scores"),
         get("probabilities"),
+        recorded=True,
     )
+
+
+def _truth_kind(name: str, truth: Side, asked: str | None) -> str:
+    """What the truth holds: as asked, labels for a recorded output or an integer image; a float
+    image is never guessed (a matte and a float label image look alike)."""
+    labels = np.asarray(truth.labels)
+    kind = asked or ("labels" if truth.recorded or labels.dtype.kind in "biu" else None)
+    if kind is None:
+        low, high = (float(np.nanmin(labels)), float(np.nanmax(labels))) if labels.size else (0.0, 0.0)
+        raise ValueError(
+            f"{name}: the ground truth is a float image (values {low:g} to {high:g}), which could be labels or an "
+            "alpha matte: say which (evaluate --truth labels or --truth matte; truth_kind= in Python)"
+        )
+    return kind
 
 
 @dataclass
@@ -68,8 +91,9 @@ class EvaluationReport:
         return {"mean": self.mean, "per_class": self.per_class, "images": self.images, "unmatched": self.unmatched}
 
     def write(self, out_dir: str | os.PathLike) -> list[Path]:
-        """``metrics.json``, ``metrics.csv`` (one row per image and class) and ``metrics.png``."""
-        from ..atomic import write_json
+        """``metrics.json``, ``metrics.csv`` (one row per image and class) and ``metrics.png``, all
+        three or none (a full disk leaves the previous files as they were)."""
+        from ..atomic import json_writer, write_together
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -78,11 +102,15 @@ class EvaluationReport:
         writer = csv.DictWriter(text, keys, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
-        (out / "metrics.csv").write_text(text.getvalue(), encoding="utf-8")
-        paths = [write_json(out / "metrics.json", json.loads(json.dumps(self.to_dict())), overwrite=True)]
-        return [*paths, out / "metrics.csv", self._plot(out / "metrics.png")]
+        table = text.getvalue()
+        files = [
+            (out / "metrics.json", json_writer(json.loads(json.dumps(self.to_dict())))),
+            (out / "metrics.csv", lambda tmp: Path(tmp).write_text(table, encoding="utf-8")),
+            (out / "metrics.png", self._plot),
+        ]
+        return write_together(files, overwrite=True)
 
-    def _plot(self, path: Path) -> Path:
+    def _plot(self, path: str | os.PathLike) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -99,16 +127,24 @@ class EvaluationReport:
         ax.set_ylim(0, 1)
         ax.legend(ncols=4, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, 1.18), frameon=False)
         fig.tight_layout()
-        fig.savefig(path)
+        fig.savefig(path, format="png")
         plt.close(fig)
-        return path
 
 
-def _pair(name: str, prediction: Side, truth: Side) -> tuple[list[dict], dict[str, Any]]:
+def _pair(name: str, prediction: Side, truth: Side, truth_kind: str | None = None) -> tuple[list[dict], dict[str, Any]]:
     """Rows per class and the image's summary."""
     p_labels, t_labels = np.asarray(prediction.labels), np.asarray(truth.labels)
-    if t_labels.dtype.kind == "f" and prediction.probabilities is not None:  # an alpha matte
+    if _truth_kind(name, truth, truth_kind) == "matte":
+        if prediction.probabilities is None:
+            raise ValueError(
+                f"{name}: an alpha matte is scored against probabilities, and the prediction has none "
+                "(batch --probabilities writes them)"
+            )
         return [], {"image": name, **matting_errors(prediction.probabilities[0], t_labels)}
+    if t_labels.dtype.kind == "f":
+        if not (np.isfinite(t_labels).all() and (t_labels == np.round(t_labels)).all() and (t_labels >= 0).all()):
+            raise ValueError(f"{name}: ground truth given as labels holds values that are not whole numbers >= 0")
+        t_labels = t_labels.astype(np.int64)
     if p_labels.shape != t_labels.shape:
         raise ValueError(f"{name}: prediction {p_labels.shape} and ground truth {t_labels.shape} differ in shape")
     names = prediction.names or truth.names
@@ -133,25 +169,63 @@ def _pair(name: str, prediction: Side, truth: Side) -> tuple[list[dict], dict[st
     return rows, summary
 
 
+def _coco_file(path: str | os.PathLike, what: str) -> Any:
+    """A COCO JSON file's content, or a ValueError naming the file and what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if what == "truth" and not (isinstance(data, dict) and isinstance(data.get("annotations"), list)):
+        raise ValueError(f"{path} is not a COCO dataset (an object with images, annotations and categories)")
+    if what == "prediction" and not isinstance(data, dict | list):
+        raise ValueError(f"{path} is not COCO results (a list of annotations, or a dataset)")
+    return data
+
+
+def _coco_report(prediction: str | os.PathLike, truth: str | os.PathLike) -> EvaluationReport:
+    truth_coco, predicted = _coco_file(truth, "truth"), _coco_file(prediction, "prediction")
+    annotations = predicted["annotations"] if isinstance(predicted, dict) else predicted
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise ValueError(f"{prediction}: its annotations must be a list of objects")
+    known = {image.get("id") for image in truth_coco.get("images", []) if isinstance(image, dict)}
+    strangers = sorted({a.get("image_id") for a in annotations} - known, key=str)
+    if strangers:
+        raise ValueError(
+            f"{prediction} has predictions on image ids the ground truth {truth} lacks ({strangers[:5]}): "
+            "both must describe the same images"
+        )
+    return EvaluationReport(mean=coco_ap(truth_coco, predicted))
+
+
 def evaluate(
-    prediction: str | os.PathLike, truth: str | os.PathLike, out_dir: str | os.PathLike | None = None
+    prediction: str | os.PathLike,
+    truth: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    truth_kind: str | None = None,
 ) -> EvaluationReport:
     """Score predictions against ground truth (see the module docstring); writes the files to ``out_dir`` if given.
 
+    Args:
+        truth_kind: ``"labels"`` or ``"matte"`` (an alpha matte in [0, 1]); None: labels for
+            integer images and recorded outputs, and a float image is refused rather than guessed.
+
     Raises:
-        ValueError: no name matches between the two sides, or a pair differs in shape.
+        ValueError: no name matches between the two sides, a pair differs in shape, a float truth
+            of unknown kind, or a COCO file that is not one.
     """
+    if truth_kind is not None and truth_kind not in TRUTH_KINDS:
+        raise ValueError(f"truth_kind must be one of {', '.join(TRUTH_KINDS)}; got {truth_kind!r}")
     if str(prediction).endswith(".json") and str(truth).endswith(".json"):
-        truth_coco, predicted = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (truth, prediction))
-        report = EvaluationReport(mean=coco_ap(truth_coco, predicted))
+        report = _coco_report(prediction, truth)
     else:
-        report = _evaluate_pairs(named_entries(prediction), named_entries(truth))
+        report = _evaluate_pairs(named_entries(prediction), named_entries(truth), truth_kind)
     if out_dir is not None:
         report.write(out_dir)
     return report
 
 
-def _evaluate_pairs(predictions: dict[str, Path], truths: dict[str, Path]) -> EvaluationReport:
+def _evaluate_pairs(predictions: dict[str, Path], truths: dict[str, Path], truth_kind: str | None) -> EvaluationReport:
     names = sorted(set(predictions) & set(truths))
     if not names:
         raise ValueError(
@@ -160,7 +234,7 @@ def _evaluate_pairs(predictions: dict[str, Path], truths: dict[str, Path]) -> Ev
         )
     report = EvaluationReport(unmatched=sorted(set(predictions) ^ set(truths)))
     for name in names:
-        rows, summary = _pair(name, _side(predictions[name]), _side(truths[name]))
+        rows, summary = _pair(name, _side(predictions[name]), _side(truths[name]), truth_kind)
         report.rows += rows
         report.images.append(summary)
     for cls in dict.fromkeys(r["class"] for r in report.rows):

@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import json_writer, write_together
 from ..constants import DECODER_META_NAME, DECODER_WEIGHTS_NAME
-from ..errors import DecoderMismatchError
+from ..errors import CorruptWeightsError, DecoderMismatchError
 
 SCHEMA = "napari-clipseg.decoder"
 WEIGHTS_NAME, META_NAME = DECODER_WEIGHTS_NAME, DECODER_META_NAME
@@ -69,19 +69,30 @@ def save_decoder(result: Any, folder: str | os.PathLike, *, overwrite: bool = Fa
 def read_decoder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The weights and the description of a decoder folder.
 
+    Both files are checked as the base weights are: the weights through ``read_state_dict`` (a
+    damaged, truncated or pickled file is refused, naming it) and for NaN or infinity.
+
     Raises:
         FileNotFoundError: not a decoder folder.
         DecoderMismatchError: the description is not a napari-clipseg decoder's.
+        CorruptWeightsError, UnsafeWeightsError: the weights file is damaged, holds NaN, or is a pickle.
     """
-    import safetensors.torch
+    from .weights import _check_finite, read_state_dict
 
     folder = Path(folder)
     if not (folder / META_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{folder} is not a fine-tuned decoder (it needs {WEIGHTS_NAME} and {META_NAME})")
-    meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
-    if meta.get("schema") != SCHEMA:
+    try:
+        meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptWeightsError(
+            f"{folder / META_NAME} is not valid JSON ({e}): the decoder folder is damaged"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise DecoderMismatchError(f"{folder / META_NAME} is not a napari-clipseg decoder description")
-    return safetensors.torch.load_file(str(folder / WEIGHTS_NAME)), meta
+    state = read_state_dict(folder / WEIGHTS_NAME)
+    _check_finite(state, str(folder / WEIGHTS_NAME))
+    return state, meta
 
 
 def apply_decoder(model: Any, folder: str | os.PathLike) -> Any:
@@ -93,8 +104,8 @@ def apply_decoder(model: Any, folder: str | os.PathLike) -> Any:
     from .info import file_sha256
 
     state, meta = read_decoder(folder)
-    if not _same_base(meta.get("base", {}), model):
-        made_for = meta.get("base", {})
+    made_for = meta.get("base") if isinstance(meta.get("base"), dict) else {}
+    if not _same_base(made_for, model):
         raise DecoderMismatchError(
             f"the decoder in {folder} was made for other base weights ({made_for.get('source')}, "
             f"sha256 {str(made_for.get('sha256'))[:12]}…); load that model, or fine-tune one for "
@@ -115,6 +126,16 @@ def _install(model: Any, state: dict[str, torch.Tensor], decoder: dict[str, Any]
     """Load decoder weights into ``model`` (in place) and name the decoder in ``model.info``."""
     import dataclasses
 
+    expected = model.decoder.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) or [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape
+    ]
+    if wrong:
+        where = decoder.get("path") or decoder.get("name")
+        raise DecoderMismatchError(
+            f"the decoder {where} does not fit this model's decoder ({', '.join(wrong[:3])}): it was made for "
+            "another architecture"
+        )
     model.decoder.load_state_dict({k: v.to(model.device) for k, v in state.items()})
     model.info = dataclasses.replace(model.info, decoder=decoder)
     return model

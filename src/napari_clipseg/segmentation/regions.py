@@ -40,12 +40,20 @@ def clip_boxes(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> list
     """Boxes ``(y0, y1, x0, x1)`` rounded outwards and clipped to a plane of ``shape``.
 
     Raises:
-        ValueError: no box, or a box that is (after clipping) smaller than 16 px on a side.
+        ValueError: no box, a box that is not four finite numbers, or a box that is (after
+            clipping) smaller than 16 px on a side.
     """
     if len(boxes) == 0:
         raise ValueError("draw at least one box (a rectangle in a Shapes layer) around the region to segment")
     clipped = []
-    for y0, y1, x0, x1 in boxes:
+    for corners in boxes:
+        try:
+            values = [float(v) for v in corners]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != 4 or not all(np.isfinite(values)):
+            raise ValueError(f"a box is four finite numbers (y0, y1, x0, x1); got {corners!r}")
+        y0, y1, x0, x1 = values
         box = (
             max(0, int(np.floor(min(y0, y1)))),
             min(shape[0], int(np.ceil(max(y0, y1)))),

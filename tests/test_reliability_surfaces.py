@@ -1,0 +1,190 @@
+"""Issue 22's catalogue rows (docs/reliability.md, 171 on): the surfaces added since issue 10
+(datasets, evaluation, fine-tuning, decoder files, the precision caches, the reader), each case
+a clear answer and nothing lost."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import napari_clipseg as ncs
+from napari_clipseg.errors import DecoderMismatchError
+from napari_clipseg.modeling.decoder_files import META_NAME, SCHEMA, WEIGHTS_NAME, apply_decoder, base_identity
+
+
+def _decoder_folder(folder, model, state=None, meta=None):
+    """A decoder folder for ``model`` written by hand (the files ``save_decoder`` writes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = state if state is not None else {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    safetensors.torch.save_file(state, str(folder / WEIGHTS_NAME))
+    meta = meta if meta is not None else {"schema": SCHEMA, "schema_version": 1, "base": base_identity(model)}
+    (folder / META_NAME).write_text(json.dumps(meta) if not isinstance(meta, str) else meta)
+    return folder
+
+
+def _fresh(model_dir):
+    return ncs.load_model(model_dir, dtype="float32")
+
+
+def test_a_decoder_full_of_nan_is_refused(tiny_model_dir, tmp_path):
+    model = _fresh(tiny_model_dir)
+    state = {k: torch.full_like(v, float("nan")) for k, v in model.decoder.state_dict().items()}
+    folder = _decoder_folder(tmp_path / "nan", model, state)
+    with pytest.raises(ncs.CorruptWeightsError, match=r"decoder.safetensors: tensor .* NaN or infinite"):
+        apply_decoder(model, folder)
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        ("empty", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
+        ("truncated", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
+        ("huge header", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
+        ("pickle", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),  # payload never runs
+        ("symlink to text", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
+        ("wrong shape", DecoderMismatchError, "does not fit this model's decoder"),
+        ("json not json", ncs.CorruptWeightsError, r"decoder.json is not valid JSON"),
+        ("json a list", DecoderMismatchError, "not a napari-clipseg decoder description"),
+    ],
+)
+def test_a_damaged_decoder_file_is_named(tiny_model_dir, tmp_path, damage, error, message):
+    import pickle
+    import struct
+
+    model = _fresh(tiny_model_dir)
+    folder = _decoder_folder(tmp_path / "d", model)
+    weights = folder / WEIGHTS_NAME
+    if damage == "empty":
+        weights.write_bytes(b"")
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "huge header":
+        weights.write_bytes(struct.pack("<Q", 2**62) + b"{}")
+    elif damage == "pickle":
+
+        class Payload:
+            def __reduce__(self):
+                return (print, ("the payload ran",))
+
+        weights.write_bytes(pickle.dumps({"x": Payload()}))  # a pickle disguised as safetensors
+    elif damage == "symlink to text":
+        (tmp_path / "notes.txt").write_text("these are not weights")
+        weights.unlink()
+        weights.symlink_to(tmp_path / "notes.txt")
+    elif damage == "wrong shape":
+        state = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+        key = next(k for k, v in state.items() if v.ndim == 2)
+        state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
+        _decoder_folder(folder, model, state)
+    elif damage == "json not json":
+        (folder / META_NAME).write_text("{schema: decoder")
+    elif damage == "json a list":
+        (folder / META_NAME).write_text("[1, 2]")
+    with pytest.raises(error, match=message):
+        apply_decoder(model, folder)
+
+
+def test_a_pickled_decoder_given_to_the_cli_runs_nothing(tiny_model_dir, tmp_path, capfd):
+    import pickle
+
+    from napari_clipseg.cli import main
+
+    model = _fresh(tiny_model_dir)
+    folder = _decoder_folder(tmp_path / "d", model)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("THE PAYLOAD RAN",))
+
+    (folder / WEIGHTS_NAME).write_bytes(pickle.dumps({"x": Payload()}))
+    argv = ["segment", "--sample", "cell", "-p", "x", "-o", str(tmp_path / "o.tif"), "-m", str(tiny_model_dir)]
+    assert main([*argv, "--decoder", str(folder)]) == 1
+    captured = capfd.readouterr()
+    assert "THE PAYLOAD RAN" not in captured.out + captured.err
+    (line,) = [x for x in captured.err.splitlines() if x.startswith("napari-clipseg: error:")]
+    assert "decoder.safetensors" in line and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("box", [(0, float("nan"), 0, 40), (0, 40, 0), ("a", 1, 2, 3), (0, 40, 0, float("inf"))])
+def test_a_box_that_is_not_four_finite_numbers_is_refused(box):
+    from napari_clipseg.segmentation.regions import clip_boxes
+
+    with pytest.raises(ValueError, match=r"a box is four finite numbers \(y0, y1, x0, x1\)"):
+        clip_boxes([box], (64, 64))
+
+
+def _batch_output(tmp_path, tiny_model, probabilities):
+    image = np.random.default_rng(0).integers(0, 255, (48, 56, 3), dtype=np.uint8)
+    np.save(tmp_path / "img.npy", image)
+    out = tmp_path / ("out-p" if probabilities else "out")
+    ncs.segment_dataset(tmp_path / "img.npy", ["cat"], out, model=tiny_model, probabilities=probabilities)
+    return out
+
+
+def test_evaluate_never_guesses_what_a_float_truth_holds(tmp_path, tiny_model):
+    import tifffile
+
+    (tmp_path / "alpha").mkdir()
+    tifffile.imwrite(tmp_path / "alpha" / "img.tif", np.linspace(0, 1, 48 * 56, dtype=np.float32).reshape(48, 56))
+    plain = _batch_output(tmp_path, tiny_model, probabilities=False)
+    with pytest.raises(ValueError, match="could be labels or an alpha matte: say which"):
+        ncs.evaluate(plain, tmp_path / "alpha")  # was: scored as classes "0" and "1"
+    with pytest.raises(ValueError, match="the prediction has none"):
+        ncs.evaluate(plain, tmp_path / "alpha", truth_kind="matte")
+    (tmp_path / "float-labels").mkdir()  # values 0, 1, 2 as float32: labels when said so
+    labels = np.zeros((48, 56), np.float32)
+    labels[5:20, 5:20], labels[25:40, 25:40] = 1, 2
+    tifffile.imwrite(tmp_path / "float-labels" / "img.tif", labels)
+    with_probabilities = _batch_output(tmp_path, tiny_model, probabilities=True)
+    with pytest.raises(ValueError, match="say which"):
+        ncs.evaluate(with_probabilities, tmp_path / "float-labels")  # was: scored as a matte, no IoU
+    report = ncs.evaluate(with_probabilities, tmp_path / "float-labels", truth_kind="labels")
+    assert "iou" in report.mean and "mad" not in report.mean
+
+
+def test_evaluate_writes_its_files_all_or_none(tmp_path, tiny_model, monkeypatch):
+    from napari_clipseg import atomic
+
+    out = _batch_output(tmp_path, tiny_model, probabilities=False)
+    report = ncs.evaluate(out, out)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "metrics.csv").write_text("the earlier table")
+    real = atomic.json_writer
+
+    def full_disk(record):
+        def write(tmp):
+            real(record)(tmp)
+            raise OSError(28, "No space left on device")
+
+        return write
+
+    monkeypatch.setattr(atomic, "json_writer", full_disk)
+    with pytest.raises(OSError, match="no space left on the device"):
+        report.write(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["metrics.csv"]
+    assert (tmp_path / "m" / "metrics.csv").read_text() == "the earlier table"
+
+
+@pytest.mark.parametrize(
+    ("truth", "prediction", "message"),
+    [
+        ("{not json", "[]", r"t.json is not valid JSON"),
+        ("[1, 2]", "[]", r"t.json is not a COCO dataset"),
+        (None, "{oops", r"p.json is not valid JSON"),
+        (None, '[{"image_id": 99, "category_id": 1, "score": 1, "segmentation": {}}]', r"image ids the ground truth"),
+    ],
+)
+def test_bad_coco_files_given_to_evaluate_are_named(tmp_path, truth, prediction, message):
+    from napari_clipseg.io.coco import build_coco
+
+    ids = np.zeros((20, 20), np.int32)
+    ids[2:8, 2:8] = 1
+    valid = json.dumps(build_coco([("a", ids, [1], None)], ["cell"]))
+    (tmp_path / "t.json").write_text(valid if truth is None else truth)
+    (tmp_path / "p.json").write_text(prediction)
+    with pytest.raises(ValueError, match=message):
+        ncs.evaluate(tmp_path / "p.json", tmp_path / "t.json")
