@@ -188,3 +188,26 @@ def test_bad_coco_files_given_to_evaluate_are_named(tmp_path, truth, prediction,
     (tmp_path / "p.json").write_text(prediction)
     with pytest.raises(ValueError, match=message):
         ncs.evaluate(tmp_path / "p.json", tmp_path / "t.json")
+
+
+def test_finetuning_masks_that_label_nothing_is_refused_before_the_model_loads(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    import tifffile
+
+    from napari_clipseg.cli import main
+    from napari_clipseg.modeling import weights
+    from napari_clipseg.samples import striped_discs
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for k in range(3):
+        image, labels = striped_discs(k, 64)
+        tifffile.imwrite(tmp_path / "images" / f"i{k}.tif", image)
+        tifffile.imwrite(tmp_path / "masks" / f"i{k}.tif", np.zeros_like(labels))
+    monkeypatch.setattr(weights, "load_exact", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = ["finetune", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "-p", "disc"]
+    assert main([*argv, "--out", str(tmp_path / "dec"), "-m", str(tiny_model_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "the 3 corrected masks label nothing" in err and "force" not in err
+    assert not (tmp_path / "dec").exists()

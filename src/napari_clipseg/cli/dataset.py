@@ -187,8 +187,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     classes = text_prompts(args.prompt) or recorded
     if not classes:
         raise UsageError("give the class prompts with -p (label 1 = the first), or masks with records")
-    from ..learning.finetune import iter_finetune
+    from ..learning.finetune import check_pairs, iter_finetune
     from ..modeling.decoder_files import save_decoder
+
+    check_pairs(pairs, len(classes), settings.ignore_value)  # before the model loads
     from ..segmentation.predictor import ClipSegPredictor
 
     predictor = ClipSegPredictor(spec.load(), cache_bytes=0)

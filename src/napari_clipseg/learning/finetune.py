@@ -151,7 +151,13 @@ def _example(
     return _Example(reduced, features.grid, targets, weight, shown)
 
 
-def _check_pairs(pairs: Sequence[TrainingPair], n_classes: int, ignore: int | None) -> None:
+def check_pairs(pairs: Sequence[TrainingPair], n_classes: int, ignore: int | None = None) -> None:
+    """Refuse training data that cannot teach anything, before any model work: fewer than two
+    images, labels of the wrong shape or values, or masks that label nothing at all.
+
+    Raises:
+        ValueError: saying which pair and what fits.
+    """
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 corrected images (one is held out to check the result); got {len(pairs)}")
     for i, pair in enumerate(pairs):
@@ -161,6 +167,13 @@ def _check_pairs(pairs: Sequence[TrainingPair], n_classes: int, ignore: int | No
         valid = labels[labels != ignore] if ignore is not None else labels
         if valid.size and (valid.min() < 0 or valid.max() > n_classes):
             raise ValueError(f"pair {pair.name or i}: label values must be 0..{n_classes} (or ignore_value)")
+    labelled = lambda labels: bool(np.any((labels > 0) & (labels != ignore) if ignore is not None else labels > 0))  # noqa: E731
+    if not any(labelled(np.asarray(p.labels)) for p in pairs):
+        raise ValueError(
+            f"the {len(pairs)} corrected masks label nothing: every pixel is background (0)"
+            f"{' or ignored' if ignore is not None else ''}. Paint the objects of each class (label 1 = the first "
+            "prompt) before fine-tuning"
+        )
 
 
 def _split(n: int, holdout: float, seed: int) -> tuple[list[int], list[int]]:
@@ -297,7 +310,7 @@ def iter_finetune(
     from ..modeling.decoder_files import base_identity
 
     settings = dataclasses.replace(settings or FineTuneSettings(), **changes)
-    _check_pairs(pairs, len(classes), settings.ignore_value)
+    check_pairs(pairs, len(classes), settings.ignore_value)
     torch.manual_seed(settings.seed)
     examples, conditionals = yield from _prepare(predictor, pairs, classes, settings, cache_dir)
     train, held = _split(len(pairs), settings.holdout, settings.seed)
