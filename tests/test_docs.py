@@ -43,3 +43,13 @@ def test_example_runs(page, code, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     exec(compile(code, str(page), "exec"), {"__name__": "__docs_example__"})
+
+
+def test_readme_links_work_on_the_package_index_and_the_napari_hub():
+    """README.md is the long description there: relative links and pictures would break."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    relative = [t for t in re.findall(r"\]\(([^)]+)\)", readme) if not t.startswith(("https://", "http://", "#"))]
+    assert relative == []
+    prefix = r"^https://(github\.com/napari-clipseg/napari-clipseg/blob|raw\.githubusercontent\.com/napari-clipseg/napari-clipseg)/main/"
+    ours = [t for t in re.findall(r"\]\((https://[^)#]+)", readme) if re.match(prefix, t)]
+    assert ours and all((ROOT / re.sub(prefix, "", t)).exists() for t in ours), ours

@@ -211,3 +211,16 @@ def test_finetuning_masks_that_label_nothing_is_refused_before_the_model_loads(
     err = capsys.readouterr().err
     assert "the 3 corrected masks label nothing" in err and "force" not in err
     assert not (tmp_path / "dec").exists()
+
+
+def test_the_batch_progress_bar_starts_with_its_total(tmp_path, tiny_model_dir, capsys):
+    from napari_clipseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        np.save(tmp_path / "in" / f"a{k}.npy", np.zeros((40, 40), np.float32))
+    assert (
+        main(["batch", str(tmp_path / "in"), "-p", "x", "--out", str(tmp_path / "out"), "-m", str(tiny_model_dir)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "0image [" not in err and "/2 [" in err  # was: a stray "0image [00:00, ?image/s]" first

@@ -131,20 +131,28 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def drive(events, quiet: bool):
-    """Run the generator with a progress bar (with ETA) on stderr."""
+    """Run the generator with a progress bar (with ETA) on stderr, made at the first event, when
+    the total is known (a bar made earlier prints a stray ``0image`` line)."""
     from tqdm.auto import tqdm
 
     from ..segmentation.results import run
 
-    with tqdm(total=None, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+    bars = []
 
-        def show(event) -> None:
-            bar.total = event.total
-            bar.n = event.step
-            bar.set_description_str(event.stage[:40], refresh=False)
-            bar.refresh()
+    def show(event) -> None:
+        if not bars:
+            bars.append(tqdm(total=event.total, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True))
+        bar = bars[0]
+        bar.total = event.total
+        bar.n = event.step
+        bar.set_description_str(event.stage[:40], refresh=False)
+        bar.refresh()
 
+    try:
         return run(events, show)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
