@@ -79,7 +79,9 @@ def test_resume_skips_matching_outputs_and_redoes_what_changed(dataset, tiny_mod
     np.save(dataset["plain"], np.zeros((66, 80), np.float32))  # an input changed
     statuses = {r.name: r.status for r in run().rows}
     assert statuses == {"photo": "skipped", "stack": "skipped", "plain": "done"}  # files given: named by stem
-    assert [r.status for r in run(["cell"]).rows] == ["done"] * 3  # new prompts redo everything
+    with pytest.raises(ValueError, match=r"holds pre-labels for other prompts .* --overwrite"):
+        run(["cell"])  # an annotator may be correcting them: never replaced without asking
+    assert [r.status for r in run(["cell"], overwrite=True).rows] == ["done"] * 3  # new prompts redo everything
     assert [c["name"] for c in read_record(out / "photo" / "clipseg.json")["classes"]] == ["cell"]
     assert [r.status for r in run(["cell"], threshold=0.6).rows] == ["done"] * 3  # so do new options
 

@@ -224,3 +224,104 @@ def test_the_batch_progress_bar_starts_with_its_total(tmp_path, tiny_model_dir, 
     )
     err = capsys.readouterr().err
     assert "0image [" not in err and "/2 [" in err  # was: a stray "0image [00:00, ?image/s]" first
+
+
+def test_one_file_named_twice_is_one_input(tmp_path, monkeypatch):
+    from napari_clipseg.io.inputs import find_inputs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.zeros((20, 20)))
+    (tmp_path / "link.npy").symlink_to(tmp_path / "in" / "a.npy")
+    found = find_inputs(["in/a.npy", str(tmp_path / "in" / "a.npy"), "link.npy"])  # was: "would both write to 'a'"
+    assert [f.name for f in found] == ["a"]
+
+
+@pytest.mark.parametrize("layout", ["out is the input folder", "glob over a folder holding the output"])
+def test_a_run_never_takes_its_own_outputs_as_inputs(tmp_path, tiny_model_dir, layout):
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        np.save(tmp_path / "in" / f"a{k}.npy", np.random.default_rng(k).random((40, 40)).astype(np.float32))
+    if layout == "out is the input folder":
+        inputs, out = tmp_path / "in", tmp_path / "in"
+    else:
+        inputs, out = str(tmp_path / "in" / "**" / "*.npy"), tmp_path / "in" / "out"
+    run = lambda: ncs.segment_dataset(inputs, ["x"], out, model=str(tiny_model_dir), file_format="npy")  # noqa: E731
+    assert sorted(r.status for r in run().rows) == ["done", "done"]
+    again = run()  # was: the first run's labels.npy files taken as new inputs
+    assert sorted((r.name, r.status) for r in again.rows) == [("a0", "skipped"), ("a1", "skipped")]
+
+
+@pytest.mark.parametrize("name", ["report.json.npy", "coco.json.png", "report.csv.npy", ".staging.npy"])
+def test_an_input_named_like_the_datasets_own_files_is_refused_before_work(tmp_path, tiny_model_dir, name):
+    import imageio.v3 as iio
+
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / name
+    if name.endswith(".png"):
+        iio.imwrite(path, np.zeros((32, 32), np.uint8))
+    else:
+        np.save(path, np.zeros((32, 32), np.float32))
+    with pytest.raises(ValueError, match="the dataset's own files use"):
+        ncs.segment_dataset(path, ["x"], tmp_path / "out", model=str(tiny_model_dir), coco=True)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _ome_zarr(path, level="0", scale=(0.5, 0.5)):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("0", shape=(32, 32), dtype="uint8")
+    group.attrs["multiscales"] = [
+        {
+            "axes": [{"name": "y"}, {"name": "x"}],
+            "datasets": [{"path": level, "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}],
+        }
+    ]
+    return path
+
+
+@pytest.mark.parametrize(
+    ("level", "scale", "expected"),
+    [
+        ("0", (0.5, 0.25), {"y": 0.5, "x": 0.25}),
+        ("0", ("a", 0.25), {"x": 0.25}),  # was: could not convert string to float: 'a'
+        ("0", (-1.0, 0.0), {}),  # was: recorded as pixel sizes
+        ("9", (1, 1), "names the level '9', which the store lacks"),  # was: a bare '9'
+    ],
+)
+def test_ome_zarr_metadata_follows_one_rule_for_pixel_sizes(tmp_path, level, scale, expected):
+    from napari_clipseg.io.inputs import open_image
+
+    path = _ome_zarr(tmp_path / "a.ome.zarr", level, scale)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            open_image(path)
+    else:
+        assert open_image(path).pixel_size == expected
+
+
+def test_tiff_pixel_sizes_follow_the_same_rule():
+    from napari_clipseg.io.inputs import pixel_sizes
+
+    assert pixel_sizes({"z": 2, "y": "0.5", "x": float("nan"), "c": 3.0, "t": 1}) == {"z": 2.0}
+
+
+def test_four_planes_stored_as_tiff_samples_are_never_read_as_colour_silently(tmp_path, tiny_model_dir, caplog):
+    import logging
+
+    import tifffile
+
+    stack = np.random.default_rng(0).integers(0, 255, (4, 48, 48), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)  # tifffile's defaults: one 4-sample image, planar
+    run = lambda **kw: ncs.segment_dataset(  # noqa: E731
+        tmp_path / "stack.tif", ["x"], tmp_path / kw.pop("out"), model=str(tiny_model_dir), **kw
+    )
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg"):
+        run(out="colour")
+    assert "read as one colour image from 4 samples" in caplog.text and "--rgb no" in caplog.text
+    from napari_clipseg.io.outputs import read_output
+
+    assert np.shape(read_output(tmp_path / "colour" / "stack")) == (48, 48)
+    run(out="planes", rgb=False)  # as the message says: each plane segmented
+    assert np.shape(read_output(tmp_path / "planes" / "stack")) == (4, 48, 48)

@@ -54,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("truth", help="ground-truth folder, label image(s), or COCO JSON (matched by name)")
     ev.add_argument("--out", type=Path, help="write metrics.csv, metrics.json and metrics.png here")
     ev.add_argument(
-        "--truth",
+        "--truth-kind",
         choices=["labels", "matte"],
         help="what a float ground-truth image holds (integer images and batch outputs are labels)",
     )
@@ -105,7 +105,7 @@ def _job_arguments(args: argparse.Namespace) -> dict:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from ..datasets.api import iter_segment_dataset
+    from ..datasets.api import check_reserved, check_same_classes, iter_segment_dataset
     from ..io.inputs import find_inputs
     from ..io.outputs import check_format
 
@@ -115,8 +115,12 @@ def run_batch(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     checked_target(args.out / "report.json", overwrite=True)  # a writable output folder, before any work
+    names = [p if isinstance(p, str) else p.label for p in kwargs["prompts"]]
     try:
-        find_inputs(args.inputs, skip=args.out)
+        items = find_inputs(args.inputs, skip=args.out)
+        check_reserved(items)
+        if not args.overwrite:
+            check_same_classes(args.out, names, items)
     except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.quiet:
@@ -158,7 +162,7 @@ def drive(events, quiet: bool):
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.scoring import evaluate
 
-    report = evaluate(args.prediction, args.truth, args.out, truth_kind=args.truth)
+    report = evaluate(args.prediction, args.truth, args.out, truth_kind=args.truth_kind)
     for key, value in report.mean.items():
         print(f"{key:18s} {value:.4f}")
     if report.unmatched:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_HUB_ID
 from ..io.inputs import InputFile, find_inputs
-from ..io.outputs import check_format, clear_staging, read_labels_file
+from ..io.outputs import STAGING, check_format, clear_staging, read_labels_file
 from ..io.records import RECORD_NAME
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, check_distinct
 from ..segmentation.results import Progress, run
-from .report import BatchReport, Row
+from .report import REPORT_NAMES, BatchReport, Row
 from .settings import ComputeSettings, OutputSettings, group_keywords
 from .steps import BatchJob, ExampleFile, Plan, finish_input, finished_row, guarded, plan_input, segment_part
 
@@ -51,6 +51,45 @@ def _local(job: BatchJob, items: list[InputFile], predictor: ClipSegPredictor) -
         rows.append(plan)
     yield Progress(len(items), len(items), "done")
     return rows
+
+
+def check_reserved(items: list[InputFile]) -> None:
+    """Refuse an input whose output folder would take the name of one of the dataset's own files
+    (``report.json``, ``report.csv``, ``coco.json``, the staging folder), before any work.
+
+    Raises:
+        ValueError: naming the input and how to get past it.
+    """
+    reserved = {*REPORT_NAMES, COCO_NAME, STAGING}
+    for item in items:
+        if item.name.lower() in reserved or item.name.startswith("."):
+            raise ValueError(
+                f"{item.path}: its outputs would go to a folder named {item.name!r}, which the dataset's own files "
+                f"use ({', '.join(sorted(reserved))}); rename the input"
+            )
+
+
+def check_same_classes(out_dir: Path, names: list[str], items: list[InputFile]) -> None:
+    """Refuse, before any work, to replace pre-labels made for other prompts (an annotator may be
+    correcting them) unless ``overwrite``; other changes (options, weights) redo an input as before.
+
+    Raises:
+        ValueError: naming the folder, both prompt lists and the two ways on.
+    """
+    from ..errors import RecordError
+    from ..io.outputs import output_record
+    from ..io.records import class_names
+
+    for item in items:
+        try:
+            record = output_record(Path(out_dir) / item.name)
+        except (RecordError, OSError):
+            continue  # not an output: plan_input says so for that input
+        if record is not None and class_names(record) != list(names):
+            raise ValueError(
+                f"{Path(out_dir) / item.name} holds pre-labels for other prompts ({class_names(record)}; now "
+                f"{list(names)}): give another output folder, or --overwrite (overwrite=True) to replace them"
+            )
 
 
 def _coco(job: BatchJob, rows: list[Row]) -> Path:
@@ -127,9 +166,12 @@ def iter_segment_dataset(
     items = find_inputs([inputs] if isinstance(inputs, str | os.PathLike | InputFile) else inputs, skip=out_dir)
     if (client is not None or compute.on_cluster) and not isinstance(model, str | os.PathLike | ModelSpec):
         raise ValueError("a cluster run needs the model as a hub id, folder, file or ModelSpec (workers load it)")
+    check_reserved(items)
     spec, predictor = _model(model, how)
     job = BatchJob(tuple(prompts), out_dir, spec, options, output, compute.planes_per_task)
     check_distinct(job.names)
+    if not output.overwrite:
+        check_same_classes(out_dir, job.names, items)
     options.thresholds_for(len(prompts))
     clear_staging(job.staging)
     finished = {i: row for i, item in enumerate(items) if (row := finished_row(job, item)) is not None}

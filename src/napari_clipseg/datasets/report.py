@@ -13,6 +13,9 @@ from ..atomic import atomic_write
 
 STATUSES = ("done", "skipped", "failed")
 
+#: The dataset-level files of an output folder, beside the inputs' folders.
+REPORT_NAMES = ("report.json", "report.csv")
+
 
 @dataclass
 class Row:
@@ -78,7 +81,7 @@ class BatchReport:
 
     def write(self) -> tuple[Path, Path]:
         """``report.json`` and ``report.csv`` in the output folder (replacing the previous run's)."""
-        paths = self.out_dir / "report.json", self.out_dir / "report.csv"
+        paths = self.out_dir / REPORT_NAMES[0], self.out_dir / REPORT_NAMES[1]
         text = json.dumps(self.to_dict(), indent=2)
         atomic_write(paths[0], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), True)
         atomic_write(paths[1], lambda tmp: Path(tmp).write_text(self.csv_text(), encoding="utf-8"), True)

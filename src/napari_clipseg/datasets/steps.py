@@ -208,9 +208,10 @@ def finished_row(job: BatchJob, item: InputFile) -> Row | None:
 
 
 def input_options(options: SegmentOptions, opened: OpenedImage) -> SegmentOptions:
-    """The options for one input: a channel axis the file names (OME ``C``) is used as channels."""
+    """The options for one input: a channel axis the file names (OME ``C``, TIFF samples) is used
+    as channels, unless ``rgb`` is False (not colour: every leading axis is planes)."""
     axis = opened.channel_axis
-    if axis is not None and options.channel_axis is None and options.rgb is not True:
+    if axis is not None and options.channel_axis is None and options.rgb is None:
         return options.replace(channel_axis=axis)
     return options
 

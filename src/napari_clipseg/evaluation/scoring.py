@@ -72,7 +72,7 @@ def _truth_kind(name: str, truth: Side, asked: str | None) -> str:
         low, high = (float(np.nanmin(labels)), float(np.nanmax(labels))) if labels.size else (0.0, 0.0)
         raise ValueError(
             f"{name}: the ground truth is a float image (values {low:g} to {high:g}), which could be labels or an "
-            "alpha matte: say which (evaluate --truth labels or --truth matte; truth_kind= in Python)"
+            "alpha matte: say which (evaluate --truth-kind labels or matte; truth_kind= in Python)"
         )
     return kind
 

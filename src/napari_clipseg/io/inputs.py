@@ -8,6 +8,8 @@ pixel size comes from OME metadata, ImageJ metadata or the TIFF resolution tags,
 from __future__ import annotations
 
 import glob
+import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ ZARR_SUFFIX = ".zarr"
 LAZY_TIFF_BYTES = 256 << 20
 #: Micrometres per unit of a TIFF ResolutionUnit (2: inch, 3: centimetre).
 _RESOLUTION_UNITS = {2: 25_400.0, 3: 10_000.0}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,30 @@ def _bare_name(path: Path) -> str:
     return path.stem
 
 
+def is_output(path: Path) -> bool:
+    """Whether ``path`` is something napari-clipseg wrote: a folder or file with a valid record
+    (an output folder's ``clipseg.json``, a labels file's ``<file>.json`` sidecar)."""
+    from .records import RECORD_NAME, read_record, sidecar_path
+
+    for record in (path / RECORD_NAME, path.parent / RECORD_NAME, sidecar_path(path)):
+        if record.is_file() and record != path:
+            try:
+                read_record(record)
+                return True
+            except Exception:  # noqa: BLE001 - not our record: the file is an input like any other
+                continue
+    return False
+
+
 def _in_folder(folder: Path, skip: Path | None) -> list[Path]:
-    """Image files and zarr folders below ``folder`` (not inside zarr folders, hidden entries or ``skip``)."""
+    """Image files and zarr folders below ``folder`` (not inside zarr folders, hidden entries or
+    ``skip``; with ``skip`` given, nothing that napari-clipseg wrote, see :func:`is_output`)."""
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         here = Path(root)
+        if skip is not None and here != folder and is_output(here):
+            dirs[:] = []
+            continue
         keep = []
         for d in sorted(dirs):
             path = here / d
@@ -61,7 +84,7 @@ def _in_folder(folder: Path, skip: Path | None) -> list[Path]:
             (found.append(path) if _is_zarr(path) else keep.append(d))
         dirs[:] = keep
         found += [here / f for f in sorted(files) if not f.startswith(".") and Path(f).suffix.lower() in FILE_SUFFIXES]
-    return sorted(found)
+    return sorted(p for p in found if skip is None or not is_output(p))
 
 
 def find_inputs(
@@ -71,11 +94,14 @@ def find_inputs(
     :class:`InputFile` is taken as it is (a subset of an earlier search keeps its names).
 
     Args:
-        skip: A folder never searched (the output folder, when it lies inside an input folder).
+        skip: The output folder: never searched, and nothing under it or carrying a napari-clipseg
+            record (an earlier run's outputs, wherever they lie) is taken as an input.
 
     Raises:
         FileNotFoundError: a source matches nothing.
-        ValueError: two inputs would share an output name (e.g. ``a/x.tif`` and ``b/x.png`` given as files).
+        ValueError: two inputs would share an output name (e.g. ``a/x.tif`` and ``b/x.png`` given
+            as files), or a file given by name is an output. One file named twice (by a relative
+            and an absolute path, or through a symbolic link) is one input.
     """
     skip_path = Path(skip).resolve() if skip is not None else None
     inputs: list[InputFile] = []
@@ -98,13 +124,19 @@ def find_inputs(
             found = [InputFile(m, _bare_name(m)) for m in matches if m.is_file() or _is_zarr(m)]
             if not found:
                 raise FileNotFoundError(f"{source}: no such file or folder, and no file matches it")
+            if skip_path is not None:
+                found = [f for f in found if skip_path not in f.path.resolve().parents and not is_output(f.path)]
+        if skip_path is not None and path.exists() and not path.is_dir() and is_output(path):
+            raise ValueError(f"{path} is an output of napari-clipseg (it has a record), not an input")
         inputs += found
+    unique: dict[Path, InputFile] = {}
+    for item in inputs:  # one file given twice (relative and absolute, a link and its target) is one input
+        unique.setdefault(item.path.resolve(), item)
     by_name: dict[str, Path] = {}
-    for item in inputs:
+    for item in unique.values():
         other = by_name.setdefault(item.name, item.path)
         if other != item.path:
             raise ValueError(f"{other} and {item.path} would both write to '{item.name}': give them separately")
-    unique = {item.path: item for item in inputs}
     return list(unique.values())
 
 
@@ -163,12 +195,47 @@ def _open_tiff(path: Path) -> OpenedImage:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         axes, pixel_size = series.axes, _tiff_pixel_size(tif)
+        _say_how_samples_are_read(path, tif.pages[0], axes)
         data = None if path.stat().st_size > LAZY_TIFF_BYTES else series.asarray()
     if data is None:
         data = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     if data.ndim < 2 or data.size == 0:
         raise ValueError(f"it holds no image (shape {data.shape})")
     return OpenedImage(data, axes.replace("S", "C") if axes else None, pixel_size)
+
+
+def _say_how_samples_are_read(path: Path, page: Any, axes: str) -> None:
+    """Warn when a TIFF's samples are read as colour though they may be planes: four or more
+    samples stored as separate planes (what ``tifffile.imwrite`` makes of any 4-plane stack), or
+    extra samples that are not alpha."""
+    import tifffile
+
+    samples = int(getattr(page, "samplesperpixel", 1) or 1)
+    if "S" not in axes or samples < 4:
+        return
+    planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+    alpha = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+    plain_alpha = samples == 4 and all(e in alpha for e in page.extrasamples)
+    if planar or not plain_alpha:
+        logger.warning(
+            "%s: read as one colour image from %d samples (R, G, B; the rest read as alpha and dropped)%s; if they "
+            "are planes of a stack, give --rgb no (rgb=False) to segment each plane, or --channels to choose three",
+            path,
+            samples,
+            ", stored as separate planes" if planar else "",
+        )
+
+
+def pixel_sizes(stated: dict[str, Any]) -> dict[str, float]:
+    """The one rule for a file's pixel sizes (OME-TIFF, ImageJ, resolution tags, OME-Zarr): only
+    the spatial axes ``z``, ``y``, ``x`` with a finite, positive number are kept; anything else
+    (text, zero, negative, NaN) is left out, so a record never states a size the file did not."""
+    sizes = {}
+    for axis, value in stated.items():
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if str(axis).lower() in ("z", "y", "x") and number is not None and math.isfinite(number) and number > 0:
+            sizes[str(axis).lower()] = float(number)
+    return sizes
 
 
 def _tiff_pixel_size(tif: Any) -> dict[str, float]:
@@ -178,8 +245,7 @@ def _tiff_pixel_size(tif: Any) -> dict[str, float]:
     if tif.is_ome:
         image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
         pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
-        sizes = {a: pixels.get(f"PhysicalSize{a.upper()}") for a in "zyx"}
-        return {a: float(v) for a, v in sizes.items() if isinstance(v, int | float) and v > 0}
+        return pixel_sizes({a: pixels.get(f"PhysicalSize{a.upper()}") for a in "zyx"})
     page = tif.pages[0]
     x_res, y_res, unit = (page.tags.get(t) for t in ("XResolution", "YResolution", "ResolutionUnit"))
     if x_res is None or y_res is None:
@@ -193,10 +259,12 @@ def _tiff_pixel_size(tif: Any) -> dict[str, float]:
         z = None
     if scale is None:
         return {}
-    sizes = {"y": scale * y_res.value[1] / y_res.value[0], "x": scale * x_res.value[1] / x_res.value[0]}
-    if isinstance(z, int | float) and z > 0:
-        sizes["z"] = float(z)
-    return sizes
+    sizes = {
+        "y": scale * y_res.value[1] / y_res.value[0] if y_res.value[0] else None,
+        "x": scale * x_res.value[1] / x_res.value[0] if x_res.value[0] else None,
+        "z": z,
+    }
+    return pixel_sizes(sizes)
 
 
 def _open_zarr(path: Path) -> OpenedImage:
@@ -213,12 +281,19 @@ def _open_zarr(path: Path) -> OpenedImage:
     multiscales = attrs.get("ome", attrs).get("multiscales")
     if not multiscales:
         raise ValueError(f"cannot read {path}: a zarr group that is not an OME-Zarr image")
-    scale = multiscales[0]
-    dataset = scale["datasets"][0]
-    axes = [a["name"] if isinstance(a, dict) else a for a in scale.get("axes", [])]
-    factors = next((t["scale"] for t in dataset.get("coordinateTransformations", []) if t["type"] == "scale"), [])
-    sizes = {a.lower(): float(f) for a, f in zip(axes, factors, strict=False) if a.lower() in "zyx"}
-    return OpenedImage(node[dataset["path"]], "".join(a.upper() for a in axes) or None, sizes)
+    try:
+        scale = multiscales[0]
+        dataset = scale["datasets"][0]
+        level = str(dataset["path"])
+        axes = [str(a["name"] if isinstance(a, dict) else a) for a in scale.get("axes", [])]
+        transforms = [t for t in dataset.get("coordinateTransformations", []) if isinstance(t, dict)]
+        factors = next((t.get("scale") for t in transforms if t.get("type") == "scale"), None) or []
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"cannot read {path}: its OME-Zarr metadata is malformed ({type(e).__name__}: {e})") from None
+    if level not in node:
+        raise ValueError(f"cannot read {path}: its OME-Zarr metadata names the level {level!r}, which the store lacks")
+    sizes = pixel_sizes(dict(zip(axes, factors, strict=False))) if isinstance(factors, list) else {}
+    return OpenedImage(node[level], "".join(a.upper() for a in axes) or None, sizes)
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:

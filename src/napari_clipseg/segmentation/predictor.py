@@ -8,6 +8,7 @@ decoder, batched over prompts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import threading
 from typing import Any
@@ -32,6 +33,30 @@ def pixel_signature(pixels: torch.Tensor) -> str:
     """
     data = np.ascontiguousarray(pixels.detach().cpu().numpy())
     return hashlib.blake2b(data.data, digest_size=20).hexdigest()
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere: macOS, Windows and musl return freed memory themselves)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the pages of freed heap blocks back to the operating system.
+
+    Why: cache entries (a few hundred kB each) are allocated between the image tower's large
+    temporaries; glibc cannot shrink a heap past a live block, so while entries accumulate the
+    freed temporaries around them stay resident (a cached 4096 x 4096 tiled run grew to 3.5 GiB
+    for 70 MB of cache). ``malloc_trim`` returns those free pages; it costs milliseconds per batch.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _features_bytes(features: ImageFeatures) -> int:
@@ -124,6 +149,9 @@ class ClipSegPredictor:
                 for j, key in enumerate(todo):  # copies, so a cached entry does not pin the whole batch
                     found[key] = ImageFeatures([r[j : j + 1].clone() for r in encoded.reduced], encoded.grid)
                     self.feature_cache.put(key, found[key])
+                del encoded, pixels
+                if self.feature_cache.capacity > 0:
+                    release_freed_memory()  # entries now sit between freed temporaries (see there)
         return [found[key] for key in keys]
 
     def _raise_if_stopped(self) -> None:
