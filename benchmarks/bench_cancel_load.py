@@ -28,7 +28,7 @@ from napari_clipseg.segmentation import precision_check
 #: stage -> (module, function name) to interrupt
 STAGES = {
     "reading the weights": (weights, "read_state_dict"),
-    "checking the weights are finite": (weights, "_check_finite"),
+    "checking the weights are finite": (weights, "check_finite"),
     "timing a vision block": (timing, "_time_one_block"),
     "building the int8 copy": (clipseg, "quantize_towers"),
     "hashing the weights": (info, "file_sha256"),

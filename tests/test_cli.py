@@ -75,7 +75,7 @@ def test_existing_output_is_never_overwritten(tiny_model_dir, tmp_path, capsys):
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "afile/modle"], 2, "afile/modle does not"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--decoder", "gone"], 2, "the decoder gone"),
         (["segment", "--sample", "cell", "-p", " , ", "-o", "o.tif"], 2, "non-empty prompt"),
-        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif"], 1, "HF_HUB_OFFLINE=1"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif"], 2, "HF_HUB_OFFLINE=1"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.bmp", "-m", "TINY"], 2, "unsupported file type"),
         (["segment", "--sample", "cell", "-p", "x, x", "-o", "o.tif"], 2, "given twice"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "--threshold", "nan"], 2, r"\[0, 1\]; got nan"),
@@ -173,9 +173,10 @@ def test_written_files_get_ordinary_permissions(tmp_path):
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "demo/modle"], "the model demo/modle does"),
         (["segment", "missing.png", "-p", "x", "-o", "o.tif"], "the image missing.png does not exist"),
         (["batch", "missing/", "-p", "x", "--out", "out", "-m", "demo"], "missing"),
+        (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "someone/uncached"], "HF_HUB_OFFLINE=1"),
         (["finetune", "--images", "i", "--masks", "m", "--out", "d", "-m", "./demo/modle"], "does not exist"),
     ],
-    ids=["threshold", "model-typo", "missing-image", "missing-input", "finetune-model-typo"],
+    ids=["threshold", "model-typo", "missing-image", "missing-input", "hub-offline", "finetune-model-typo"],
 )
 def test_argument_and_path_errors_come_before_torch_is_imported(tmp_path, argv, message):
     """A typo costs a second: every argument and named path is checked before torch (and the
@@ -266,14 +267,16 @@ def _files(tmp_path):
     ids=["text-as-png", "garbage-tif", "pickled-npy", "eight-pixels", "channel-9", "proc-output", "input-as-output"],
 )
 def test_bad_files_fail_before_the_model_loads(argv, code, message, tmp_path, capsys, monkeypatch):
-    """The hub id nobody/nowhere is not in the offline cache: each error must come before loading it."""
+    """The model folder 'nowhere' is empty (loading it would fail, naming it): each error must come
+    before the model loads."""
     import re
 
     monkeypatch.chdir(tmp_path)
     _files(tmp_path)
+    (tmp_path / "nowhere").mkdir()
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     output = [] if "-o" in argv else ["-o", "out.tif"]
-    assert main(["segment", *argv, "-p", "cell", "-m", "nobody/nowhere", *output]) == code
+    assert main(["segment", *argv, "-p", "cell", "-m", "nowhere", *output]) == code
     line = _error_line(capsys)
     assert re.search(message, line) and "nowhere" not in line, line
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

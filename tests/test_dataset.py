@@ -18,7 +18,7 @@ from conftest import output_files as _files
 from napari_clipseg.datasets.steps import ExampleFile, parse_example
 from napari_clipseg.io.inputs import find_inputs, open_image
 from napari_clipseg.io.outputs import read_output
-from napari_clipseg.io.records import read_record
+from napari_clipseg.io.records import object_table, read_record
 
 
 def test_every_input_gets_its_outputs_and_record(dataset, tiny_model_dir, tmp_path):
@@ -36,7 +36,7 @@ def test_every_input_gets_its_outputs_and_record(dataset, tiny_model_dir, tmp_pa
         probabilities = read_output(out / name, "probabilities")
         instances = read_output(out / name, "instances")
         assert labels.shape == instances.shape == probabilities.shape[1:]
-        assert probabilities.shape[0] == 2 and len(record["instance_classes"]) == int(instances.max())
+        assert probabilities.shape[0] == 2 and record["instance_count"] == int(instances.max())
         assert sum(record["counts"].values()) == int(np.count_nonzero(labels))
     stack = read_record(out / "sub/stack" / "clipseg.json")
     assert stack["image"]["pixel_size"] == {"z": 2.0, "y": 0.25, "x": 0.5} and stack["image"]["axes"] == "ZYX"
@@ -125,7 +125,7 @@ def test_ome_zarr_output_is_read_by_ome_zarr_with_pixel_sizes(dataset, tiny_mode
     attrs = zarr.open_group(str(out / "stack" / "labels.ome.zarr" / "labels" / "classes"), mode="r").attrs
     assert [p["class"] for p in attrs["ome"]["image-label"]["properties"]] == PROMPTS
     assert int(np.asarray(instances.data[0]).max()) == len(
-        read_record(out / "stack" / "clipseg.json")["instance_classes"]
+        object_table(out / "stack" / "clipseg.json", read_record(out / "stack" / "clipseg.json"))[0]
     )
     assert np.asarray(nodes["labels.ome.zarr"].data[0]).shape == (2, 9, 64, 70)  # probabilities as the image
 
@@ -144,13 +144,13 @@ def test_coco_file_round_trips_through_pycocotools(dataset, tiny_model, tmp_path
     assert len(coco.getImgIds()) == 1 + 9  # the photo, and one image per plane of the stack
     assert len(coco.getAnnIds()) == sum(r.instances for r in report.rows) > 0
     ids = read_output(out / "photo", "instances")
-    record = read_record(out / "photo" / "clipseg.json")
+    classes, _ = object_table(out / "photo" / "clipseg.json", read_record(out / "photo" / "clipseg.json"))
     (photo,) = coco.loadImgs([i for i in coco.getImgIds() if coco.imgs[i]["file_name"] == "photo"])
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=[photo["id"]])):
         mask = coco.annToMask(ann).astype(bool)
         (obj,) = np.unique(ids[mask])
         np.testing.assert_array_equal(mask, ids == obj)
-        assert ann["category_id"] == record["instance_classes"][obj - 1]
+        assert ann["category_id"] == classes[obj - 1]
         assert ann["area"] == mask.sum() and 0 <= ann["score"] <= 1
         assert mask_utils.toBbox(coco.annToRLE(ann)).tolist() == ann["bbox"]
 

@@ -336,7 +336,7 @@ class StopIn:
 
 
 @pytest.mark.parametrize(
-    "stage", ["read_state_dict", "_check_finite", "_time_one_block", "quantize_towers", "file_sha256", "guard_on_model"]
+    "stage", ["read_state_dict", "check_finite", "_time_one_block", "quantize_towers", "file_sha256", "guard_on_model"]
 )
 def test_loading_at_auto_stops_in_every_stage(tiny_model_dir, tmp_path, monkeypatch, stage):
     """A Cancel during any stage of an auto load (reading, the timing, the int8 copy, the check on

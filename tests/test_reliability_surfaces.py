@@ -325,3 +325,24 @@ def test_four_planes_stored_as_tiff_samples_are_never_read_as_colour_silently(tm
     assert np.shape(read_output(tmp_path / "colour" / "stack")) == (48, 48)
     run(out="planes", rgb=False)  # as the message says: each plane segmented
     assert np.shape(read_output(tmp_path / "planes" / "stack")) == (4, 48, 48)
+
+
+def test_a_record_stays_small_however_many_objects(tmp_path, tiny_model):
+    from napari_clipseg.io.records import object_table, read_record
+
+    noise = np.random.default_rng(0).random((160, 160)).astype(np.float32)
+    np.save(tmp_path / "noise.npy", noise)
+    predictor = ncs.ClipSegPredictor(tiny_model, cache_bytes=0)
+    predictor.set_image(noise)
+    middle = float(np.median(predictor.predict(["x"])))  # thresholded at its median: noise makes hundreds of objects
+    settings = {"model": tiny_model, "instances": True, "coco": True, "threshold": middle}
+    report = ncs.segment_dataset(tmp_path / "noise.npy", ["x"], tmp_path / "out", **settings)
+    folder = tmp_path / "out" / "noise"
+    record = read_record(folder / "clipseg.json")
+    classes, scores = object_table(folder / "clipseg.json", record)
+    assert report.rows[0].instances == record["instance_count"] == len(classes) == len(scores) > 100
+    assert (folder / "clipseg.json").stat().st_size < 8_000 and "instance_classes" not in record
+    assert "\n" not in (folder / "objects.json").read_text()  # compact, one line
+    coco = json.loads((tmp_path / "out" / "coco.json").read_text())
+    assert len(coco["annotations"]) == len(classes)
+    assert ncs.evaluate(tmp_path / "out", tmp_path / "out").mean["ap"] == 1.0

@@ -60,7 +60,13 @@ def test_the_model_spec_round_trips_and_names_its_differences(tiny_model_dir):
 def test_every_command_that_loads_a_model_takes_the_same_model_options(tmp_path):
     from napari_clipseg.cli.main import _parser
 
-    model = ["-m", "m", "--backbone", "b.safetensors", "--decoder", "d", "--device", "cpu", "--precision", "int8"]
+    for path in ("m", "d"):  # local paths are checked when the spec is made
+        (tmp_path / path).mkdir()
+    (tmp_path / "b.safetensors").write_bytes(b"")
+    model = [
+        *("-m", str(tmp_path / "m"), "--backbone", str(tmp_path / "b.safetensors"), "--decoder", str(tmp_path / "d")),
+        *("--device", "cpu", "--precision", "int8"),
+    ]
     commands = {
         "segment": ["segment", "--sample", "cell", "-p", "x", "-o", "o.tif"],
         "batch": ["batch", "in", "-p", "x", "--out", "o"],
@@ -68,9 +74,15 @@ def test_every_command_that_loads_a_model_takes_the_same_model_options(tmp_path)
         "project prelabel": ["project", "prelabel", "p"],
     }
     from napari_clipseg.cli.args import model_spec
+    from napari_clipseg.errors import UsageError
 
     specs = {name: model_spec(_parser().parse_args([*argv, *model])) for name, argv in commands.items()}
-    assert set(specs.values()) == {ncs.ModelSpec("m", backbone="b.safetensors", decoder="d", precision="int8")}
+    expected = ncs.ModelSpec(
+        str(tmp_path / "m"), backbone=str(tmp_path / "b.safetensors"), decoder=str(tmp_path / "d"), precision="int8"
+    )
+    assert set(specs.values()) == {expected}
+    with pytest.raises(UsageError, match=r"the decoder .*gone does not exist"):
+        model_spec(_parser().parse_args([*commands["segment"], "--decoder", str(tmp_path / "gone")]))
 
 
 def test_dataset_keywords_go_to_their_group():

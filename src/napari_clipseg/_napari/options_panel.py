@@ -11,6 +11,18 @@ from ..segmentation.options import SegmentOptions, parse_channels
 from .settings import REGIONS, Settings
 
 
+def _scale_box(value: float) -> FloatSpinBox:
+    return FloatSpinBox(
+        label="Read scale",
+        tooltip="The scale tiles are read at: 1 = native resolution (most detail); 0.5 = half "
+        "(a quarter of the tiles, about 4x faster on a large image). 'whole' squeezes the image into one frame",
+        min=0.05,
+        max=1.0,
+        step=0.05,
+        value=value,
+    )
+
+
 class OptionsPanel(Container):
     """Region (plane or stack), tiling mode and overlap, channel choice, intensity range, pyramid level."""
 
@@ -50,15 +62,7 @@ class OptionsPanel(Container):
             max=INPUT_SIZE - 1,
             value=defaults.overlap,
         )
-        self.scale = FloatSpinBox(
-            label="Read scale",
-            tooltip="The scale tiles are read at: 1 = native resolution (most detail); 0.5 = half "
-            "(a quarter of the tiles, about 4x faster on a large image). 'whole' squeezes the image into one frame",
-            min=0.05,
-            max=1.0,
-            step=0.05,
-            value=defaults.scale,
-        )
+        self.scale = _scale_box(defaults.scale)
         self.channels = LineEdit(
             label="RGB channels",
             value="",

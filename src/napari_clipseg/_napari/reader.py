@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import RecordError
 from ..io.outputs import OME_ZARR_NAME, read_labels_file
-from ..io.records import RECORD_NAME, class_names, locate_record, read_record, record_file, sidecar_path
+from ..io.records import RECORD_NAME, class_names, locate_record, object_table, read_record, record_file, sidecar_path
 from . import layers as _layers
 
 
@@ -70,7 +70,7 @@ def read_output_layers(record: dict[str, Any], folder: Path, kinds: list[str]) -
         if kind == "labels":
             features = _layers.class_features(names)
         else:
-            features = _layers.instance_features(record.get("instance_classes", []), names)
+            features = _layers.instance_features(object_table(folder / RECORD_NAME, record)[0], names)
             metadata[_layers.KIND_KEY] = "instances"
         metadata[_layers.WRITTEN_KEY] = {"regions": [()], "checksum": _layers.checksum(data, [()])}
         kwargs = {

@@ -58,6 +58,16 @@ def checked_target(path: Path, *, overwrite: bool) -> Path:
         raise UsageError(str(e)) from None
 
 
+def check_cached(spec: ModelSpec) -> None:
+    """The spec's hub weights are cached when the hub is off (see ``ModelSpec.check_cached``), or a UsageError."""
+    from ..errors import WeightsUnavailableError
+
+    try:
+        spec.check_cached()
+    except WeightsUnavailableError as e:
+        raise UsageError(str(e)) from None
+
+
 def add_run_options(seg: argparse.ArgumentParser) -> None:
     """The model and run options ``segment`` and ``batch`` share."""
     add_model_options(seg)

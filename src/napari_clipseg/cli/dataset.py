@@ -20,6 +20,7 @@ from .args import (
     PROG,
     add_model_options,
     add_run_options,
+    check_cached,
     checked_target,
     compute_settings,
     model_spec,
@@ -123,6 +124,7 @@ def run_batch(args: argparse.Namespace) -> int:
             check_same_classes(args.out, names, items)
     except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
+    check_cached(kwargs["model"])  # the last check before torch: an uncached hub id when offline
     if args.quiet:
         logging.getLogger("napari_clipseg").setLevel(logging.WARNING)
     prompts = kwargs.pop("prompts")
@@ -177,6 +179,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     spec = model_spec(args)  # a missing model folder is said before torch is imported
+    check_cached(spec)
     from ..learning.finetune import FineTuneSettings
 
     try:

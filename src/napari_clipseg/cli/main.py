@@ -23,7 +23,7 @@ from ..paths import missing_path_message
 from ..samples import SAMPLES
 from . import dataset as cli_dataset
 from . import project as cli_project
-from .args import PROG, add_run_options, checked_target, model_spec, run_options, text_prompts
+from .args import PROG, add_run_options, check_cached, checked_target, model_spec, run_options, text_prompts
 
 
 def _segment_parser(sub: argparse._SubParsersAction) -> None:
@@ -89,6 +89,7 @@ def _segment(args: argparse.Namespace) -> int:
     from ..samples import load_sample
 
     image = load_sample(args.sample) if args.sample else read_array(args.image)
+    check_cached(spec)  # the last check before torch: an uncached hub id when offline
     from ..io.records import build_record
     from ..segmentation.pipeline import iter_segment, plan_planes
     from ..segmentation.predictor import ClipSegPredictor
@@ -152,15 +153,27 @@ COMMANDS = {
 }
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a message comes (never to a stream
+    an earlier call left behind, e.g. a closed one)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _log_to_stderr() -> None:
     """Progress of this package on stderr. Only our logger gets a handler: a handler on the root
     logger would print every message of libraries with their own handler (huggingface_hub's retry
     warnings) a second time."""
     logger = logging.getLogger("napari_clipseg")
-    if not any(getattr(h, "_napari_clipseg_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._napari_clipseg_cli = True
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

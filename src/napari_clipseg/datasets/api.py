@@ -95,7 +95,7 @@ def check_same_classes(out_dir: Path, names: list[str], items: list[InputFile]) 
 def _coco(job: BatchJob, rows: list[Row]) -> Path:
     """One COCO file for every input that has outputs (done now or before)."""
     from ..io.coco import build_coco, write_coco
-    from ..io.records import read_record
+    from ..io.records import object_table, read_record
 
     def items():
         for row in rows:
@@ -104,7 +104,7 @@ def _coco(job: BatchJob, rows: list[Row]) -> Path:
             folder = job.out_dir / row.name
             record = read_record(folder / RECORD_NAME)
             ids = read_labels_file(folder / record["files"]["instances"])
-            yield row.name, ids[...], record.get("instance_classes", []), record.get("instance_scores")
+            yield row.name, ids[...], *object_table(folder / RECORD_NAME, record)
 
     return write_coco(job.out_dir / COCO_NAME, build_coco(items(), job.names))
 

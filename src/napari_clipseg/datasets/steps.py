@@ -32,6 +32,7 @@ from ..errors import is_cancellation
 from ..io.export import read_array
 from ..io.inputs import InputFile, OpenedImage, fingerprint, open_image
 from ..io.outputs import STAGING, output_record, write_output_folder
+from ..io.records import OBJECTS_NAME
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import InstanceSettings, instance_scores
@@ -186,7 +187,7 @@ def request_key(job: BatchJob, model_entry: dict[str, Any], input_fingerprint: d
 
 def _skipped(item: InputFile, job: BatchJob, record: dict[str, Any]) -> Row:
     counts = {str(k): int(v) for k, v in record.get("counts", {}).items()}
-    count = len(record.get("instance_classes", [])) if job.instances else None
+    count = record.get("instance_count", len(record.get("instance_classes", []))) if job.instances else None
     return Row(str(item.path), item.name, "skipped", pixels=counts, instances=count)
 
 
@@ -290,20 +291,29 @@ def finish_input(job: BatchJob, plan: Plan, parts: list[Part | Row]) -> Row:
     request = request_key(job, plan.model_info, plan.fingerprint)
     if request is not None:
         sections["batch"]["request"] = request
+    tables = {}
     if job.instances is not None:
         objects = job.instances.apply(labels, probabilities)
         arrays["instances"] = objects.ids
-        sections["instance_classes"] = list(objects.classes)
-        sections["instance_scores"] = instance_scores(objects, probabilities)
+        sections["instance_count"] = len(objects.classes)
+        tables[OBJECTS_NAME[: -len(".json")]] = {
+            "classes": [int(c) for c in objects.classes],
+            "scores": instance_scores(objects, probabilities),
+        }
     planes = None if planes == [()] else planes
     record = build_record(names, options=job.options, mode=parts[0].mode, image=plan.image, planes=planes, **sections)
     if job.output.probabilities:
         arrays["probabilities"] = probabilities
     write_output_folder(
-        job.out_dir / plan.item.name, arrays, record, file_format=job.output.file_format, staging=job.staging
+        job.out_dir / plan.item.name,
+        arrays,
+        record,
+        file_format=job.output.file_format,
+        staging=job.staging,
+        tables=tables,
     )
     seconds = time.time() - plan.started
-    count = len(record["instance_classes"]) if job.instances is not None else None
+    count = record["instance_count"] if job.instances is not None else None
     return Row(str(plan.item.path), plan.item.name, "done", seconds=seconds, pixels=record["counts"], instances=count)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..io.inputs import named_entries
-from ..io.records import RECORD_NAME, class_names, read_record
+from ..io.records import RECORD_NAME, class_names, object_table, read_record
 from .metrics import SEMANTIC_KEYS, changed_fraction, class_scores, coco_ap, instance_ap, matting_errors, summarise
 
 
@@ -52,12 +52,14 @@ def _side(path: Path) -> Side:
     get = lambda kind: (  # noqa: E731
         np.asarray(read_labels_file(record_file(path / RECORD_NAME, files[kind]))) if files.get(kind) else None
     )
+    classes, scores = object_table(path / RECORD_NAME, record)
+    instances = get("instances")
     return Side(
         get("labels"),
         class_names(record),
-        get("instances"),
-        record.get("instance_classes"),
-        record.get("instance_scores"),
+        instances,
+        classes if instances is not None else None,
+        scores,
         get("probabilities"),
         recorded=True,
     )

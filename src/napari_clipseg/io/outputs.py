@@ -9,6 +9,7 @@ the complete folder or none; leftovers of the staging area are removed by the ne
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -108,8 +109,10 @@ def write_output_folder(
     *,
     file_format: str,
     staging: str | os.PathLike,
+    tables: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``arrays`` (``labels`` and optionally ``instances``, ``probabilities``) and the record
+    """Write ``arrays`` (``labels`` and optionally ``instances``, ``probabilities``), ``tables``
+    (name -> JSON value, each a compact ``<name>.json``, e.g. the objects table) and the record
     into ``folder`` at once, replacing the folder if it exists (it must be this package's output).
 
     Returns:
@@ -120,6 +123,9 @@ def write_output_folder(
     stage = Path(tempfile.mkdtemp(dir=staging, prefix="new-"))
     try:
         files = file_names(file_format, list(arrays))
+        for name, table in (tables or {}).items():
+            files[name] = f"{name}.json"
+            (stage / files[name]).write_text(json.dumps(table, separators=(",", ":")), encoding="utf-8")
         full = extend_record(record, files=files)
         if file_format == "ome-zarr":
             _write_ome_zarr(stage / OME_ZARR_NAME, arrays, class_names(full), full.get("image", {}))

@@ -43,7 +43,8 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 _SECTIONS: dict[str, tuple[type, ...]] = {
     "counts": (dict,),  # pixels per class name (datasets)
     "batch": (dict,),  # the resume key, the input and its fingerprint (datasets)
-    "instance_classes": (list,),  # class value of each instance id 1..N
+    "instance_classes": (list,),  # class value of each instance id 1..N (exported masks; batch: objects file)
+    "instance_count": (int,),  # how many instances the objects file describes (batch outputs)
     "instance_scores": (list, type(None)),  # mean probability of each instance
     "boxes": (list,),  # regions of interest a run was limited to [y0, y1, x0, x1]
     "layer": (str, type(None)),  # the napari layer it was saved from
@@ -52,6 +53,34 @@ _SECTIONS: dict[str, tuple[type, ...]] = {
 
 #: The record file of an output folder (batch outputs, exported masks, project images).
 RECORD_NAME = "clipseg.json"
+
+#: A batch output's per-object table (class value and score of each instance id), compact JSON
+#: beside the record, so the record stays small however many objects an image holds.
+OBJECTS_NAME = "objects.json"
+
+
+def object_table(record_path: str | os.PathLike, record: Mapping[str, Any]) -> tuple[list[int], list[float] | None]:
+    """Each instance's class value and score (None when not scored): from the output's objects
+    file, or from the record's own ``instance_classes`` section (exported masks, older records).
+
+    Raises:
+        RecordError: the objects file is damaged or does not fit the record.
+    """
+    if "instance_classes" in record:
+        return list(record["instance_classes"]), record.get("instance_scores")
+    name = record.get("files", {}).get("objects")
+    if not name:
+        return [], None
+    path = record_file(record_path, name)
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        classes, scores = table["classes"], table.get("scores")
+        valid = isinstance(classes, list) and (scores is None or len(scores) == len(classes))
+    except (OSError, ValueError, TypeError, KeyError):
+        valid = False
+    if not valid or len(classes) != record.get("instance_count", len(classes)):
+        raise RecordError(f"{path} is damaged or does not fit {record_path}")
+    return [int(c) for c in classes], scores
 
 
 def class_table(names: Sequence[str]) -> list[dict[str, Any]]:

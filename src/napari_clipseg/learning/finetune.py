@@ -152,12 +152,8 @@ def _example(
 
 
 def check_pairs(pairs: Sequence[TrainingPair], n_classes: int, ignore: int | None = None) -> None:
-    """Refuse training data that cannot teach anything, before any model work: fewer than two
-    images, labels of the wrong shape or values, or masks that label nothing at all.
-
-    Raises:
-        ValueError: saying which pair and what fits.
-    """
+    """Refuse, before any model work, data that cannot teach: fewer than two images, labels of
+    the wrong shape or values, or masks that label nothing (ValueError saying which and what fits)."""
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 corrected images (one is held out to check the result); got {len(pairs)}")
     for i, pair in enumerate(pairs):

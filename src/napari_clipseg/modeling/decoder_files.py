@@ -77,7 +77,7 @@ def read_decoder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
         DecoderMismatchError: the description is not a napari-clipseg decoder's.
         CorruptWeightsError, UnsafeWeightsError: the weights file is damaged, holds NaN, or is a pickle.
     """
-    from .weights import _check_finite, read_state_dict
+    from .tensor_files import check_finite, read_state_dict
 
     folder = Path(folder)
     if not (folder / META_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
@@ -91,7 +91,7 @@ def read_decoder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise DecoderMismatchError(f"{folder / META_NAME} is not a napari-clipseg decoder description")
     state = read_state_dict(folder / WEIGHTS_NAME)
-    _check_finite(state, str(folder / WEIGHTS_NAME))
+    check_finite(state, str(folder / WEIGHTS_NAME))
     return state, meta
 
 

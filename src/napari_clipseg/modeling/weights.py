@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from ..constants import DEFAULT_HUB_ID, OPENAI_BACKBONE_FILE, OPENAI_BACKBONE_HU
 from ..errors import (
     ArchitectureMismatchError,
     CorruptWeightsError,
-    RunCancelled,
     UnsafeWeightsError,
     WeightsError,
     WeightsUnavailableError,
@@ -47,6 +45,7 @@ from .config import ClipSegConfig, from_hf_config, get_config, infer_original_co
 from .hub import HF_WEIGHT_FILES, fetch_file, fetch_hub_model
 from .info import ModelInfo, WeightsInfo
 from .runtime import resolve_device
+from .tensor_files import check_finite, read_state_dict
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -63,60 +62,6 @@ __all__ = [
 ]
 
 _HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file, without running pickled code.
-
-    ``stop``, when set (from another thread), ends the read between two tensors (RunCancelled).
-
-    Raises:
-        WeightsUnavailableError: the file does not exist.
-        CorruptWeightsError: unreadable, truncated, or not a dict of tensors.
-        UnsafeWeightsError: a pickle that needs code to load (never executed).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsUnavailableError(f"weights file not found: {path}")
-    if not os.access(path, os.R_OK):
-        raise WeightsUnavailableError(f"no permission to read the weights file {path}: check its owner and mode")
-    try:
-        if path.suffix == ".safetensors":
-            # Tensor by tensor, not load_file: that holds the GIL for the whole file (~200 ms for
-            # ViT-B/16), freezing napari's event loop while a worker thread loads weights.
-            with safetensors.safe_open(str(path), framework="pt") as f:
-                state = {}
-                for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    check_stop(stop)
-                    state[key] = f.get_tensor(key)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
-            raise UnsafeWeightsError(
-                f"{path} contains pickled Python objects that would run code when loaded; refusing. "
-                "Use a safetensors file or a plain state dict saved with torch.save(model.state_dict())."
-            ) from None
-        raise CorruptWeightsError(_corrupt_message(path, e)) from None
-    except PermissionError:
-        raise WeightsUnavailableError(f"no permission to read the weights file {path}") from None
-    except RunCancelled:
-        raise
-    except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types for damaged files
-        raise CorruptWeightsError(_corrupt_message(path, e)) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CorruptWeightsError(f"{path} does not contain a state dict of tensors")
-    return state
-
-
-def _corrupt_message(path: Path, error: Exception) -> str:
-    return (
-        f"cannot read weights file {path} ({type(error).__name__}: {str(error)[:200]}). It is probably "
-        "truncated or damaged: delete it and download it again (for hub models, delete the "
-        "model's folder in the Hugging Face cache)."
-    )
 
 
 def _shard_files(directory: Path, index: Path) -> list[str]:
@@ -211,18 +156,6 @@ def _is_hf_state(state_keys: Any) -> bool:
     return any(k.startswith(("clip.vision_model.", "decoder.layers.")) for k in state_keys)
 
 
-def _check_finite(state: dict[str, torch.Tensor], source: str, stop: threading.Event | None = None) -> None:
-    """Refuse weights holding NaN or infinity, naming the first such tensor (they would give NaN masks)."""
-    for key, tensor in state.items():
-        check_stop(stop)
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise CorruptWeightsError(
-                f"{source}: tensor {key} holds {bad} NaN or infinite value(s); these weights are damaged "
-                "(a diverged training run or a broken conversion): use another copy"
-            )
-
-
 def _assemble(
     config: ClipSegConfig, state: dict[str, torch.Tensor], info: ModelInfo, stop: threading.Event | None = None
 ) -> ClipSeg:
@@ -242,7 +175,7 @@ def _assemble(
             f"{info.weights.source} does not match the CLIPSeg architecture ({error}). Check that the "
             "checkpoint and the config (or backbone) belong together."
         )
-    _check_finite(state, info.weights.source, stop)
+    check_finite(state, info.weights.source, stop)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     model.clip.requires_grad_(False)
     return model.eval()

@@ -104,6 +104,29 @@ class ModelSpec:
             if problem is not None:
                 raise WeightsUnavailableError(problem)
 
+    def check_cached(self) -> None:
+        """With ``HF_HUB_OFFLINE=1``, a hub id whose files are not cached fails here, before torch.
+
+        Raises:
+            WeightsUnavailableError: saying where the cache is and what to do.
+        """
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if is_local_path(self.source) or not constants.HF_HUB_OFFLINE:
+            return  # online: the download says what is wrong
+        try:
+            cached = try_to_load_from_cache(self.source, "config.json", revision=self.revision)
+        except Exception:  # noqa: BLE001 - not a valid hub id: loading names the problem
+            return
+        if not isinstance(cached, str):
+            from ..errors import WeightsUnavailableError
+
+            raise WeightsUnavailableError(
+                f"'{self.source}' is no local file or folder, and as a hub id it is not in the local cache "
+                f"({constants.HF_HUB_CACHE}) while HF_HUB_OFFLINE=1 is set: connect once to download it, "
+                "or give a local folder or file"
+            )
+
     def differences(self, other: ModelSpec) -> list[str]:
         """``"field: mine -> other"`` for each field that differs (for messages)."""
         return [
