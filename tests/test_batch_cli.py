@@ -109,7 +109,9 @@ def test_local_cluster_gives_byte_identical_outputs(dataset, tiny_model_dir, tmp
     assert main(["batch", folder, "--out", str(tmp_path / "seq"), "--threads", "1", *common]) == 0
     assert main(["batch", folder, "--out", str(tmp_path / "dask"), "--workers", "2", *common]) == 0
     sequential, cluster = _files(tmp_path / "seq"), _files(tmp_path / "dask")
-    assert sorted(sequential) == sorted(cluster) and len(sequential) == 3 * 3 + 1
+    assert (
+        sorted(sequential) == sorted(cluster) and len(sequential) == 3 * 4 + 1
+    )  # labels, instances, probabilities, objects; coco
     assert all(sequential[name] == cluster[name] for name in sequential)
     a, b = (read_record(tmp_path / run / "sub/stack" / "clipseg.json") for run in ("seq", "dask"))
     assert a["batch"]["key"] == b["batch"]["key"] and a["counts"] == b["counts"]
