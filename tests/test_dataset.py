@@ -283,3 +283,25 @@ def test_a_finished_resume_from_the_hub_cache_loads_no_model(dataset, tiny_model
     (cache / "models--someone--tiny" / "refs" / "main").write_text("1" * 40)
     with pytest.raises(pytest.fail.Exception, match="loaded"):
         run()
+
+
+def test_a_finished_resume_never_imports_torch_also_for_a_hub_model(dataset, tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import fake_hub_cache
+
+    cache = tmp_path / "hub"
+    fake_hub_cache(cache, "someone/tiny", {p.name: p for p in tiny_model_dir.iterdir()})
+    code = (
+        "import sys; import napari_clipseg as ncs; "
+        f"r = ncs.segment_dataset({str(dataset['photo'])!r}, {PROMPTS!r}, {str(tmp_path / 'out')!r}, "
+        "model='someone/tiny', precision='float32'); "
+        "print([row.status for row in r.rows], 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    first = run()
+    assert first.stdout.split("]")[0] == "['done'", first.stdout + first.stderr
+    again = run()
+    assert again.stdout.strip() == "['skipped'] False", again.stdout + again.stderr

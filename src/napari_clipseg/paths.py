@@ -36,3 +36,12 @@ def missing_path_message(path: str | os.PathLike, what: str) -> str | None:
         entries = sorted(e.name for e in parent.iterdir())[:6]
         hint = f" ({parent} exists and holds: {', '.join(entries) or 'nothing'})"
     return f"{what} {os.fspath(path)} does not exist: no such file or folder{hint}"
+
+
+def cached_file(repo_id: str, filename: str, revision: str | None = None) -> str | None:
+    """Where huggingface_hub's cache resolves a hub file now, without the network (None: not
+    cached). Torch-free. Raises huggingface_hub's validation error for an id the hub refuses."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return found if isinstance(found, str) else None

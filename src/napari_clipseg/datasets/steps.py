@@ -32,7 +32,7 @@ from ..errors import is_cancellation
 from ..io.export import read_array
 from ..io.inputs import InputFile, OpenedImage, fingerprint, open_image
 from ..io.outputs import STAGING, output_record, write_output_folder
-from ..io.records import OBJECTS_NAME
+from ..io.records import OBJECTS_KIND
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import InstanceSettings, instance_scores
@@ -158,17 +158,18 @@ def resume_key(job: BatchJob, model_info: dict[str, Any], input_fingerprint: dic
 def _files_now(model_entry: dict[str, Any], spec: ModelSpec) -> list[dict[str, Any]] | None:
     """Size and time of the files a model was read from (weights, decoder), as they are now; None
     when one is gone or, for a hub source, the cache no longer resolves to it (a newer revision)."""
-    from ..io.inputs import fingerprint as stamp
-
     paths = [str(f) for f in model_entry.get("files") or []]
     decoder = (model_entry.get("decoder") or {}).get("path")
-    if model_entry.get("kind") == "hub":
-        from ..modeling.hub import cached_file
+    if model_entry.get("kind") == "hub":  # torch-free: a resume never imports it
+        from ..paths import cached_file
 
-        if any(cached_file(spec.source, Path(f).name, spec.revision) != f for f in paths):
+        try:
+            if any(cached_file(spec.source, Path(f).name, spec.revision) != f for f in paths):
+                return None
+        except Exception:  # noqa: BLE001 - an id the cache cannot hold is simply not cached
             return None
     try:
-        return [{"path": p, **stamp(p)} for p in [*paths, *([decoder] if decoder else [])]]
+        return [{"path": p, **fingerprint(p)} for p in [*paths, *([decoder] if decoder else [])]]
     except OSError:
         return None
 
@@ -296,7 +297,7 @@ def finish_input(job: BatchJob, plan: Plan, parts: list[Part | Row]) -> Row:
         objects = job.instances.apply(labels, probabilities)
         arrays["instances"] = objects.ids
         sections["instance_count"] = len(objects.classes)
-        tables[OBJECTS_NAME[: -len(".json")]] = {
+        tables[OBJECTS_KIND] = {
             "classes": [int(c) for c in objects.classes],
             "scores": instance_scores(objects, probabilities),
         }

@@ -54,9 +54,10 @@ _SECTIONS: dict[str, tuple[type, ...]] = {
 #: The record file of an output folder (batch outputs, exported masks, project images).
 RECORD_NAME = "clipseg.json"
 
-#: A batch output's per-object table (class value and score of each instance id), compact JSON
-#: beside the record, so the record stays small however many objects an image holds.
-OBJECTS_NAME = "objects.json"
+#: The ``files`` entry of a batch output's per-object table (class value and score of each
+#: instance id): compact ``objects.json`` beside the record, so the record stays small however
+#: many objects an image holds.
+OBJECTS_KIND = "objects"
 
 
 def object_table(record_path: str | os.PathLike, record: Mapping[str, Any]) -> tuple[list[int], list[float] | None]:
@@ -68,7 +69,7 @@ def object_table(record_path: str | os.PathLike, record: Mapping[str, Any]) -> t
     """
     if "instance_classes" in record:
         return list(record["instance_classes"]), record.get("instance_scores")
-    name = record.get("files", {}).get("objects")
+    name = record.get("files", {}).get(OBJECTS_KIND)
     if not name:
         return [], None
     path = record_file(record_path, name)

@@ -65,14 +65,3 @@ def fetch_file(repo_id: str, filename: str, revision: str | None, tqdm_class: An
         return _download(repo_id, filename, revision, tqdm_class)
     except Exception as e:  # noqa: BLE001 - translated into an actionable message
         raise hub_error(repo_id, e) from None
-
-
-def cached_file(repo_id: str, filename: str, revision: str | None) -> str | None:
-    """Where huggingface_hub's cache resolves a hub file now (no network), None when it does not."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo_id, filename, revision=revision)
-    except Exception:  # noqa: BLE001 - an id the cache cannot hold is simply not cached
-        return None
-    return found if isinstance(found, str) else None

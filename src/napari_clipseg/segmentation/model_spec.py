@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_HUB_ID, PRECISIONS
-from ..paths import is_local_path, missing_path_message
+from ..paths import cached_file, is_local_path, missing_path_message
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +110,15 @@ class ModelSpec:
         Raises:
             WeightsUnavailableError: saying where the cache is and what to do.
         """
-        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub import constants
 
         if is_local_path(self.source) or not constants.HF_HUB_OFFLINE:
             return  # online: the download says what is wrong
         try:
-            cached = try_to_load_from_cache(self.source, "config.json", revision=self.revision)
+            cached = cached_file(self.source, "config.json", self.revision)
         except Exception:  # noqa: BLE001 - not a valid hub id: loading names the problem
             return
-        if not isinstance(cached, str):
+        if cached is None:
             from ..errors import WeightsUnavailableError
 
             raise WeightsUnavailableError(
