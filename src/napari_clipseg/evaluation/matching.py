@@ -60,13 +60,13 @@ def _match(
     """COCO's greedy matching of one image and class: detections in score order, each taking the
     unmatched truth of highest IoU at or above the threshold (the later truth on a tie)."""
     order = {g: i for i, g in enumerate(truths)}
+    candidates = [sorted(ious.get(det, {}).items(), key=lambda pair: order[pair[0]]) for det in detections]
     matched = np.zeros((len(IOU_THRESHOLDS), len(detections)), bool)
     for k, threshold in enumerate(IOU_THRESHOLDS):
         taken: set[int] = set()
-        for d, det in enumerate(detections):
+        for d, overlapping in enumerate(candidates):
             best, best_iou = -1, min(float(threshold), 1 - 1e-10)
-            for g in sorted(ious.get(det, {}), key=order.__getitem__):
-                iou = ious[det][g]
+            for g, iou in overlapping:  # in truth order, as COCO walks them
                 if g in taken or iou < best_iou:
                     continue
                 best, best_iou = g, iou

@@ -106,10 +106,10 @@ def remembered(
 
 
 def _remember(path: Path, known: dict) -> None:
+    from ..atomic import write_json
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")  # whole or not at all, also with several workers
-        partial.write_text(json.dumps(known, indent=1))
-        os.replace(partial, path)
+        write_json(path, known, overwrite=True)  # whole or not at all, also with several workers
     except OSError as error:  # a read-only home: measure again next session
         logger.warning("could not remember a measurement in %s: %s", path, error)
