@@ -1,5 +1,5 @@
 """Regenerate the documentation screenshots: ``xvfb-run -a python docs/make_screenshots.py MODEL_DIR``
-(``--annotate`` after it: only the Annotate mode's picture).
+(``--annotate`` after it: only the Annotate mode's picture; ``--region``: only the Advanced options').
 
 MODEL_DIR is any model source; without internet, write random weights first with
 ``napari-clipseg random-weights MODEL_DIR`` (the masks are then meaningless, as the captions say).
@@ -66,6 +66,27 @@ def fresh_viewer(model: str, **section_state) -> tuple[napari.Viewer, ClipSegWid
     return viewer, widget
 
 
+def region_picture(model: str) -> None:
+    """The dock with its Advanced options open, segmenting inside a box of the IHC sample."""
+    viewer, widget = fresh_viewer(model, _advanced=True)
+    (slide,) = viewer.open_sample("napari-clipseg", "ihc")
+    roi = np.array([[150, 150], [150, 400], [380, 400], [380, 150]], float)
+    boxes = viewer.add_shapes(
+        [roi], shape_type="rectangle", name="region", edge_color="cyan", face_color="transparent", edge_width=4
+    )
+    widget._image.value = slide
+    widget._prompts.value = "cell nuclei"
+    widget._example.support.value = None
+    widget._example_section.set_expanded(False)
+    widget._options.region.value = "inside boxes"
+    widget._options.boxes.value = boxes
+    run(widget)
+    viewer.layers.selection.active = boxes
+    settle()
+    save(viewer, "widget-region.png")
+    viewer.close()
+
+
 def main(model: str) -> None:
     OUT.mkdir(exist_ok=True)
     viewer, widget = fresh_viewer(model)
@@ -106,23 +127,7 @@ def main(model: str) -> None:
     save(viewer, "widget-visual-prompt.png")
     viewer.close()
 
-    viewer, widget = fresh_viewer(model, _advanced=True)
-    (slide,) = viewer.open_sample("napari-clipseg", "ihc")
-    roi = np.array([[150, 150], [150, 400], [380, 400], [380, 150]], float)
-    boxes = viewer.add_shapes(
-        [roi], shape_type="rectangle", name="region", edge_color="cyan", face_color="transparent", edge_width=4
-    )
-    widget._image.value = slide
-    widget._prompts.value = "cell nuclei"
-    widget._example.support.value = None
-    widget._example_section.set_expanded(False)
-    widget._options.region.value = "inside boxes"
-    widget._options.boxes.value = boxes
-    run(widget)
-    viewer.layers.selection.active = boxes
-    settle()
-    save(viewer, "widget-region.png")
-    viewer.close()
+    region_picture(model)
     support_strip(image.data, shapes.to_masks(mask_shape=image.data.shape[:2])[0])
     instances_strip()
     learn_picture(model)
@@ -237,6 +242,8 @@ def support_strip(image: np.ndarray, mask: np.ndarray) -> None:
 if __name__ == "__main__":
     if sys.argv[2:] == ["--annotate"]:  # only the Annotate picture
         annotate_picture(sys.argv[1])
+    elif sys.argv[2:] == ["--region"]:  # only the Advanced options' picture
+        region_picture(sys.argv[1])
     else:
         main(sys.argv[1])
         annotate_picture(sys.argv[1])
