@@ -126,7 +126,7 @@ def test_learn_improves_the_prelabels_of_the_others_and_never_touches_verified(p
     for name in verified:
         project.verify(name, truth[name])
     before = {name: project.prelabels(name) for name in ("disc6", "disc7")}
-    iou = project.learn(epochs=6, patience=6)
+    iou = project.learn(steps=100)
     assert iou > 0.6 and project.decoder is not None and project.decoder.is_dir()
     assert project.threshold in [round(0.1 + 0.05 * i, 2) for i in range(17)]
     entry = project.decoders[-1]

@@ -1,8 +1,10 @@
 """``napari-clipseg project``: the annotation loop's folder from the command line.
 
 ``prelabel`` (creates the project when it is new; runs on a dask cluster with ``--workers`` or
-``--scheduler``), ``status`` (counts and the queue), ``learn`` (fine-tune on the verified images,
-then re-predict the others) and ``export`` (the verified set as training data).
+``--scheduler``), ``status`` (counts, the queue and the feature store), ``verify`` (corrected label
+files made in another tool taken in as verified, learning as they come with ``--auto-learn``),
+``learn`` (learn from the verified images, then re-predict the others) and ``export`` (the
+verified set as training data).
 """
 
 from __future__ import annotations
@@ -29,10 +31,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     status = actions.add_parser("status", help="how many images are in each state, and the review queue")
     status.add_argument("folder", type=Path)
     status.add_argument("--queue", type=int, default=10, help="show this many images of the queue (default 10)")
-    learn = actions.add_parser("learn", help="fine-tune on the verified images, then re-predict the others")
+    verify = actions.add_parser("verify", help="take corrected label files in as the verified labels of their images")
+    verify.add_argument("folder", type=Path)
+    verify.add_argument("--labels", nargs="+", required=True, help="label files or folders, matched to images by name")
+    verify.add_argument(
+        "--auto-learn", type=int, default=0, metavar="N", help="learn after every N verified images (0: never)"
+    )
+    learn = actions.add_parser("learn", help="learn from the verified images, then re-predict the others")
     learn.add_argument("folder", type=Path)
-    learn.add_argument("--epochs", type=int, default=40)
-    learn.add_argument("--force", action="store_true", help="keep the decoder even if it is not better than the base")
+    learn.add_argument("--steps", type=int, help="optimiser steps (default 48: a few seconds on a CPU)")
+    learn.add_argument("--epochs", type=int, help="passes over the verified images instead of --steps")
+    learn.add_argument(
+        "--force", action="store_true", help="keep the new decoder even if it is not better than the current one"
+    )
     learn.add_argument("--no-repredict", action="store_true", help="only learn; re-predict later")
     export = actions.add_parser("export", help="write the verified images as a training set")
     export.add_argument("folder", type=Path)
@@ -74,8 +85,11 @@ def _print_status(project, queue: int) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in project.status().items())
     print(f"{project.folder.root}: {len(project.items)} images: {counts}")
     decoder = project.decoder
-    print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {project.threshold:.2f}")
-    for name, score in project.queue()[:queue]:
+    threshold = project.threshold
+    shown = ", ".join(f"{t:.2f}" for t in threshold) if isinstance(threshold, tuple) else f"{threshold:.2f}"
+    print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {shown}")
+    print(f"feature store: {project.store_stats().describe()}")
+    for name, score in project.queue()[: max(0, queue)]:
         print(f"  {score:.3f}  {name}")
 
 
@@ -90,15 +104,42 @@ def _status(args: argparse.Namespace) -> int:
 def _learn(args: argparse.Namespace) -> int:
     from ..project.open import open_project
 
+    for flag, value in (("--steps", args.steps), ("--epochs", args.epochs)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1; got {value}")
+    settings = {k: v for k, v in {"steps": args.steps, "epochs": args.epochs}.items() if v is not None}
     with open_project(None, _existing(args.folder)) as project:
-        result = drive(project.iter_learn(epochs=args.epochs, force=args.force), quiet=False)
-        print(
-            f"held-out IoU {result.base_iou:.3f} -> {result.iou:.3f}, threshold {result.threshold:.2f}; "
-            f"decoder {project.decoder}",
-            file=sys.stderr,
-        )
-        if not args.no_repredict:
+        outcome = drive(project.iter_learn(force=args.force, **settings), quiet=False)
+        print(f"{PROG}: {outcome.message} ({outcome.seconds:.1f} s)", file=sys.stderr)
+        if outcome.accepted and not args.no_repredict:
             drive(project.iter_prelabel(), quiet=False)
+        _print_status(project, 5)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ..io.inputs import named_entries
+    from ..learning.training_data import read_corrected_labels
+    from ..project.open import open_project
+
+    if args.auto_learn < 0:
+        raise UsageError(f"--auto-learn must be 0 or more; got {args.auto_learn}")
+    files = {name: path for source in args.labels for name, path in named_entries(source).items()}
+    with open_project(None, _existing(args.folder), auto_learn=args.auto_learn) as project:
+        matched = [name for name in project.names if name in files]
+        if not matched:
+            raise UsageError(
+                f"no label file is named like an image of the project (labels: {sorted(files)[:3]}, "
+                f"images: {project.names[:3]})"
+            )
+        for number, name in enumerate(matched, start=1):
+            changed = project.verify(name, read_corrected_labels(files[name])[0])
+            print(f"{PROG}: verified {name} ({changed} pixels changed), {number} of {len(matched)}", file=sys.stderr)
+            if project.learn_due:
+                outcome = drive(project.iter_learn(), quiet=True)
+                print(f"{PROG}: {outcome.message} ({outcome.seconds:.1f} s)", file=sys.stderr)
+                if outcome.accepted:
+                    drive(project.iter_prelabel(), quiet=True)
         _print_status(project, 5)
     return 0
 
@@ -113,7 +154,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def run_project(args: argparse.Namespace) -> int:
-    return {"prelabel": _prelabel, "status": _status, "learn": _learn, "export": _export}[args.action](args)
+    actions = {"prelabel": _prelabel, "status": _status, "verify": _verify, "learn": _learn, "export": _export}
+    return actions[args.action](args)
 
 
 COMMANDS = {"project": run_project}

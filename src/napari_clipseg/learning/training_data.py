@@ -13,7 +13,7 @@ from ..io.records import RECORD_NAME
 from .finetune import TrainingPair
 
 
-def _labels(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def read_corrected_labels(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """A label image and, for a batch output folder or a file with a record, its class names."""
     from ..io.outputs import read_labels_file, read_output
     from ..io.records import class_names, read_record, sidecar_path
@@ -45,7 +45,7 @@ def pairs_from_files(
     pairs, classes = [], None
     for name in names:
         image = np.asarray(open_image(image_paths[name]).data)
-        labels, found = _labels(mask_paths[name])
+        labels, found = read_corrected_labels(mask_paths[name])
         if found is not None and classes is not None and found != classes:
             raise ValueError(f"{mask_paths[name]} has classes {found}, other masks {classes}")
         classes = found or classes

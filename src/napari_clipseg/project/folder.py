@@ -26,7 +26,7 @@ from ..errors import ProjectError, ProjectLockedError
 logger = logging.getLogger(__name__)
 
 SCHEMA = "napari-clipseg.project"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one entry per image (generation, decoder, score); 1 is read too
 MANIFEST_NAME = "project.json"
 LOCK_NAME = ".lock"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..constants import DECODER_META_NAME, DEFAULT_HUB_ID
 from ..errors import ProjectError, ProjectMismatchError
-from ..io.inputs import InputFile, find_inputs
+from ..io.inputs import find_inputs
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
 from .folder import ProjectFolder
@@ -37,23 +37,25 @@ def _prompts_from(described: list[Any]) -> list[Any]:
     ]
 
 
-def _items(images: Any, root: Path, known: list[dict[str, str]]) -> list[InputFile]:
-    """The project's images: those it had, then new ones found in ``images`` (file order)."""
-    items = [InputFile(Path(entry["path"]), entry["name"]) for entry in known]
+def _images(images: Any, root: Path, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest's image entries: those it had (with what it knew of them), then new ones
+    found in ``images`` (file order)."""
+    entries = [dict(entry) for entry in known]
     if images is None:
-        return items
+        return entries
     sources = [images] if isinstance(images, str | os.PathLike) else list(images)
-    by_name = {item.name: item for item in items}
+    by_name = {entry["name"]: entry for entry in entries}
     for found in find_inputs(sources, skip=root):
         had = by_name.get(found.name)
         if had is None:
-            items.append(found)
-            by_name[found.name] = found
-        elif Path(had.path).resolve() != Path(found.path).resolve():
+            entry = {"name": found.name, "path": str(found.path)}
+            entries.append(entry)
+            by_name[found.name] = entry
+        elif Path(had["path"]).resolve() != Path(found.path).resolve():
             raise ProjectMismatchError(
-                f"{found.name} is {had.path} in this project but {found.path} now: give the images it was made with"
+                f"{found.name} is {had['path']} in this project but {found.path} now: give the images it was made with"
             )
-    return items
+    return entries
 
 
 def _decoders_on_disk(project_folder: ProjectFolder) -> dict[str, Any]:
@@ -80,6 +82,12 @@ def _decoders_on_disk(project_folder: ProjectFolder) -> dict[str, Any]:
     return {"decoders": decoders, "decoder": last.get("folder"), "threshold": last.get("threshold")}
 
 
+def _checked_auto_learn(auto_learn: Any) -> int:
+    if isinstance(auto_learn, bool) or not isinstance(auto_learn, int) or auto_learn < 0:
+        raise ValueError(f"auto_learn must be 0 (off) or a number of verified images; got {auto_learn!r}")
+    return auto_learn
+
+
 def _check_same(root: Path, what: str, was: Any, now: Any) -> None:
     if now is not None and was != now:
         raise ProjectMismatchError(
@@ -96,6 +104,8 @@ def open_project(
     options: SegmentOptions | None = None,
     read_only: bool = False,
     compute: Any = None,
+    auto_learn: int = 0,
+    store_bytes: int | None = None,
 ) -> Project:
     """Create the annotation project in ``folder``, or reopen it.
 
@@ -111,6 +121,10 @@ def open_project(
         read_only: Open without taking the folder (another window may hold it); nothing can change.
         compute: :class:`~napari_clipseg.datasets.settings.ComputeSettings` for pre-labelling
             (workers, a scheduler: a dask cluster).
+        auto_learn: Learn after every this many verified images (0: only when asked; see
+            :attr:`Project.auto_learn`).
+        store_bytes: The budget of the project's feature store (kept with the project; None: as
+            it was, or :data:`~napari_clipseg.learning.feature_store.DEFAULT_STORE_BYTES`).
 
     Raises:
         ProjectError: not a project, and nothing to make one from.
@@ -122,7 +136,9 @@ def open_project(
     if not read_only:
         project_folder.lock()
     try:
-        return _open(project_folder, images, prompts, model, options, read_only, compute)
+        project = _open(project_folder, images, prompts, model, options, read_only, compute, store_bytes)
+        project.auto_learn = _checked_auto_learn(auto_learn)
+        return project
     except BaseException:
         project_folder.unlock()
         raise
@@ -136,6 +152,7 @@ def _open(
     options: SegmentOptions | None,
     read_only: bool,
     compute: Any,
+    store_bytes: int | None,
 ) -> Project:
     root = project_folder.root
     manifest = project_folder.read_manifest()
@@ -167,12 +184,13 @@ def _open(
     _check_same(root, "options", manifest["options"], options.to_dict() if options is not None else None)
     prompt_objects = _prompts_from(manifest["prompts"])
     check_distinct([p if isinstance(p, str) else p.label for p in prompt_objects])
-    items = _items(images, root, manifest.get("images", []))
-    manifest["images"] = [{"name": item.name, "path": str(item.path)} for item in items]
+    manifest["images"] = _images(images, root, manifest.get("images", []))
+    if store_bytes is not None:
+        if store_bytes < 0:
+            raise ValueError(f"store_bytes must be 0 or more; got {store_bytes}")
+        manifest["store_bytes"] = int(store_bytes)
     options = SegmentOptions.from_dict(manifest["options"])
-    project = Project(
-        project_folder, items, prompt_objects, was, options, manifest, read_only=read_only, compute=compute
-    )
+    project = Project(project_folder, manifest, prompt_objects, was, options, read_only=read_only, compute=compute)
     if not read_only:
         project_folder.write_manifest(manifest)
     return project

@@ -1,40 +1,59 @@
 """The annotation loop on a folder of images: pre-label, review in the queue's order, verify, learn.
 
 :func:`open_project` creates a project or reopens it (the same folder, the same prompts and model);
-:class:`Project` drives the loop. Pre-labelling is the dataset machinery
-(:func:`~napari_clipseg.datasets.api.iter_segment_dataset`, so a dask cluster works too), learning
-is decoder fine-tuning (:mod:`napari_clipseg.learning`), and every piece of state lives in the
-project folder (:mod:`.folder`). The ``iter_*`` methods are generators of
+:class:`Project` is the loop engine over three small parts: the state (:mod:`.state`, an index
+in memory of what the folder holds, so a click never reads every record), the model
+(:mod:`.model`: the base weights loaded once, the current decoder, one store of taps) and the
+Learn (:mod:`.learn`: bounded in time, warm-started, kept only when better). Pre-labelling is
+the dataset machinery (:func:`~napari_clipseg.datasets.api.iter_segment_dataset`, so a dask
+cluster works too), its taps kept in the project's store, so re-predicting after a Learn runs the
+decoder alone. The ``iter_*`` methods are generators of
 :class:`~napari_clipseg.segmentation.results.Progress` for GUIs; the plain ones run them to the end.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ProjectError, RecordError
+from ..errors import ProjectError
 from ..io.inputs import InputFile
 from ..io.outputs import output_record, read_output, write_output_folder
-from ..io.records import build_record
+from ..io.records import RECORD_NAME, build_record
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import labels_from_probabilities
 from ..segmentation.results import Progress, run
-from .folder import STATES, ProjectFolder
+from .folder import ProjectFolder
+from .learn import Learner
+from .model import ProjectModel
 from .score import review_score
+from .state import ImageEntry, ProjectState, Threshold, load_state, prelabel_facts
 
 if TYPE_CHECKING:
-    from ..datasets.report import BatchReport
+    from ..datasets.report import BatchReport, Row
     from ..datasets.settings import ComputeSettings
-    from ..learning.finetune import FineTuneResult
-    from ..modeling.clipseg import ClipSeg
+    from ..learning.feature_store import StoreStats
+    from .learn import LearnOutcome
+
+#: Pre-labels remembered as shown (what ``verify`` diffs against), most recent last.
+SHOWN = 8
+
+
+@dataclass(frozen=True)
+class ShownPrelabel:
+    """The pre-label an annotator was given: its generation, labels and the model that made it."""
+
+    generation: int
+    labels: np.ndarray
+    model: dict[str, Any] | None
 
 
 class Project:
@@ -42,33 +61,44 @@ class Project:
 
     Attributes:
         folder: Where its state lives.
-        items: The images, in file order (each with its ``name``).
         prompts: The class prompts (label ``i`` is ``prompts[i - 1]``).
         spec: The base model; the current learnt decoder is applied over it.
         options: How images are segmented.
         read_only: Opened without the lock: reading works, changing raises ProjectError.
+        auto_learn: Learn after every this many verified images (0: only when asked). In Python
+            the Learn (and the re-prediction after it) runs in :meth:`next`; the dock runs it in
+            the background.
+        on_screen: The image an annotator has on screen: re-predictions leave it alone.
         stop: Set it from another thread to cancel the running pre-labelling or learning.
+        last_learn: The :class:`~.learn.LearnOutcome` of the last Learn (None before one).
     """
 
     def __init__(
         self,
         folder: ProjectFolder,
-        items: list[InputFile],
+        manifest: dict[str, Any],
         prompts: list[Any],
         spec: ModelSpec,
         options: SegmentOptions,
-        manifest: dict[str, Any],
         *,
         read_only: bool = False,
         compute: ComputeSettings | None = None,
+        auto_learn: int = 0,
     ) -> None:
-        self.folder, self.items, self.prompts, self.spec, self.options = folder, items, prompts, spec, options
-        self.read_only, self.compute = read_only, compute
+        if auto_learn < 0:
+            raise ValueError(f"auto_learn must be 0 (off) or a number of verified images; got {auto_learn}")
+        self.folder, self.prompts, self.spec, self.options = folder, prompts, spec, options
+        self.read_only, self.compute, self.auto_learn = read_only, compute, int(auto_learn)
         self.stop = threading.Event()
-        self._manifest = manifest
+        self.on_screen: str | None = None
+        self.last_learn: LearnOutcome | None = None
         self._lock = threading.RLock()  # the dock verifies while a worker re-predicts
-        self._base: ClipSeg | None = None
-        self._tuned: tuple[str, ClipSeg] | None = None
+        self._state: ProjectState = ProjectState(manifest)
+        self._state = load_state(folder, manifest, self._score_of)
+        self.model = ProjectModel(spec, folder.features, manifest.get("store_bytes"), self.stop)
+        self._shown: OrderedDict[str, ShownPrelabel] = OrderedDict()
+        self._failed: dict[str, str] = {}
+        self._learner = Learner(int(manifest.get("learnt_at") or 0))
 
     # --- what the project holds -----------------------------------------------------------------
 
@@ -78,90 +108,111 @@ class Project:
 
     @property
     def names(self) -> list[str]:
-        return [item.name for item in self.items]
+        return self._state.names
 
     @property
-    def threshold(self) -> float:
-        """The threshold pre-labels are shown at: the current decoder's choice, else the options'."""
-        return float(self._manifest.get("threshold") or self.options.threshold)
+    def items(self) -> list[InputFile]:
+        """The images, in file order (each with its ``name``)."""
+        return [InputFile(Path(e.path), e.name) for e in self._state.entries.values()]
+
+    @property
+    def threshold(self) -> Threshold:
+        """The threshold pre-labels are shown at (one, or one per class): the current decoder's
+        choice, else the options'."""
+        chosen = self._state.threshold
+        value = chosen if chosen is not None else self.options.threshold
+        return tuple(float(t) for t in value) if isinstance(value, tuple | list) else float(value)
 
     @property
     def decoder(self) -> Path | None:
-        """The folder of the decoder learnt last (None: the base model's own)."""
-        current = self._manifest.get("decoder")
+        """The folder of the decoder in use (None: the base model's own)."""
+        current = self._state.manifest.get("decoder")
         return self.folder.root / current if current else None
 
     @property
     def decoders(self) -> list[dict[str, Any]]:
         """Every decoder learnt, oldest first: folder, images learnt from, held-out IoU, threshold."""
-        return [dict(d) for d in self._manifest.get("decoders", [])]
+        return [dict(d) for d in self._state.manifest.get("decoders", [])]
 
     def item(self, name: str) -> InputFile:
-        for item in self.items:
-            if item.name == name:
-                return item
-        raise KeyError(f"no image named {name!r} in this project (e.g. {', '.join(self.names[:3])})")
+        entry = self._state.entry(name)
+        return InputFile(Path(entry.path), entry.name)
+
+    def entry(self, name: str) -> ImageEntry:
+        """The state of one image (frozen; see :class:`~.state.ImageEntry`)."""
+        return self._state.entry(name)
 
     def state(self, name: str) -> str:
-        """``"new"``, ``"pre-labelled"``, ``"verified"`` or ``"skipped"`` (read from the folder)."""
-        self.item(name)
-        if _complete(self.folder.verified / name):
-            return "verified"
-        if name in self._manifest.get("skipped", []):
-            return "skipped"
-        return "pre-labelled" if _complete(self.folder.prelabels / name) else "new"
+        """``"new"``, ``"pre-labelled"``, ``"verified"`` or ``"skipped"``."""
+        return self._state.entry(name).state
 
     def status(self) -> dict[str, int]:
         """How many images are in each state."""
-        counts = dict.fromkeys(STATES, 0)
-        for name in self.names:
-            counts[self.state(name)] += 1
-        return counts
+        return self._state.status()
+
+    def failed(self) -> dict[str, str]:
+        """Images whose pre-labelling failed in this session, with why (they stay new)."""
+        return dict(self._failed)
+
+    def store_stats(self) -> StoreStats:
+        """What the project's feature store holds (entries, bytes, budget)."""
+        from ..learning.feature_store import DEFAULT_STORE_BYTES, StoreStats, folder_usage
+
+        if self.model.loaded:
+            return self.model.store().stats()
+        entries, size = folder_usage(self.folder.features)
+        return StoreStats(entries, size, self._state.manifest.get("store_bytes") or DEFAULT_STORE_BYTES, 0, 0)
 
     def queue(self) -> list[tuple[str, float]]:
         """Pre-labelled images still to review, most in need of review first, with their scores
         (the expected share of pixels to change: :mod:`.score`)."""
-        waiting = [name for name in self.names if self.state(name) == "pre-labelled"]
-        before = dict(self._manifest.get("scores", {}))
-        scored = [(name, self.score(name, remember=False)) for name in waiting]
-        if self._manifest.get("scores") != before and not self.read_only:
-            with self._lock:
-                self._save()  # the new scores, once for the whole queue
+        scored = [(e.name, self._known_score(e)) for e in self._state.in_state("pre-labelled")]
         return sorted(scored, key=lambda pair: -pair[1])
 
     def score(self, name: str, *, remember: bool = True) -> float:
-        """The review score of a pre-labelled image (kept in the manifest per pre-label and threshold)."""
-        record = output_record(self.folder.prelabels / name) or {}
-        key = [record.get("batch", {}).get("key"), self.threshold]
-        known = self._manifest.setdefault("scores", {}).get(name)
-        if not isinstance(known, dict) or known.get("key") != key:
-            probabilities = np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
-            known = {"key": key, "score": review_score(probabilities, self.threshold)}
-            with self._lock:
-                self._manifest["scores"][name] = known
-                if remember and not self.read_only:
-                    self._save()
-        return float(known["score"])
+        """The review score of a pre-labelled image (kept with its state)."""
+        return self._known_score(self._state.entry(name))
 
     # --- the loop -------------------------------------------------------------------------------
 
     def next(self, after: str | None = None) -> str | None:
-        """The next image to review: the top of the queue (pre-labelling what is new first);
-        None when every image is verified or skipped. ``after`` is left out (the one on screen)."""
-        if any(self.state(name) == "new" for name in self.names):
-            self.prelabel()
-        return next((name for name, _ in self.queue() if name != after), None)
+        """The next image to review: the top of the queue; None when every image is verified or
+        skipped. New images are pre-labelled first, and a Learn that :attr:`auto_learn` says is
+        due runs first (then the waiting images are re-predicted). ``after`` (the one on screen)
+        is left out."""
+        if not self.read_only:
+            if self.learn_due:
+                self.learn()
+            if any(e.name not in self._failed for e in self._state.in_state("new")):
+                self.prelabel()
+        best, best_score = None, -1.0
+        for entry in self._state.in_state("pre-labelled"):
+            score = self._known_score(entry)
+            if entry.name != after and score > best_score:
+                best, best_score = entry.name, score
+        return best
 
     def prelabels(self, name: str) -> np.ndarray:
-        """The current pre-labels of ``name`` at :attr:`threshold`: ``(Y, X)`` or ``(Z, Y, X)``, 0 = background."""
+        """The current pre-labels of ``name`` at :attr:`threshold`: ``(Y, X)`` or ``(Z, Y, X)``,
+        0 = background. They are remembered as shown: :meth:`verify` counts the changes against
+        them even if a re-prediction replaces them meanwhile."""
         probabilities = self.probabilities(name)
-        thresholds = self.threshold if np.ndim(self.options.threshold) == 0 else self.options.threshold
-        return labels_from_probabilities(probabilities, thresholds, min_size=self.options.min_size)
+        with self._lock:
+            entry = self._state.entry(name)
+            labels = labels_from_probabilities(probabilities, self.threshold, min_size=self.options.min_size)
+            model = (output_record(self.folder.prelabels / name) or {}).get("model")  # weights hash, decoder
+            self._shown[name] = ShownPrelabel(entry.generation, labels, model)
+            self._shown.move_to_end(name)
+            while len(self._shown) > SHOWN:
+                self._shown.popitem(last=False)
+        return labels
 
     def probabilities(self, name: str) -> np.ndarray:
         """The pre-label probabilities of ``name``: ``(P, Y, X)`` or ``(P, Z, Y, X)``."""
-        if not _complete(self.folder.prelabels / name):
+        if self._state.entry(name).state == "new":
             self.prelabel([name])
+            if name in self._failed:
+                raise ProjectError(f"{name} cannot be pre-labelled: {self._failed[name]}")
         return np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
 
     def verified_labels(self, name: str) -> np.ndarray:
@@ -172,21 +223,27 @@ class Project:
 
     def verify(self, name: str, labels: np.ndarray) -> int:
         """Store ``labels`` as the verified labels of ``name`` (replacing earlier ones); returns how
-        many pixels differ from its pre-labels (made first when it has none).
+        many pixels differ from the pre-labels the annotator was shown (:meth:`prelabels`; made
+        first when it has none), and records the model that made those.
 
         Raises:
             ProjectError: read-only, or labels that do not fit the image or the classes.
         """
         self._writable()
         item = self.item(name)
-        before = self.prelabels(name)  # the shape the labels must have, and what they changed
-        labels = self._checked_labels(name, labels, before.shape)
-        changed = int(np.count_nonzero(before != labels))
-        entry = {"status": "verified", "changed": changed, "decoder": self._manifest.get("decoder")}
-        made_by = (output_record(self.folder.prelabels / name) or {}).get("model")  # weights hash, decoder
+        with self._lock:
+            shown = self._shown.pop(name, None)
+        if shown is None:
+            self.prelabels(name)
+            with self._lock:
+                shown = self._shown.pop(name)
+        labels = self._checked_labels(name, labels, shown.labels.shape)
+        changed = int(np.count_nonzero(shown.labels != labels))
+        decoder = ((shown.model or {}).get("decoder") or {}).get("name")
+        entry = {"status": "verified", "changed": changed, "decoder": decoder, "generation": shown.generation}
         record = build_record(
             self.classes,
-            model=made_by,
+            model=shown.model,
             options=self.options,
             image={"name": str(item.path), "shape": list(labels.shape)},
             edited=changed > 0,
@@ -195,85 +252,69 @@ class Project:
         with self._lock:
             folder = self.folder.verified / name
             write_output_folder(folder, {"labels": labels}, record, file_format="tif", staging=self.folder.staging)
-            skipped = self._manifest.get("skipped", [])
-            self._manifest["skipped"] = [n for n in skipped if n != name]
-            self._save()
+            was = self._state.entry(name)
+            stamp = os.stat(folder / RECORD_NAME).st_mtime_ns
+            self._state.put(was.replace(state="verified", skipped=False, changed=changed, stamp=stamp))
+            if was.skipped:
+                self._save()
         return changed
 
     def skip(self, name: str) -> None:
         """Leave ``name`` out of the queue (and of learning and export) until it is verified."""
         self._writable()
         with self._lock:
-            skipped = self._manifest.setdefault("skipped", [])
-            if name not in skipped and self.state(name) != "verified":
-                skipped.append(name)
+            entry = self._state.entry(name)
+            if entry.state != "verified":
+                self._state.put(entry.replace(state="skipped", skipped=True))
             self._save()
 
     def iter_prelabel(
         self, names: Sequence[str] | None = None, *, exclude: Sequence[str] = ()
     ) -> Generator[Progress, None, BatchReport | None]:
-        """Pre-label the images not verified or skipped (or only ``names``), never those in ``exclude``
-        (the one on screen); finished pre-labels made with the current model are kept."""
-        from ..datasets.api import iter_segment_dataset
+        """Pre-label what needs it: new images, and those whose pre-label another decoder made
+        (stale after a Learn: the top of the queue first), or only ``names``; never verified or
+        skipped ones, those in ``exclude`` or :attr:`on_screen`. Taps come from the project's
+        store when pre-labelling encoded them before (re-predicting is the decoder alone)."""
+        from .prelabel import iter_prelabel
 
         self._writable()
         self.stop.clear()  # a new job: an earlier Cancel is done
-        wanted = set(self.names if names is None else names) - set(exclude)
-        todo = [i for i in self.items if i.name in wanted and self.state(i.name) not in ("verified", "skipped")]
-        if not todo:
-            return None
-        on_cluster = self.compute is not None and self.compute.on_cluster
-        model = self.current_spec() if on_cluster else self._predictor()
-        output = {"probabilities": True, "file_format": "npy"}
-        prelabels, options, compute = self.folder.prelabels, self.options, self.compute
-        events = iter_segment_dataset(
-            todo, self.prompts, prelabels, model=model, options=options, compute=compute, **output
-        )
-        return (yield from events)
+        return (yield from iter_prelabel(self, names, exclude))
 
     def prelabel(self, names: Sequence[str] | None = None, *, exclude: Sequence[str] = ()) -> BatchReport | None:
         """Run :meth:`iter_prelabel` to its end."""
         return run(self.iter_prelabel(names, exclude=exclude))
 
-    def iter_learn(self, **settings: Any) -> Generator[Progress, None, FineTuneResult]:
-        """Fine-tune the decoder on every verified image (settings: :class:`FineTuneSettings`
-        fields), keep it as the project's decoder with the threshold chosen on the held-out images.
+    @property
+    def learn_due(self) -> bool:
+        """Whether :attr:`auto_learn` asks for a Learn now (enough images verified since the last)."""
+        if self.read_only or self._state.counts["verified"] < 2:
+            return False
+        return self._learner.due(list(self._state.in_state("verified")), self.auto_learn)
+
+    def iter_learn(self, **settings: Any) -> Generator[Progress, None, LearnOutcome]:
+        """Learn from the verified images (:mod:`.learn`): warm-started from the current decoder,
+        ``steps`` optimiser steps (settings: :class:`~napari_clipseg.learning.finetune.FineTuneSettings`
+        fields; ``epochs=E`` asks for ``E`` passes instead), kept only when better than the current
+        decoder on the newest verified images (``force=True``: kept anyway). A refused Learn keeps
+        the current decoder and says so in its outcome; it raises nothing.
 
         Raises:
             ProjectError: fewer than two verified images, or example (visual) prompts.
-            TrainingRefusedError: the new decoder is not better than the base on the held-out images.
         """
-        from ..learning.finetune import iter_finetune
-        from ..modeling.decoder_files import save_decoder
-        from ..segmentation.predictor import ClipSegPredictor
-
         self._writable()
         self.stop.clear()
-        if not all(isinstance(p, str) for p in self.prompts):
-            raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
-        pairs, names = self._training_pairs()
-        if len(pairs) < 2:
-            raise ProjectError(f"verify at least 2 images before learning ({len(pairs)} verified)")
-        predictor = ClipSegPredictor(self._base_model(), cache_bytes=0)
-        predictor.stop = self.stop
-        result = yield from iter_finetune(predictor, pairs, self.classes, cache_dir=self.folder.features, **settings)
-        with self._lock:
-            number = len(self._manifest.get("decoders", [])) + 1
-            relative = f"decoders/{number:03d}"
-            save_decoder(result, self.folder.root / relative, overwrite=True)
-            entry = {"folder": relative, "images": names, "iou": result.iou, "base_iou": result.base_iou}
-            self._manifest.setdefault("decoders", []).append({**entry, "threshold": result.threshold})
-            self._manifest.update(decoder=relative, threshold=result.threshold)
-            self._save()
-        return result
+        outcome = yield from self._learner.iter_learn(self, settings)
+        self.last_learn = outcome
+        return outcome
 
     def learn(self, *, repredict: bool = True, **settings: Any) -> float:
-        """Learn from the verified images (:meth:`iter_learn`), then re-predict the others;
-        returns the new decoder's held-out IoU."""
-        result = run(self.iter_learn(**settings))
-        if repredict:
+        """Learn (:meth:`iter_learn`), then re-predict the waiting images when the decoder changed;
+        returns the held-out IoU of the decoder in use (:attr:`last_learn` says what happened)."""
+        outcome = run(self.iter_learn(**settings))
+        if repredict and outcome.accepted:
             self.prelabel()
-        return float(result.iou)
+        return float(outcome.iou if outcome.accepted else outcome.current_iou)
 
     def export(
         self, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
@@ -289,42 +330,68 @@ class Project:
         """The base model with the current learnt decoder (what cluster workers load)."""
         return self.spec.replace(decoder=str(self.decoder)) if self.decoder is not None else self.spec
 
-    def _base_model(self) -> ClipSeg:
-        if self._base is None:
-            self._base = self.spec.load(stop=self.stop)
-        return self._base
-
-    def _current_model(self) -> ClipSeg:
-        base, current = self._base_model(), self.decoder
-        if current is None:
-            return base
-        if self._tuned is None or self._tuned[0] != str(current):
-            from ..modeling.decoder_files import apply_decoder
-
-            model = base.with_decoder(copy.deepcopy(base.decoder))
-            self._tuned = (str(current), apply_decoder(model, current))
-        return self._tuned[1]
-
-    def _predictor(self) -> Any:
-        from ..segmentation.predictor import ClipSegPredictor
-
-        predictor = ClipSegPredictor(self._current_model(), cache_bytes=0)
-        predictor.stop = self.stop
-        return predictor
+    def _current_model(self) -> Any:
+        return self.model.with_decoder(self.decoder)
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _training_pairs(self) -> tuple[list[Any], list[str]]:
-        from ..io.inputs import open_image
-        from ..learning.training_data import image_pairs
+    def _score_of(self, name: str) -> dict[str, Any]:
+        """The review score of the pre-label on disk, at the current threshold."""
+        threshold = self.threshold
+        probabilities = np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
+        return {"score": review_score(probabilities, threshold), "score_threshold": threshold}
 
-        pairs, names = [], []
-        for name in self.names:
-            if self.state(name) == "verified":
-                image = np.asarray(open_image(self.item(name).path).data)
-                pairs += image_pairs(image, self.verified_labels(name), name)
-                names.append(name)
-        return pairs, names
+    def _prelabelled(self, row: Row) -> None:
+        """Take one pre-labelled image (a report row) into the state."""
+        with self._lock:
+            entry = self._state.entry(row.name)
+            if row.status == "failed":
+                self._failed[row.name] = row.error or "failed"
+                return
+            self._failed.pop(row.name, None)
+            if entry.state in ("verified", "skipped"):  # verified meanwhile (the dock): nothing to take
+                return
+            facts = prelabel_facts(self.folder, row.name)
+            generation = entry.generation + (facts["stamp"] != entry.stamp)
+            entry = entry.replace(state="pre-labelled", generation=generation, **facts)
+            self._state.put(entry.replace(**self._score_of(row.name)))
+
+    def _known_score(self, entry: ImageEntry) -> float:
+        if entry.score is None and entry.state == "pre-labelled":
+            with self._lock:
+                entry = entry.replace(**self._score_of(entry.name))
+                self._state.put(entry)
+        return float(entry.score or 0.0)
+
+    def _learnt(self, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool) -> str | None:
+        """Take a Learn's result in: an accepted decoder is saved as the next ``decoders/NNN``
+        (numbered past every folder there) and becomes the current one; returns the current one."""
+        import dataclasses
+
+        from ..modeling.decoder_files import base_identity, save_decoder
+
+        with self._lock:
+            manifest = self._state.manifest
+            manifest["learnt_at"] = learnt_at
+            if accepted:
+                numbers = [int(p.name) for p in self.folder.decoders.glob("[0-9]*") if p.name.isdigit()]
+                relative = f"decoders/{max(numbers, default=0) + 1:03d}"
+                result = dataclasses.replace(result, classes=self.classes, base=base_identity(model))
+                save_decoder(result, self.folder.root / relative)
+                entry = {
+                    "folder": relative,
+                    "images": names,
+                    "iou": result.iou,
+                    "base_iou": result.base_iou,
+                    "held_out": result.held_out,
+                    "threshold": result.threshold,
+                }
+                manifest["decoders"] = [*manifest.get("decoders", []), entry]
+                manifest["decoder"] = relative
+                if not isinstance(self.threshold, tuple):
+                    manifest["threshold"] = result.threshold
+            self._save()
+            return manifest.get("decoder")
 
     def _checked_labels(self, name: str, labels: Any, shape: tuple[int, ...]) -> np.ndarray:
         labels = np.asarray(labels)
@@ -344,10 +411,12 @@ class Project:
             raise ProjectError(f"{self.folder.root} is open read-only here: nothing can be changed")
 
     def _save(self) -> None:
-        self.folder.write_manifest(self._manifest)
+        if not self.read_only:
+            self.folder.write_manifest(self._state.to_manifest())
 
     def close(self) -> None:
         """Give the folder back (another window or process may open it then)."""
+        self.model.forget()
         self.folder.unlock()
 
     def __enter__(self) -> Project:
@@ -358,12 +427,4 @@ class Project:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {state}" for state, n in self.status().items() if n)
-        return f"Project({str(self.folder.root)!r}: {len(self.items)} images, {counts})"
-
-
-def _complete(folder: Path) -> bool:
-    """Whether ``folder`` is a complete output folder (all its files present)."""
-    try:
-        return output_record(folder) is not None
-    except RecordError:
-        return False
+        return f"Project({str(self.folder.root)!r}: {len(self.names)} images, {counts})"

@@ -71,6 +71,9 @@ class ClipSegPredictor:
         percentiles: Intensity percentiles for non-uint8 images (see ``transforms``).
         cache_bytes: Memory for image features, kept by content signature so re-prompting an
             image, a stack plane or a tile seen before skips the image tower (0: keep none).
+        store: A :class:`~napari_clipseg.learning.feature_store.FeatureStore` for this model: features
+            not in memory are read from it before the tower runs, and what the tower encodes is
+            kept there (an annotation project's taps, so re-predicting is the decoder alone).
 
     One predictor may be shared between threads: calls are serialised by a lock (an image set in
     one thread is the image ``predict`` answers for in another, so give each thread its own
@@ -88,6 +91,7 @@ class ClipSegPredictor:
         *,
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
         cache_bytes: int = FEATURE_CACHE_BYTES,
+        store: Any = None,
     ) -> None:
         if not isinstance(model, ClipSeg):
             hint = " (a model source: load it first with ncs.load_model(...))" if isinstance(model, str) else ""
@@ -96,6 +100,7 @@ class ClipSegPredictor:
         self.percentiles = percentiles
         self.text_cache = TextEmbeddingCache()
         self.feature_cache: LRUCache[ImageFeatures] = LRUCache(cache_bytes, _features_bytes)
+        self.store = store
         #: Set it (from any thread) to stop the current encoding after its next vision block
         #: (RunCancelled is raised); clear it before the next run.
         self.stop = threading.Event()
@@ -126,7 +131,7 @@ class ClipSegPredictor:
     ) -> list[ImageFeatures]:
         """Prompt-independent features of several 2D images (numpy or lazy), in one backbone batch.
 
-        Images whose model input was seen before come from :attr:`feature_cache`.
+        Images whose model input was seen before come from :attr:`feature_cache` (or :attr:`store`).
 
         Args:
             images: Planes or tiles, each as accepted by :meth:`set_image`.
@@ -138,6 +143,8 @@ class ClipSegPredictor:
         keys = [pixel_signature(p) for p in pixels]
         with self._lock:
             found = {key: self.feature_cache.get(key) for key in keys}
+            if self.store is not None:
+                found = {key: value if value is not None else self.store.get(key) for key, value in found.items()}
             todo: dict[str, torch.Tensor] = {}
             for key, pixel in zip(keys, pixels, strict=True):
                 if found[key] is None:
@@ -149,6 +156,8 @@ class ClipSegPredictor:
                 for j, key in enumerate(todo):  # copies, so a cached entry does not pin the whole batch
                     found[key] = ImageFeatures([r[j : j + 1].clone() for r in encoded.reduced], encoded.grid)
                     self.feature_cache.put(key, found[key])
+                    if self.store is not None:
+                        self.store.put(key, found[key])
                 del encoded, pixels
                 if self.feature_cache.capacity > 0:
                     release_freed_memory()  # entries now sit between freed temporaries (see there)
