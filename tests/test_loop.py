@@ -119,7 +119,7 @@ def test_per_class_thresholds_work_in_the_queue_and_next(images, tmp_path, spec)
     with ncs.open_project(folder, tmp_path / "p", prompts=["disc", "ring"], model=spec, options=options) as project:
         name = project.next()
         assert project.threshold == (0.3, 0.6)
-        assert [n for n, _ in project.queue()][0] == name
+        assert project.queue()[0][0] == name
         assert project.prelabels(name).max() <= 2
 
 
@@ -153,7 +153,7 @@ def test_auto_learn_in_next_never_touches_the_image_on_screen_or_a_verified_one(
         project.prelabel()
         project.on_screen = "disc7"
         on_screen = (project.folder.prelabels / "disc7" / "clipseg.json").read_bytes()
-        first = [project.next() for _ in range(1)][0]
+        first = project.next()
         project.verify(first, truth[first])
         second = project.next(after=first)
         project.verify(second, truth[second])
@@ -168,8 +168,8 @@ def test_auto_learn_in_next_never_touches_the_image_on_screen_or_a_verified_one(
         ncs.open_project(None, tmp_path / "p", auto_learn=-1)
 
 
-def test_reopening_keeps_the_state_and_the_store(project, images, tmp_path, spec):
-    folder, truth = images
+def test_reopening_keeps_the_state_and_the_store(project, images, tmp_path):
+    _, truth = images
     project.prelabel()
     _verify(project, truth, ["disc0", "disc1", "disc2"])
     project.skip("disc3")
