@@ -158,8 +158,9 @@ def learn_picture(model: str) -> None:
 
 
 def annotate_picture(model: str) -> None:
-    """The dock in Annotate mode: a project of striped-disc images, eight verified, Learn, the next image."""
-    from napari_clipseg._napari.annotate_panel import LABELS_LAYER
+    """The dock in Annotate mode: a project of striped-disc images, eight verified while it learnt as
+    they came ("Learn as I go"), the next image."""
+    from napari_clipseg._napari.annotate_view import LABELS_LAYER
     from napari_clipseg.samples import striped_discs
 
     folder = Path(tempfile.mkdtemp(prefix="annotate-")) / "discs"
@@ -180,11 +181,13 @@ def annotate_picture(model: str) -> None:
     for _ in range(8):
         viewer.layers[LABELS_LAYER].data = truth[panel.current]  # the annotator's correction
         panel.next_btn.native.click()
-        settle(0.1)
-    panel.learn_btn.native.click()
-    while widget.is_running:
+        while panel._disk.busy:
+            settle(0.05)
+        while widget.is_running or panel._learning.pending:  # a Learn after each image, in the background
+            settle(0.05)
+    panel.next_btn.native.click()  # the next image: its pre-labels come from the decoder learnt so far
+    while panel._disk.busy:
         settle(0.05)
-    panel.next_btn.native.click()  # the image after Learn: its pre-labels come from the new decoder
     settle()
     save(viewer, "widget-annotate.png")
     viewer.close()

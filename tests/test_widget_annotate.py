@@ -6,13 +6,32 @@ import numpy as np
 
 import napari_clipseg as ncs
 from conftest import TIMEOUT, disc_images
-from napari_clipseg._napari.annotate_panel import IMAGE_LAYER, LABELS_LAYER
+from napari_clipseg._napari.annotate_view import IMAGE_LAYER, LABELS_LAYER
 
 N_IMAGES = 8
 
 
 def _layer_names(viewer):
     return [layer.name for layer in viewer.layers]
+
+
+def _click(qtbot, panel, button):
+    """Click a loop button and wait for its disk step (verify, read the next image) to be shown."""
+    before = (panel.current, len(panel._history))
+    button.native.click()
+    qtbot.waitUntil(lambda: not panel._disk.busy and (panel.current, len(panel._history)) != before, timeout=TIMEOUT)
+
+
+def _open(widget, qtbot, tmp_path, auto_learn):
+    truth = disc_images(tmp_path / "images", N_IMAGES)
+    widget._mode.value = "Annotate"
+    panel = widget._annotate
+    panel.auto_learn.value = auto_learn
+    widget._prompts.value = "disc"
+    panel.images.value = str(tmp_path / "images")
+    panel.open_btn.native.click()
+    qtbot.waitUntil(lambda: panel.current is not None, timeout=TIMEOUT)  # pre-labelled, then the first shown
+    return panel, truth
 
 
 def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messages):
@@ -24,6 +43,7 @@ def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messag
     widget._prompts.value = "disc"
     panel.images.value = str(tmp_path / "images")
     assert panel.folder.value == str(tmp_path / "images-clipseg-project")  # suggested beside the images
+    panel.auto_learn.value = False  # Learn on request here; "Learn as I go" has its own test
     panel.open_btn.native.click()
     qtbot.waitUntil(lambda: panel.current is not None, timeout=TIMEOUT)  # pre-labelled, then the first shown
     assert _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]
@@ -32,34 +52,37 @@ def test_open_next_paint_next_learn_next(widget, viewer, qtbot, tmp_path, messag
     first = panel.current
     untouched = viewer.layers[LABELS_LAYER].data.copy()
 
-    panel.next_btn.native.click()  # an untouched pre-label is accepted as it is
+    _click(qtbot, panel, panel.next_btn)  # an untouched pre-label is accepted as it is
     assert project.state(first) == "verified"
     np.testing.assert_array_equal(project.verified_labels(first), untouched)
     second = panel.current
     assert second != first and _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]  # replaced, not piled up
     viewer.layers[LABELS_LAYER].data = truth[second]  # the annotator paints the truth
-    panel.next_btn.native.click()
+    _click(qtbot, panel, panel.next_btn)
     np.testing.assert_array_equal(project.verified_labels(second), truth[second])
     assert "Verified 2 of 8" in panel.counts.value
 
     for _ in range(3):  # correct a few more, then learn
         viewer.layers[LABELS_LAYER].data = truth[panel.current]
-        panel.next_btn.native.click()
+        _click(qtbot, panel, panel.next_btn)
     viewer.layers[LABELS_LAYER].data = truth[panel.current]
     on_screen = panel.current
     panel.learn_btn.native.click()
     assert panel.cancel_btn.enabled
     qtbot.waitUntil(lambda: not panel.is_running, timeout=4 * TIMEOUT)  # learnt, then re-predicted the others
     assert any("held-out IoU" in text for _, text in messages), messages
-    assert project.decoder is not None and project.state(on_screen) == "verified"  # Learn verified it first
+    assert not any(level == "error" for level, _ in messages), messages
+    assert project.state(on_screen) == "verified"  # Learn verified it first
     waiting = [n for n in project.names if project.state(n) == "pre-labelled"]
-    for name in waiting:
+    for name in waiting if project.decoder is not None else []:
         record = ncs.read_record(project.folder.prelabels / name / "clipseg.json")
         assert record["model"]["decoder"]["name"] == project.decoder.name
 
-    panel.next_btn.native.click()
+    if project.decoder is None:  # the Learn was refused: said, and the pre-labels stay
+        assert any("stays as it was" in text for _, text in messages), messages
+    _click(qtbot, panel, panel.next_btn)
     assert panel.current in waiting and _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]
-    panel.previous_btn.native.click()
+    _click(qtbot, panel, panel.previous_btn)
     assert panel.current == on_screen
     np.testing.assert_array_equal(viewer.layers[LABELS_LAYER].data, truth[on_screen])
 
@@ -77,3 +100,23 @@ def test_a_second_dock_on_the_same_project_is_refused(widget, viewer, qtbot, tmp
     assert messages[-1][0] == "error" and "open in another" in messages[-1][1]
     assert widget._annotate.project is None and not widget._annotate.next_btn.enabled
     other.close()
+
+
+def test_learn_as_i_go_learns_in_the_background_and_leaves_the_image_on_screen(
+    widget, viewer, qtbot, tmp_path, messages
+):
+    panel, truth = _open(widget, qtbot, tmp_path, auto_learn=True)
+    project = panel.project
+    assert project.auto_learn == 1
+    for _ in range(3):  # the second verified image makes a Learn due
+        viewer.layers[LABELS_LAYER].data = truth[panel.current]
+        _click(qtbot, panel, panel.next_btn)
+    on_screen = panel.current
+    shown = (project.folder.prelabels / on_screen / "clipseg.json").read_bytes()
+    qtbot.waitUntil(lambda: project.last_learn is not None and not panel.is_running, timeout=4 * TIMEOUT)
+    assert any("Learnt from" in text or "stays as it was" in text for _, text in messages), messages
+    assert not any(level == "error" for level, _ in messages), messages
+    assert (project.folder.prelabels / on_screen / "clipseg.json").read_bytes() == shown  # never re-predicted
+    assert project.status()["verified"] == 3 and panel.current == on_screen
+    for name in [n for n in project.names if project.state(n) == "verified"]:
+        np.testing.assert_array_equal(project.verified_labels(name), truth[name])

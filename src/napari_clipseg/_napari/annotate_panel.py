@@ -4,9 +4,12 @@ Open (or create) a project from an image folder and the dock's prompts and model
 pre-labelled in the background, then shown in the queue's order in two layers that are replaced
 in place (never piled up): ``annotate: image`` and ``annotate: labels``. Moving on (Next, PageDown)
 stores the labels on screen as verified (an untouched pre-label is accepted as it is); Previous
-(PageUp) goes back; Skip leaves an image out. Learn fine-tunes the decoder on the verified images
-in the background, then re-predicts the images not verified yet, never the one on screen, while
-the annotator keeps working. Export writes the verified set as training data.
+(PageUp) goes back; Skip leaves an image out. Storing and reading images happen in a worker
+thread, so a click never waits for the disk. With "Learn as I go" (on by default) every verified
+image starts a Learn in the background (a few seconds: warm-started, bounded in steps, kept only
+when better), then the images not verified yet are re-predicted by the decoder alone, never the
+one on screen, while the annotator keeps working; Learn does the same on request. Export writes
+the verified set as training data.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import Container, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, PushButton
 
+from .annotate_learn import LearnAsYouGo
+from .annotate_view import (
+    LABELS_LAYER,
+    AnnotateLayers,
+    DiskSteps,
+    ProjectStopper,
+    View,
+    read_view,
+    top_of_queue,
+)
 from .dock_text import DOCK_WIDTH
-from .job_control import JobControl
-from .jobs import JobError
+from .job_control import JobControl, reported
 
 if TYPE_CHECKING:
     import napari
@@ -31,7 +43,6 @@ if TYPE_CHECKING:
     from ..segmentation.model_spec import ModelSpec
     from .dialogs import Dialogs
 
-IMAGE_LAYER, LABELS_LAYER = "annotate: image", "annotate: labels"
 KEYS = {"next": "PageDown", "previous": "PageUp"}
 
 
@@ -40,30 +51,6 @@ def _show_text(label: Label, text: str) -> None:
     label.value, label.tooltip = text, text
     native = label.native
     native.setMinimumHeight(native.heightForWidth(max(native.width(), DOCK_WIDTH - 20)))
-
-
-def _reported(job: Callable[[], Any]) -> Callable[[], Any]:
-    """``job`` whose failures leave the worker as a :class:`JobError` (superqt only warns about a
-    RuntimeError, such as a refused training, and the job would never finish)."""
-
-    def run() -> Any:
-        try:
-            return (yield from job())
-        except Exception as e:
-            raise JobError(str(e)) from e
-
-    return run
-
-
-class _Stopper:
-    """What JobControl asks to stop: the project's running pre-labelling or learning."""
-
-    def __init__(self, panel: AnnotatePanel) -> None:
-        self._panel = panel
-
-    def request_stop(self) -> None:
-        if self._panel.project is not None:
-            self._panel.project.stop.set()
 
 
 class AnnotatePanel(Container):
@@ -91,10 +78,19 @@ class AnnotatePanel(Container):
         self.current: str | None = None
         self._history: list[str] = []
         self._counted = 0.0
+        self._disk = DiskSteps(lambda text: self._say(text, "error"), lambda: self._set_status("Saving…"))
+        self._layers = AnnotateLayers(viewer)
+        self._verified_text = ""
         self._create()
         self._jobs = JobControl(
-            _Stopper(self), (self.learn_btn, self.cancel_btn), self.progress, say, self._set_status, lambda: "cpu"
+            ProjectStopper(lambda: self.project),
+            (self.learn_btn, self.cancel_btn),
+            self.progress,
+            say,
+            self._set_status,
+            lambda: "cpu",
         )
+        self._learning = LearnAsYouGo(self._jobs, lambda: self.project, say, self._set_status, self._show_counts)
         self._connect()
 
     def _create(self) -> None:
@@ -108,7 +104,12 @@ class AnnotatePanel(Container):
         self.previous_btn = PushButton(text="◀", tooltip=f"Previous image ({KEYS['previous']})")
         self.skip_btn = PushButton(text="Skip", tooltip="Leave this image out (it is not verified)")
         self.next_btn = PushButton(text="Next ▶", tooltip=f"Verify the labels on screen and go on ({KEYS['next']})")
-        self.learn_btn = PushButton(text="Learn", tooltip="Fine-tune on the verified images, re-predict the others")
+        self.learn_btn = PushButton(text="Learn", tooltip="Learn from the verified images, re-predict the others")
+        self.auto_learn = CheckBox(
+            value=True,
+            text="Learn as I go",
+            tooltip="After every verified image, learn in the background and re-predict the images still waiting",
+        )
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.status = Label(value="")
@@ -123,6 +124,7 @@ class AnnotatePanel(Container):
                 self.image_name,
                 row(widgets=[self.previous_btn, self.skip_btn, self.next_btn]),
                 row(widgets=[self.learn_btn, self.cancel_btn]),
+                self.auto_learn,
                 self.progress,
                 self.status,
                 self.export_btn,
@@ -145,6 +147,7 @@ class AnnotatePanel(Container):
         self.skip_btn.changed.connect(self.skip)
         self.learn_btn.changed.connect(self.learn)
         self.cancel_btn.changed.connect(self.cancel)
+        self.auto_learn.changed.connect(self._set_auto_learn)
         self.export_btn.changed.connect(self.export)
         self._viewer.bind_key(KEYS["next"], lambda _viewer: self.next(), overwrite=True)
         self._viewer.bind_key(KEYS["previous"], lambda _viewer: self.previous(), overwrite=True)
@@ -174,6 +177,7 @@ class AnnotatePanel(Container):
         except (ProjectError, OSError, ValueError) as e:
             self._say(str(e), "error")
             return
+        self.project.auto_learn = 1 if self.auto_learn.value else 0
         self._history, self.current = [], None
         self._enable_loop(True)
         self.prelabel_in_background(then_show=True)
@@ -186,7 +190,7 @@ class AnnotatePanel(Container):
 
     def prelabel_in_background(self, then_show: bool = False) -> None:
         project = self.project
-        job = partial(project.iter_prelabel, exclude=[self.current] if self.current else [])
+        job = reported(partial(project.iter_prelabel, exclude=[self.current] if self.current else []))
         self._jobs.start(
             job, lambda _report: self._prelabelled(then_show), "Cancelled: pre-labels made so far are kept."
         )
@@ -194,95 +198,112 @@ class AnnotatePanel(Container):
 
     def _prelabelled(self, then_show: bool) -> None:
         self._show_counts()
+        failed = self.project.failed() if self.project is not None else {}
+        if failed:
+            names = ", ".join(sorted(failed)[:3]) + (" …" if len(failed) > 3 else "")
+            first = next(iter(failed.values()))
+            self._say(f"{len(failed)} image(s) could not be pre-labelled ({names}): {first}", "warning")
         if then_show and self.current is None:
-            self._go_to(self._next_name())
+            self._disk.run(self._next_view, self._arrive)
+        self._learning.if_due()
 
     # --- the loop -------------------------------------------------------------------------------
 
     def next(self, _value: Any = None) -> None:
         """Verify the labels on screen (as they are) and show the next image of the queue."""
-        if self.project is None or self.current is None:
+        labels = self._labels_on_screen()
+        if labels is None:
             return
-        if not self._store_current():
-            return
-        self._go_to(self._next_name())
+        name = self.current
+        self._disk.run(lambda: (self._verify(name, labels), self._next_view())[1], self._arrive)
 
     def previous(self, _value: Any = None) -> None:
         """Verify what is on screen, then show the image before it (its verified labels if it has them)."""
-        if self.project is None or len(self._history) < 2:
+        if len(self._history) < 2:
             return
-        if not self._store_current():
+        labels = self._labels_on_screen()
+        if labels is None:
             return
-        self._history.pop()
-        self._go_to(self._history.pop())
+        name, back = self.current, self._history[-2]
+
+        def step() -> Any:
+            self._verify(name, labels)
+            return read_view(self.project, back)
+
+        self._disk.run(step, partial(self._arrive, back_in_history=True))
 
     def skip(self, _value: Any = None) -> None:
-        if self.project is None or self.current is None:
+        if self.project is None or self.current is None or self._disk.busy:
             return
-        self.project.skip(self.current)
-        self._go_to(self._next_name())
+        name = self.current
 
-    def _store_current(self) -> bool:
-        from ..errors import ProjectError
+        def step() -> Any:
+            self.project.skip(name)
+            return self._next_view()
 
+        self._disk.run(step, self._arrive)
+
+    def _labels_on_screen(self) -> np.ndarray | None:
+        """A copy of the labels on screen (None, said, when there is nothing to verify or a step runs)."""
+        if self.project is None or self.current is None or self._disk.busy:
+            return None
         layer = self._layer(LABELS_LAYER)
         if layer is None:
             self._say("The labels layer of this image was removed: nothing to verify.", "warning")
+            return None
+        return np.array(layer.data, copy=True)
+
+    def _verify(self, name: str, labels: np.ndarray) -> None:
+        """Store ``labels`` as verified (worker thread; a refusal is said as an error)."""
+        changed = self.project.verify(name, labels)
+        self._verified_text = f"Verified {name} ({changed} pixels changed)."
+
+    def _store_current(self) -> bool:
+        """Verify what is on screen now, here (before a Learn on request)."""
+        from ..errors import ProjectError
+
+        labels = self._labels_on_screen()
+        if labels is None:
             return False
         try:
-            changed = self.project.verify(self.current, np.asarray(layer.data))
+            self._verify(self.current, labels)
         except (ProjectError, OSError) as e:
             self._say(str(e), "error")
             return False
-        self._set_status(f"Verified {self.current} ({changed} pixels changed).")
+        self._set_status(self._verified_text)
         return True
 
-    def _next_name(self) -> str | None:
-        return next((name for name, _ in self.project.queue() if name != self.current), None)
+    def _next_view(self) -> View | None:
+        return read_view(self.project, top_of_queue(self.project, self.current))
 
-    def _go_to(self, name: str | None) -> None:
-        self.current = name
+    def _arrive(self, view: View | None, back_in_history: bool = False) -> None:
+        """Show what :func:`read_view` read (main thread); then a Learn, when one is due."""
+        if self._verified_text:
+            self._set_status(self._verified_text)
+        if back_in_history and self._history:
+            self._history.pop()
+            if self._history:
+                self._history.pop()
+        self._show_view(view)
+        self._learning.if_due()
+
+    def _show_view(self, view: View | None) -> None:
+        self.current = view.name if view is not None else None
+        if self.project is not None:
+            self.project.on_screen = self.current
         self._show_counts()
-        if name is None:
+        if view is None:
             waiting = self.project.status()["new"] if self.project else 0
             text = "Waiting for pre-labels…" if waiting and self.is_running else "Every image is verified or skipped."
             _show_text(self.image_name, text)
             return
-        self._history.append(name)
-        self._show(name)
-
-    def _show(self, name: str) -> None:
-        from ..io.inputs import open_image
-
-        project = self.project
-        image = np.asarray(open_image(project.item(name).path).data)
-        verified = project.state(name) == "verified"
-        labels = project.verified_labels(name) if verified else project.prelabels(name)
-        self._put(IMAGE_LAYER, image, "image", rgb=image.ndim == labels.ndim + 1 and image.shape[-1] in (3, 4))
-        layer = self._put(LABELS_LAYER, labels.astype(np.uint8), "labels")
-        layer.metadata["clipseg-project"] = {"folder": str(project.folder.root), "name": name}
-        self._viewer.layers.selection.active = layer
-        layer.mode = "paint"
-        layer.selected_label = 1
-        score = "" if verified else f", score {project.score(name):.3f}"
-        _show_text(self.image_name, f"{name} ({'verified' if verified else 'pre-labelled'}{score})")
+        self._history.append(view.name)
+        self._layers.show(view, self.project.folder.root)
+        shown = "" if view.verified else f", score {view.score:.3f}"
+        _show_text(self.image_name, f"{view.name} ({'verified' if view.verified else 'pre-labelled'}{shown})")
 
     def _layer(self, name: str) -> Any:
-        return next((layer for layer in self._viewer.layers if layer.name == name), None)
-
-    def _put(self, name: str, data: np.ndarray, kind: str, rgb: bool = False) -> Any:
-        """Show ``data`` in the layer ``name``, replacing its data in place (a new layer only once)."""
-        layer = self._layer(name)
-        if layer is not None and (kind == "labels" or layer.rgb == rgb):
-            layer.data = data
-            if kind == "image":
-                layer.reset_contrast_limits()
-            return layer
-        if layer is not None:
-            self._viewer.layers.remove(layer)  # an RGB image after a grey one: a new image layer
-        if kind == "labels":
-            return self._viewer.add_labels(data, name=name)
-        return self._viewer.add_image(data, name=name, rgb=rgb)
+        return self._layers.layer(name)
 
     # --- learning and export --------------------------------------------------------------------
 
@@ -290,17 +311,14 @@ class AnnotatePanel(Container):
         """Learn from the verified images in the background, then re-predict the others."""
         if self.project is None or self._jobs.refuse_while_running():
             return
-        if self.current is not None and not self._store_current():
+        if self.current is not None and self.project.state(self.current) != "verified" and not self._store_current():
             return
-        self._jobs.start(_reported(self.project.iter_learn), self._learnt, "Cancelled: the decoder stays as it was.")
+        self._learning.start()
 
-    def _learnt(self, result: Any) -> None:
-        self._say(
-            f"Learnt from {len(result.training) + len(result.held_out)} images: held-out IoU "
-            f"{result.base_iou:.2f} -> {result.iou:.2f}, threshold {result.threshold:.2f}. Re-predicting the others…",
-            "info",
-        )
-        self.prelabel_in_background()
+    def _set_auto_learn(self, on: bool) -> None:
+        if self.project is not None:
+            self.project.auto_learn = 1 if on else 0
+            self._learning.if_due()
 
     def export(self, _value: Any = None) -> None:
         if self.project is None:
@@ -335,10 +353,13 @@ class AnnotatePanel(Container):
             text += f", {counts['new']} being pre-labelled"
         if counts["skipped"]:
             text += f", {counts['skipped']} skipped"
+        failed = self.project.failed()
+        if failed:
+            text += f", {len(failed)} failed ({', '.join(sorted(failed)[:2])}{' …' if len(failed) > 2 else ''})"
         _show_text(self.counts, text + ".")
 
     def _set_status(self, text: str) -> None:
-        """The status line; the counts follow at most once a second (they read the project folder)."""
+        """The status line; the counts follow at most once a second."""
         _show_text(self.status, text)
         if time.monotonic() - self._counted >= 1.0:
             self._show_counts()

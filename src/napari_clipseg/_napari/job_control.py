@@ -19,6 +19,20 @@ from .jobs import ModelRunner, describe_error
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
 
 
+def reported(job: Callable[[], Any]) -> Callable[[], Any]:
+    """``job`` whose failures leave the worker as a :class:`~.jobs.JobError` (superqt only warns
+    about a RuntimeError, and the job would never finish: the panel would stay "running")."""
+    from .jobs import JobError
+
+    def run() -> Any:
+        try:
+            return (yield from job())
+        except Exception as e:
+            raise JobError(str(e)) from e
+
+    return run
+
+
 class JobControl:
     """Starts jobs, routes their progress to a progress bar and status, and stops them on Cancel.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,9 +25,6 @@ import torch.nn.functional as F
 from ..errors import RunCancelled
 from ..evaluation.metrics import class_scores, mean_ignoring_nan
 from ..segmentation.postprocess import labels_from_probabilities
-
-if TYPE_CHECKING:
-    from .finetune import FineTuneSettings
 
 #: Decoder parts that train (the rest of the model stays frozen).
 TRAINABLE = ("film_mul", "film_add", "blocks", "trans_conv")
@@ -148,9 +145,10 @@ def _trainable(decoder: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 class Optimiser:
     """AdamW over the decoder's trainable parts, the learning rate decayed on a cosine over
-    ``total_steps``, the gradient norm clipped; the decoder trains with dropout off (module docstring)."""
+    ``total_steps``, the gradient norm clipped; the decoder trains with dropout off (module docstring).
+    ``settings`` is a :class:`~napari_clipseg.learning.finetune.FineTuneSettings`."""
 
-    def __init__(self, decoder: torch.nn.Module, settings: FineTuneSettings, total_steps: int) -> None:
+    def __init__(self, decoder: torch.nn.Module, settings: Any, total_steps: int) -> None:
         self.decoder, self.settings, self.total_steps = decoder, settings, max(1, total_steps)
         self.params = _trainable(decoder)
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.learning_rate, weight_decay=settings.weight_decay)

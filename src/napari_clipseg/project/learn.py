@@ -174,6 +174,39 @@ def iter_learn_steps(
     return result, current_iou, names
 
 
+def keep_learnt(
+    project: Project, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool
+) -> str | None:
+    """Take a Learn's result in: an accepted decoder is saved as the next ``decoders/NNN``
+    (numbered past every folder there) and becomes the current one; returns the current one."""
+    import dataclasses
+
+    from ..modeling.decoder_files import base_identity, save_decoder
+
+    with project._lock:
+        manifest = project._state.manifest
+        manifest["learnt_at"] = learnt_at
+        if accepted:
+            numbers = [int(p.name) for p in project.folder.decoders.glob("[0-9]*") if p.name.isdigit()]
+            relative = f"decoders/{max(numbers, default=0) + 1:03d}"
+            result = dataclasses.replace(result, classes=project.classes, base=base_identity(model))
+            save_decoder(result, project.folder.root / relative)
+            entry = {
+                "folder": relative,
+                "images": names,
+                "iou": result.iou,
+                "base_iou": result.base_iou,
+                "held_out": result.held_out,
+                "threshold": result.threshold,
+            }
+            manifest["decoders"] = [*manifest.get("decoders", []), entry]
+            manifest["decoder"] = relative
+            if not isinstance(project.threshold, tuple):
+                manifest["threshold"] = result.threshold
+        project._save()
+        return manifest.get("decoder")
+
+
 class Learner:
     """A project's learning: the examples of its verified images (made once per verification),
     when it last learnt, and how many Learns in a row were refused."""
@@ -237,7 +270,7 @@ class Learner:
         )
         accepted = bool(chosen.force or result.iou > current_iou or np.isnan(current_iou))
         self.learnt_at = max(e.stamp or 0 for e in verified)
-        decoder = project._learnt(result, predictor.model, training + held, self.learnt_at, accepted)
+        decoder = keep_learnt(project, result, predictor.model, training + held, self.learnt_at, accepted)
         self.refusals = 0 if accepted else self.refusals + 1
         return LearnOutcome(
             accepted=accepted,

@@ -17,7 +17,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from .folder import ProjectFolder
 from .learn import Learner
 from .model import ProjectModel
 from .score import review_score
-from .state import ImageEntry, ProjectState, Threshold, load_state, prelabel_facts
+from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, load_state, prelabel_facts
 
 if TYPE_CHECKING:
     from ..datasets.report import BatchReport, Row
@@ -45,15 +44,6 @@ if TYPE_CHECKING:
 
 #: Pre-labels remembered as shown (what ``verify`` diffs against), most recent last.
 SHOWN = 8
-
-
-@dataclass(frozen=True)
-class ShownPrelabel:
-    """The pre-label an annotator was given: its generation, labels and the model that made it."""
-
-    generation: int
-    labels: np.ndarray
-    model: dict[str, Any] | None
 
 
 class Project:
@@ -362,36 +352,6 @@ class Project:
                 entry = entry.replace(**self._score_of(entry.name))
                 self._state.put(entry)
         return float(entry.score or 0.0)
-
-    def _learnt(self, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool) -> str | None:
-        """Take a Learn's result in: an accepted decoder is saved as the next ``decoders/NNN``
-        (numbered past every folder there) and becomes the current one; returns the current one."""
-        import dataclasses
-
-        from ..modeling.decoder_files import base_identity, save_decoder
-
-        with self._lock:
-            manifest = self._state.manifest
-            manifest["learnt_at"] = learnt_at
-            if accepted:
-                numbers = [int(p.name) for p in self.folder.decoders.glob("[0-9]*") if p.name.isdigit()]
-                relative = f"decoders/{max(numbers, default=0) + 1:03d}"
-                result = dataclasses.replace(result, classes=self.classes, base=base_identity(model))
-                save_decoder(result, self.folder.root / relative)
-                entry = {
-                    "folder": relative,
-                    "images": names,
-                    "iou": result.iou,
-                    "base_iou": result.base_iou,
-                    "held_out": result.held_out,
-                    "threshold": result.threshold,
-                }
-                manifest["decoders"] = [*manifest.get("decoders", []), entry]
-                manifest["decoder"] = relative
-                if not isinstance(self.threshold, tuple):
-                    manifest["threshold"] = result.threshold
-            self._save()
-            return manifest.get("decoder")
 
     def _checked_labels(self, name: str, labels: Any, shape: tuple[int, ...]) -> np.ndarray:
         labels = np.asarray(labels)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..io.records import RECORD_NAME
 from .folder import STATES, ProjectFolder
 
@@ -90,6 +92,15 @@ class ImageEntry:
             score_threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
             stamp=int(entry["stamp"]) if entry.get("stamp") is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class ShownPrelabel:
+    """The pre-label an annotator was given: its generation, labels and the model that made it."""
+
+    generation: int
+    labels: np.ndarray
+    model: dict[str, Any] | None
 
 
 @dataclass
