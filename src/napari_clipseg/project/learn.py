@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # torch is imported by the first Learn, not by opening a proj
 
     from ..learning.core import Example
     from ..learning.finetune import FineTuneResult, FineTuneSettings
-    from .project import Project
     from .state import ImageEntry
 
 #: Images verified since the last Learn are drawn this many times as often as the others.
@@ -174,9 +173,7 @@ def iter_learn_steps(
     return result, current_iou, names
 
 
-def keep_learnt(
-    project: Project, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool
-) -> str | None:
+def keep_learnt(project: Any, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool) -> str | None:
     """Take a Learn's result in: an accepted decoder is saved as the next ``decoders/NNN``
     (numbered past every folder there) and becomes the current one; returns the current one."""
     import dataclasses
@@ -220,7 +217,7 @@ class Learner:
         """Whether ``every`` images were verified since the last Learn (and two are, at least)."""
         return bool(every) and len(verified) >= 2 and sum((e.stamp or 0) > self.learnt_at for e in verified) >= every
 
-    def examples(self, project: Project, entry: ImageEntry, predictor: Any) -> VerifiedExamples:
+    def examples(self, project: Any, entry: ImageEntry, predictor: Any) -> VerifiedExamples:
         """The training examples of a verified image (its taps from the store when pre-labelling
         encoded them: the same pixels, the same key)."""
         from .training import examples_of
@@ -234,7 +231,7 @@ class Learner:
         self._examples[entry.name] = (entry.stamp, examples)
         return examples
 
-    def iter_learn(self, project: Project, settings: dict[str, Any]) -> Generator[Progress, None, LearnOutcome]:
+    def iter_learn(self, project: Any, settings: dict[str, Any]) -> Generator[Progress, None, LearnOutcome]:
         """One Learn of ``project`` (see :meth:`~.project.Project.iter_learn`)."""
         if not all(isinstance(p, str) for p in project.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")

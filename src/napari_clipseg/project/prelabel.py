@@ -19,13 +19,12 @@ from ..segmentation.results import Progress, relay
 
 if TYPE_CHECKING:
     from ..datasets.report import BatchReport, Row
-    from .project import Project
 
 #: Images pre-labelled per call of the dataset machinery.
 CHUNK = 8
 
 
-def to_prelabel(project: Project, names: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
+def to_prelabel(project: Any, names: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
     """New images in file order, then pre-labels another decoder made, most in need of review first."""
     wanted = set(project.names if names is None else names) - set(exclude)
     current = project.decoder.name if project.decoder is not None else None
@@ -42,7 +41,7 @@ def to_prelabel(project: Project, names: Sequence[str] | None, exclude: Sequence
 
 
 def iter_prelabel(
-    project: Project, names: Sequence[str] | None, exclude: Sequence[str]
+    project: Any, names: Sequence[str] | None, exclude: Sequence[str]
 ) -> Generator[Progress, None, BatchReport | None]:
     """Pre-label what :func:`to_prelabel` says, here in chunks or on the project's cluster."""
     from ..datasets.report import BatchReport
@@ -65,9 +64,7 @@ def iter_prelabel(
     return report
 
 
-def _part(
-    project: Project, names: list[str], model: Any, done: int, total: int
-) -> Generator[Progress, None, list[Row]]:
+def _part(project: Any, names: list[str], model: Any, done: int, total: int) -> Generator[Progress, None, list[Row]]:
     from ..datasets.api import iter_segment_dataset
 
     items = [project.item(name) for name in names]
