@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import napari_clipseg as ncs
-from conftest import perturb_, striped_discs
+from conftest import TINY_LEARNING_RATE, perturb_, striped_discs
 from napari_clipseg.errors import DecoderMismatchError, RunCancelled, TrainingRefusedError
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.learning.finetune import FineTuneSettings, TrainingPair, finetune, iter_finetune
@@ -25,7 +25,9 @@ def pairs():
 
 @pytest.fixture(scope="module")
 def trained(base, pairs):
-    return finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=20, patience=20)
+    return finetune(
+        ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=20, patience=20, learning_rate=TINY_LEARNING_RATE
+    )
 
 
 def _iou(model, seeds) -> float:
@@ -50,7 +52,9 @@ def test_fine_tuning_fixes_what_the_base_model_gets_wrong(base, trained, tmp_pat
 
 
 def test_same_seed_gives_the_same_weights(base, pairs, trained):
-    again = finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=20, patience=20)
+    again = finetune(
+        ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=20, patience=20, learning_rate=TINY_LEARNING_RATE
+    )
     assert all(np.array_equal(trained.state[k].numpy(), again.state[k].numpy()) for k in trained.state)
     other = finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=1, patience=1, seed=1, force=True)
     assert not all(np.array_equal(trained.state[k].numpy(), other.state[k].numpy()) for k in trained.state)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import napari_clipseg as ncs
-from conftest import disc_images
+from conftest import TINY_LEARNING_RATE, disc_images
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.learning.feature_store import FeatureStore
 from napari_clipseg.segmentation.postprocess import labels_from_probabilities
@@ -53,7 +53,7 @@ def test_prelabelling_keeps_the_taps_and_repredicting_runs_no_tower(project, ima
     assert stats.entries == N_IMAGES and stats.bytes > 0 and stats.budget > stats.bytes
     calls = _tower_calls(project)
     _verify(project, truth, [f"disc{i}" for i in range(4)])
-    outcome = ncs.run(project.iter_learn(steps=60, force=True))
+    outcome = ncs.run(project.iter_learn(steps=60, force=True, learning_rate=TINY_LEARNING_RATE))
     assert outcome.accepted and project.decoder is not None
     assert calls == []  # the verified images' taps came from the store
     project.prelabel()  # every waiting image is stale: made again, by the decoder alone
@@ -102,7 +102,7 @@ def test_verify_diffs_against_the_prelabel_that_was_shown(project, images):
     shown = project.prelabels("disc5")
     made_by = project.entry("disc5").decoder
     _verify(project, truth, [f"disc{i}" for i in range(4)])
-    ncs.run(project.iter_learn(steps=60, force=True))
+    ncs.run(project.iter_learn(steps=60, force=True, learning_rate=TINY_LEARNING_RATE))
     project.prelabel()  # a re-prediction finishes after the annotator was given disc5
     assert project.entry("disc5").generation == 2
     now = labels_from_probabilities(project.probabilities("disc5"), project.threshold)
@@ -138,7 +138,7 @@ def test_a_refused_learn_keeps_the_decoder_and_raises_nothing(project, images):
 def test_a_learn_replaces_the_decoder_only_when_better_than_the_current_one(project, images):
     _, truth = images
     _verify(project, truth, [f"disc{i}" for i in range(5)])
-    first = project.learn(steps=100)
+    first = project.learn(steps=100, learning_rate=TINY_LEARNING_RATE)
     assert project.last_learn.accepted and first > 0.6
     decoder = project.decoder
     project.verify("disc5", truth["disc5"])
@@ -193,7 +193,7 @@ def test_learning_improves_the_waiting_images_step_by_step(images, tmp_path, spe
         for name in [f"disc{i}" for i in range(6)]:
             project.verify(name, truth[name])
             if project.learn_due:
-                project.learn(steps=40)
+                project.learn(steps=40, learning_rate=TINY_LEARNING_RATE)
         after = {n: class_scores(project.prelabels(n), truth[n], 1)["iou"] for n in ("disc6", "disc7")}
         assert len(project.decoders) >= 2  # several Learns were kept, each from the one before
         assert np.mean(list(after.values())) > np.mean(list(before.values())) + 0.3

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import napari_clipseg as ncs
-from conftest import disc_images
+from conftest import TINY_LEARNING_RATE, disc_images
 from napari_clipseg.errors import ProjectError, ProjectLockedError, ProjectMismatchError
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.project.score import review_score
@@ -126,7 +126,7 @@ def test_learn_improves_the_prelabels_of_the_others_and_never_touches_verified(p
     for name in verified:
         project.verify(name, truth[name])
     before = {name: project.prelabels(name) for name in ("disc6", "disc7")}
-    iou = project.learn(steps=100)
+    iou = project.learn(steps=100, learning_rate=TINY_LEARNING_RATE)
     assert iou > 0.6 and project.decoder is not None and project.decoder.is_dir()
     assert project.threshold in [round(0.1 + 0.05 * i, 2) for i in range(17)]
     entry = project.decoders[-1]

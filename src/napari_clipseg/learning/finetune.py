@@ -75,7 +75,7 @@ class FineTuneSettings:
     """How to train (every field is recorded with the decoder)."""
 
     epochs: int = 40
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     #: Examples per optimiser step (decoded in one call).
     batch_size: int = 4
