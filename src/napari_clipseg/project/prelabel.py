@@ -54,10 +54,10 @@ def iter_prelabel(
     if project.compute is not None and project.compute.on_cluster:
         rows = yield from _part(project, todo, project.current_spec(), 0, len(todo))
     else:
+        predictor = project.model.predictor(project.decoder)  # one text embedding for every chunk
         for start in range(0, len(todo), CHUNK):
             chunk = [n for n in todo[start : start + CHUNK] if n != project.on_screen and n not in exclude]
             if chunk:
-                predictor = project.model.predictor(project.decoder)
                 rows += yield from _part(project, chunk, predictor, start, len(todo))
     report = BatchReport(rows, project.folder.prelabels, time.perf_counter() - started)
     report.write()
