@@ -70,3 +70,14 @@ def test_only_the_corrected_planes_of_a_stack_are_learnt(widget, viewer, qtbot):
     assert classes == ["disc"] and [p.name for p in pairs] == [f"{layer.name} plane [1]", f"{layer.name} plane [3]"]
     np.testing.assert_array_equal(pairs[1].labels, planes[3][1])
     np.testing.assert_array_equal(pairs[1].image, planes[3][0])
+
+
+def test_a_refused_training_is_said_as_an_outcome_not_a_failure():
+    from napari_clipseg._napari.jobs import JobError, describe_error
+    from napari_clipseg.errors import TrainingRefusedError
+
+    refused = TrainingRefusedError("training never beat the base decoder on the held-out images (IoU 0.25)")
+    wrapped = JobError(str(refused))
+    wrapped.__cause__ = refused
+    text = describe_error(wrapped, "cpu")
+    assert text.startswith("Not learnt:") and "correct a few more images" in text and "CLIPSeg failed" not in text
