@@ -62,6 +62,7 @@ class AnnotatePanel(Container):
         prompts: The dock's prompts text (the classes of a new project).
         dialogs: The widget's modal questions.
         say: ``(message, level)``: the dock's status and napari notifications.
+        loader: ``loader(spec, stop)`` loads the project's model (the dock's, so both modes share one).
     """
 
     def __init__(
@@ -71,9 +72,11 @@ class AnnotatePanel(Container):
         prompts: Callable[[], str],
         dialogs: Dialogs,
         say: Callable[[str, str], None],
+        loader: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(labels=False)
         self._viewer, self._model, self._prompts, self._dialogs, self._say = viewer, model, prompts, dialogs, say
+        self._loader = loader
         self.project: Project | None = None
         self.current: str | None = None
         self._history: list[str] = []
@@ -178,6 +181,7 @@ class AnnotatePanel(Container):
             self._say(str(e), "error")
             return
         self.project.auto_learn = 1 if self.auto_learn.value else 0
+        self.project.model.loader = self._loader
         self._history, self.current = [], None
         self._enable_loop(True)
         self.prelabel_in_background(then_show=True)

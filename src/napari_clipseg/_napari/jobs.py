@@ -37,6 +37,7 @@ class ModelRunner:
         self.predictor: ClipSegPredictor | None = None
         self.key: ModelSpec | None = None
         self._stop_load = threading.Event()
+        self._model_lock = threading.Lock()
 
     def request_stop(self) -> None:
         """Stop the running job soon: inside the image tower after its current block, while loading
@@ -44,6 +45,17 @@ class ModelRunner:
         self._stop_load.set()
         if self.predictor is not None:
             self.predictor.stop.set()
+
+    def model(self, key: ModelSpec, stop: threading.Event) -> Any:
+        """The model of ``key``: the one held when it is the same spec, else loaded and held (the
+        Annotate mode's project loads through this, so one model serves both modes)."""
+        with self._model_lock:
+            if key != self.key or self.predictor is None:
+                from ..segmentation.predictor import ClipSegPredictor
+
+                model = key.load(stop=stop)
+                self.predictor, self.key = ClipSegPredictor(model), key
+            return self.predictor.model
 
     def job(self, key: ModelSpec, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
         """Worker-thread generator: load the model (once per key), run the core pipeline, and

@@ -110,7 +110,12 @@ class ClipSegWidget(Container):
             choices=DOCK_MODES, value=s.mode if s.mode in DOCK_MODES else DOCK_MODES[0], orientation="horizontal"
         )
         self._annotate = AnnotatePanel(
-            self._viewer, lambda: self._model.spec(), lambda: self._prompts.value, self.dialogs, self._say
+            self._viewer,
+            lambda: self._model.spec(),
+            lambda: self._prompts.value,
+            self.dialogs,
+            self._say,
+            loader=self._runner.model,  # one model for both modes
         )
         self._options = OptionsPanel(self._viewer)
         self._options.restore(s)

@@ -85,6 +85,7 @@ class FeatureStore:
         self.hits = self.misses = 0
         self._lock = threading.Lock()
         self._index: dict[str, tuple[int, float]] | None = None  # file name -> (bytes, last used)
+        self._aliases: dict[str, str] = {}  # source key -> model-input signature (this session)
 
     # --- by content signature (what the predictor uses) ------------------------------------------
 
@@ -143,6 +144,26 @@ class FeatureStore:
         (features,) = predictor.encode([image])
         self.put(signature, features)
         return features
+
+    # --- source pixels -> signature (a re-prediction skips making the model input) -------------
+
+    @staticmethod
+    def source_key(image: Any, reading: Any) -> str | None:
+        """A key of a plane or tile as read (its pixels, shape and dtype, and ``reading``: the
+        intensity range, channels and percentiles); None for data that is not in memory."""
+        if not isinstance(image, np.ndarray):
+            return None
+        digest = hashlib.blake2b(repr((image.shape, image.dtype.str, INPUT_SIZE, reading)).encode(), digest_size=20)
+        digest.update(np.ascontiguousarray(image).data)
+        return digest.hexdigest()
+
+    def signature_of(self, source: str) -> str | None:
+        return self._aliases.get(source)
+
+    def remember(self, source: str, signature: str) -> None:
+        if len(self._aliases) > 200_000:  # a bound on memory (about 30 MB); they are cheap to make again
+            self._aliases.clear()
+        self._aliases[source] = signature
 
     # --- the budget -------------------------------------------------------------------------------
 

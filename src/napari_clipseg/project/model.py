@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ class ProjectModel:
 
     def __init__(self, spec: ModelSpec, features: Path, budget: int | None, stop: threading.Event) -> None:
         self.spec, self.features, self.budget, self.stop = spec, features, budget, stop
+        #: ``loader(spec, stop)`` loads the base model; a GUI sets one that shares the model it
+        #: already holds (the dock's Segment mode), so one model serves both.
+        self.loader: Callable[[ModelSpec, threading.Event], ClipSeg] | None = None
         self._lock = threading.RLock()
         self._base: ClipSeg | None = None
         self._store: FeatureStore | None = None
@@ -44,7 +48,8 @@ class ProjectModel:
     def base(self) -> ClipSeg:
         with self._lock:
             if self._base is None:
-                self._base = self.spec.load(stop=self.stop)
+                load = self.loader or (lambda spec, stop: spec.load(stop=stop))
+                self._base = load(self.spec, self.stop)
             return self._base
 
     def store(self) -> FeatureStore:

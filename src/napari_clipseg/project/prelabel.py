@@ -4,8 +4,8 @@ New images come first (file order), then pre-labels another decoder made (stale 
 most in need of review first, so the top of the queue is fresh soonest. Each chunk of
 :data:`CHUNK` images is one call of the dataset machinery
 (:func:`~napari_clipseg.datasets.api.iter_segment_dataset`); between chunks the image on screen is
-left out again and the state is saved, so a long re-prediction never replaces what an annotator
-is looking at, and a kill loses at most one chunk's bookkeeping (the files stay; the state is
+left out again and the state is saved every few seconds, so a long re-prediction never replaces
+what an annotator is looking at, and a kill loses only bookkeeping (the files stay; the state is
 reconciled from them at the next open).
 """
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: Images pre-labelled per call of the dataset machinery.
 CHUNK = 8
+#: Seconds between two saves of the manifest while pre-labelling (it holds every image's entry;
+#: the folder stays the truth in between, and a kill is reconciled at the next open).
+SAVE_EVERY = 5.0
 
 
 def to_prelabel(project: Any, names: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
@@ -59,6 +62,7 @@ def iter_prelabel(
             chunk = [n for n in todo[start : start + CHUNK] if n != project.on_screen and n not in exclude]
             if chunk:
                 rows += yield from _part(project, chunk, predictor, start, len(todo))
+    project._save()
     report = BatchReport(rows, project.folder.prelabels, time.perf_counter() - started)
     report.write()
     return report
@@ -85,5 +89,5 @@ def _part(project: Any, names: list[str], model: Any, done: int, total: int) -> 
     report = yield from relay(events, overall)
     for row in report.rows:
         project._prelabelled(row)
-    project._save()
+    project._save(every=SAVE_EVERY)
     return report.rows

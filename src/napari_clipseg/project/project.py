@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -88,6 +89,7 @@ class Project:
         self.model = ProjectModel(spec, folder.features, manifest.get("store_bytes"), self.stop)
         self._shown: OrderedDict[str, ShownPrelabel] = OrderedDict()
         self._failed: dict[str, str] = {}
+        self._saved = 0.0  # when the manifest was last written (time.monotonic)
         self._learner = Learner(int(manifest.get("learnt_at") or 0))
 
     # --- what the project holds -----------------------------------------------------------------
@@ -370,9 +372,13 @@ class Project:
         if self.read_only:
             raise ProjectError(f"{self.folder.root} is open read-only here: nothing can be changed")
 
-    def _save(self) -> None:
-        if not self.read_only:
-            self.folder.write_manifest(self._state.to_manifest())
+    def _save(self, every: float = 0.0) -> None:
+        """Write the manifest (``every``: only when the last write is that many seconds old)."""
+        now = time.monotonic()
+        if not self.read_only and now - self._saved >= every:
+            with self._lock:
+                self.folder.write_manifest(self._state.to_manifest())
+            self._saved = now
 
     def close(self) -> None:
         """Give the folder back (another window or process may open it then)."""

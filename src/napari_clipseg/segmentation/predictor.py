@@ -139,16 +139,16 @@ class ClipSegPredictor:
                 ``"auto"`` computes it per image.
             channels: Channels to use as R, G, B (see ``transforms.select_channels``).
         """
-        pixels = [to_model_input(i, INPUT_SIZE, "cpu", self.percentiles, value_range, channels) for i in images]
-        keys = [pixel_signature(p) for p in pixels]
+        keys, pixels = self._signatures(images, value_range, channels)
         with self._lock:
             found = {key: self.feature_cache.get(key) for key in keys}
             if self.store is not None:
                 found = {key: value if value is not None else self.store.get(key) for key, value in found.items()}
             todo: dict[str, torch.Tensor] = {}
-            for key, pixel in zip(keys, pixels, strict=True):
-                if found[key] is None:
-                    todo.setdefault(key, pixel)
+            for key, image in zip(keys, images, strict=True):
+                if found[key] is None and key not in todo:
+                    made = pixels.get(key)
+                    todo[key] = made if made is not None else self._model_input(image, value_range, channels)
             if todo:
                 with self.inference():
                     pixels = torch.cat(list(todo.values())).to(self.model.device)
@@ -162,6 +162,28 @@ class ClipSegPredictor:
                 if self.feature_cache.capacity > 0:
                     release_freed_memory()  # entries now sit between freed temporaries (see there)
         return [found[key] for key in keys]
+
+    def _model_input(self, image: Any, value_range: Any, channels: tuple[int, ...] | None) -> torch.Tensor:
+        return to_model_input(image, INPUT_SIZE, "cpu", self.percentiles, value_range, channels)
+
+    def _signatures(
+        self, images: list[Any], value_range: Any, channels: tuple[int, ...] | None
+    ) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """The cache keys of ``images`` (their model inputs' signatures), and the model inputs made
+        to find them. With a store, a key is also remembered by the source pixels and how they are
+        read, so a re-prediction of the same image skips making its model input (a few ms)."""
+        keys, pixels = [], {}
+        for image in images:
+            source = self.store.source_key(image, (value_range, channels, self.percentiles)) if self.store else None
+            key = self.store.signature_of(source) if source is not None else None
+            if key is None:
+                made = self._model_input(image, value_range, channels)
+                key = pixel_signature(made)
+                pixels[key] = made
+                if source is not None:
+                    self.store.remember(source, key)
+            keys.append(key)
+        return keys, pixels
 
     def _raise_if_stopped(self) -> None:
         if self.stop.is_set():
