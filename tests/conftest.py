@@ -281,3 +281,25 @@ def click_run(widget, qtbot):
 
 def labels_layers(viewer):
     return [layer for layer in viewer.layers if layer.__class__.__name__ == "Labels"]
+
+
+#: Images in the projects of the project and loop tests.
+PROJECT_IMAGES = 8
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder of striped-disc images (the task the random base model fails) and their ground truth."""
+    folder = tmp_path / "images"
+    return folder, disc_images(folder, PROJECT_IMAGES)
+
+
+@pytest.fixture
+def spec(tiny_model_dir):
+    return ncs.ModelSpec(str(tiny_model_dir), precision="float32")
+
+
+@pytest.fixture
+def project(images, tmp_path, spec):
+    with ncs.open_project(images[0], tmp_path / "project", prompts=["disc"], model=spec) as opened:
+        yield opened

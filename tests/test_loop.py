@@ -9,29 +9,12 @@ import numpy as np
 import pytest
 
 import napari_clipseg as ncs
-from conftest import TINY_LEARNING_RATE, disc_images
+from conftest import PROJECT_IMAGES, TINY_LEARNING_RATE
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.learning.feature_store import FeatureStore
 from napari_clipseg.segmentation.postprocess import labels_from_probabilities
 
-N_IMAGES = 8
-
-
-@pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / "images"
-    return folder, disc_images(folder, N_IMAGES)
-
-
-@pytest.fixture
-def spec(tiny_model_dir):
-    return ncs.ModelSpec(str(tiny_model_dir), precision="float32")
-
-
-@pytest.fixture
-def project(images, tmp_path, spec):
-    with ncs.open_project(images[0], tmp_path / "project", prompts=["disc"], model=spec) as opened:
-        yield opened
+N_IMAGES = PROJECT_IMAGES
 
 
 def _tower_calls(project):
@@ -220,3 +203,25 @@ def test_cli_verify_takes_corrected_labels_in_and_learns_as_they_come(images, tm
     assert "3 verified" in capsys.readouterr().out
     assert main(["project", "learn", str(project_dir), "--steps", "0"]) == 2
     assert main(["project", "verify", str(project_dir), "--labels", str(tmp_path / "images" / "nothing")]) != 0
+
+
+def test_the_cli_lists_the_decoders_and_goes_back_to_one(images, tmp_path, tiny_model_dir, capsys):
+    from napari_clipseg.cli import main
+
+    folder, truth = images
+    with ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=ncs.ModelSpec(str(tiny_model_dir))) as p:
+        _verify(p, truth, ["disc0", "disc1", "disc2"])
+        for seed in (0, 1):
+            ncs.run(p.iter_learn(steps=5, force=True, seed=seed))
+        assert p.decoder.name == "002"
+    capsys.readouterr()
+    assert main(["project", "decoder", str(tmp_path / "p")]) == 0
+    listed = capsys.readouterr().out
+    assert "* 002" in listed and "  001" in listed and "  base" in listed
+    assert main(["project", "decoder", str(tmp_path / "p"), "001"]) == 0
+    with ncs.open_project(None, tmp_path / "p") as p:
+        assert p.decoder.name == "001" and p.threshold == p.decoders[0]["threshold"]
+        assert all(p.entry(n).decoder == "001" for n in p.names if p.state(n) == "pre-labelled")
+    assert main(["project", "decoder", str(tmp_path / "p"), "base", "--no-repredict"]) == 0
+    assert main(["project", "decoder", str(tmp_path / "p"), "007"]) == 2
+    assert "no decoder '007'" in capsys.readouterr().err

@@ -12,30 +12,12 @@ import numpy as np
 import pytest
 
 import napari_clipseg as ncs
-from conftest import TINY_LEARNING_RATE, disc_images
+from conftest import PROJECT_IMAGES, TINY_LEARNING_RATE
 from napari_clipseg.errors import ProjectError, ProjectLockedError, ProjectMismatchError
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.project.score import review_score
 
-N_IMAGES = 8
-
-
-@pytest.fixture
-def images(tmp_path):
-    """Striped-disc images (the task the random base model fails) and their ground truth."""
-    folder = tmp_path / "images"
-    return folder, disc_images(folder, N_IMAGES)
-
-
-@pytest.fixture
-def spec(tiny_model_dir):
-    return ncs.ModelSpec(str(tiny_model_dir), precision="float32")
-
-
-@pytest.fixture
-def project(images, tmp_path, spec):
-    with ncs.open_project(images[0], tmp_path / "project", prompts=["disc"], model=spec) as opened:
-        yield opened
+N_IMAGES = PROJECT_IMAGES
 
 
 def test_next_prelabels_and_verify_counts_the_changes(project, images):

@@ -34,7 +34,7 @@ from .annotate_view import (
     top_of_queue,
 )
 from .dock_text import DOCK_WIDTH
-from .job_control import JobControl, reported
+from .job_control import JobControl, JobSlot, reported
 
 if TYPE_CHECKING:
     import napari
@@ -63,6 +63,7 @@ class AnnotatePanel(Container):
         dialogs: The widget's modal questions.
         say: ``(message, level)``: the dock's status and napari notifications.
         loader: ``loader(spec, stop)`` loads the project's model (the dock's, so both modes share one).
+        slot: The dock's job slot (one job at a time in both modes).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class AnnotatePanel(Container):
         dialogs: Dialogs,
         say: Callable[[str, str], None],
         loader: Callable[..., Any] | None = None,
+        slot: JobSlot | None = None,
     ) -> None:
         super().__init__(labels=False)
         self._viewer, self._model, self._prompts, self._dialogs, self._say = viewer, model, prompts, dialogs, say
@@ -92,6 +94,7 @@ class AnnotatePanel(Container):
             say,
             self._set_status,
             lambda: "cpu",
+            slot,
         )
         self._learning = LearnAsYouGo(self._jobs, lambda: self.project, say, self._set_status, self._show_counts)
         self._connect()

@@ -33,6 +33,14 @@ def reported(job: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+class JobSlot:
+    """The dock's one job at a time: its modes' JobControls share one slot, so a Learn in the
+    Annotate mode and a Run in the Segment mode never compete for the cores."""
+
+    def __init__(self) -> None:
+        self.holder: JobControl | None = None
+
+
 class JobControl:
     """Starts jobs, routes their progress to a progress bar and status, and stops them on Cancel.
 
@@ -43,6 +51,7 @@ class JobControl:
         say: ``(message, level)``: the dock's status line and napari notifications.
         status: Sets the status line only (progress, "Cancelling…").
         device: The chosen device (error messages name it).
+        slot: The dock's :class:`JobSlot` (shared by its modes); a new one when None.
     """
 
     def __init__(
@@ -53,20 +62,24 @@ class JobControl:
         say: Callable[[str, str], None],
         status: Callable[[str], None],
         device: Callable[[], str],
+        slot: JobSlot | None = None,
     ) -> None:
         self.runner = runner
+        self.slot = slot or JobSlot()
         self._buttons, self._progress, self._say, self._status, self._device = buttons, progress, say, status, device
         self._worker: Any = None
         self._cancelled_text = ""
 
     @property
     def is_running(self) -> bool:
-        return self._worker is not None
+        """Whether a job of the dock runs (this controller's, or another mode's)."""
+        return self.slot.holder is not None
 
     def refuse_while_running(self) -> bool:
         """Whether a job runs (then the user is told to wait or cancel)."""
         if self.is_running:
-            self._say("A CLIPSeg run is already in progress: wait for it or press Cancel.", "warning")
+            where = "" if self.slot.holder is self else " in the other mode"
+            self._say(f"A CLIPSeg job is already running{where}: wait for it or press Cancel.", "warning")
         return self.is_running
 
     def start(self, job: Callable[[], Any], on_result: Callable[[Any], None], cancelled_text: str) -> None:
@@ -105,8 +118,12 @@ class JobControl:
             self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
-        if not running:
+        if running:
+            self.slot.holder = self
+        else:
             self._worker = None
+            if self.slot.holder is self:
+                self.slot.holder = None
         run_btn, cancel_btn = self._buttons
         run_btn.enabled, cancel_btn.enabled = not running, running
         if running:

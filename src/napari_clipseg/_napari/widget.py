@@ -40,7 +40,7 @@ from .dialogs import Dialogs  # noqa: E402
 from .dock_text import DOCK_MODES, DOCK_WIDTH, OUTPUTS, TIPS, threshold_label  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
-from .job_control import JobControl  # noqa: E402
+from .job_control import JobControl, JobSlot  # noqa: E402
 from .jobs import ModelRunner, settle_heavy_imports  # noqa: E402
 from .learn_action import collect_pairs, decoder_note, describe, offer_decoder  # noqa: E402
 from .model_panel import ModelPanel  # noqa: E402
@@ -70,6 +70,7 @@ class ClipSegWidget(Container):
         self._viewer = viewer
         self.dialogs = dialogs or Dialogs()
         self._runner = ModelRunner()
+        self._slot = JobSlot()  # one job at a time for the whole dock (both modes)
         self._results = ResultLayers(viewer)
         settings = load_settings()
         self._create_controls(settings, available_devices())
@@ -77,7 +78,7 @@ class ClipSegWidget(Container):
         self._polish(settings)
         buttons = (self._run_btn, self._cancel_btn)
         self._jobs = JobControl(
-            self._runner, buttons, self._progress, self._say, self._set_status, self._device.get_value
+            self._runner, buttons, self._progress, self._say, self._set_status, self._device.get_value, self._slot
         )
         self._connect()
         self._on_active()
@@ -116,6 +117,7 @@ class ClipSegWidget(Container):
             self.dialogs,
             self._say,
             loader=self._runner.model,  # one model for both modes
+            slot=self._slot,
         )
         self._options = OptionsPanel(self._viewer)
         self._options.restore(s)

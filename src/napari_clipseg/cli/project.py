@@ -3,8 +3,8 @@
 ``prelabel`` (creates the project when it is new; runs on a dask cluster with ``--workers`` or
 ``--scheduler``), ``status`` (counts, the queue and the feature store), ``verify`` (corrected label
 files made in another tool taken in as verified, learning as they come with ``--auto-learn``),
-``learn`` (learn from the verified images, then re-predict the others) and ``export`` (the
-verified set as training data).
+``learn`` (learn from the verified images, then re-predict the others), ``decoder`` (the
+decoders learnt; go back to one) and ``export`` (the verified set as training data).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ProjectError, UsageError
 from .args import PROG, add_model_options, compute_settings, model_spec, text_prompts
 from .dataset import drive
 
@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="keep the new decoder even if it is not better than the current one"
     )
     learn.add_argument("--no-repredict", action="store_true", help="only learn; re-predict later")
+    decoder = actions.add_parser("decoder", help="list the decoders learnt, or go back to one (then re-predict)")
+    decoder.add_argument("folder", type=Path)
+    decoder.add_argument("name", nargs="?", help="a decoder to use (001, 002, ...), or 'base' for the base model's")
+    decoder.add_argument("--no-repredict", action="store_true", help="only switch; re-predict later")
     export = actions.add_parser("export", help="write the verified images as a training set")
     export.add_argument("folder", type=Path)
     export.add_argument("--out", type=Path, required=True, help="the training-set folder to write")
@@ -117,6 +121,31 @@ def _learn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decoder(args: argparse.Namespace) -> int:
+    from ..project.open import open_project
+
+    if args.name is None:
+        project = open_project(None, _existing(args.folder), read_only=True)
+        current = project.decoder.name if project.decoder else None
+        print(f"{'*' if current is None else ' '} base      the base model's decoder")
+        for entry in project.decoders:
+            name = Path(entry["folder"]).name
+            iou, before = entry.get("iou"), entry.get("base_iou")
+            scores = f"held-out IoU {before:.3f} -> {iou:.3f}" if iou is not None and before is not None else ""
+            print(f"{'*' if name == current else ' '} {name:9s} {len(entry.get('images', []))} images, {scores}")
+        return 0
+    with open_project(None, _existing(args.folder)) as project:
+        try:
+            project.use_decoder(None if args.name == "base" else args.name)
+        except ProjectError as e:
+            raise UsageError(str(e)) from None
+        print(f"{PROG}: using {args.name}'s decoder, threshold {project.threshold}", file=sys.stderr)
+        if not args.no_repredict:
+            drive(project.iter_prelabel(), quiet=False)
+        _print_status(project, 5)
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from ..io.inputs import named_entries
     from ..learning.training_data import read_corrected_labels
@@ -154,7 +183,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def run_project(args: argparse.Namespace) -> int:
-    actions = {"prelabel": _prelabel, "status": _status, "verify": _verify, "learn": _learn, "export": _export}
+    actions = {
+        "prelabel": _prelabel,
+        "status": _status,
+        "verify": _verify,
+        "learn": _learn,
+        "decoder": _decoder,
+        "export": _export,
+    }
     return actions[args.action](args)
 
 

@@ -308,6 +308,31 @@ class Project:
             self.prelabel()
         return float(outcome.iou if outcome.accepted else outcome.current_iou)
 
+    def use_decoder(self, name: str | None) -> None:
+        """Go back (or forward) to a decoder this project learnt: ``"001"`` (or ``"decoders/001"``),
+        or None for the base model's; its threshold comes with it. The waiting images are then
+        stale: :meth:`prelabel` re-predicts them (the decoder alone).
+
+        Raises:
+            ProjectError: read-only, or no such decoder.
+        """
+        self._writable()
+        manifest = self._state.manifest
+        if name is None:
+            chosen = None
+        else:
+            folder = name if str(name).startswith("decoders/") else f"decoders/{name}"
+            known = {d["folder"]: d for d in manifest.get("decoders", [])}
+            if folder not in known:
+                names = ", ".join(Path(f).name for f in known) or "none yet"
+                raise ProjectError(f"{self.folder.root} has no decoder {name!r} (decoders: {names}; or the base model)")
+            chosen = known[folder]
+        with self._lock:
+            manifest["decoder"] = chosen["folder"] if chosen else None
+            if not isinstance(self.options.threshold, tuple):
+                manifest["threshold"] = chosen.get("threshold") if chosen else None
+            self._save()
+
     def export(
         self, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
     ) -> Path:
