@@ -79,7 +79,7 @@ class JobControl:
         """Whether a job runs (then the user is told to wait or cancel)."""
         if self.is_running:
             where = "" if self.slot.holder is self else " in the other mode"
-            self._say(f"A CLIPSeg job is already running{where}: wait for it or press Cancel.", "warning")
+            self._say(f"A CLIPSeg run is already in progress{where}: wait for it or press Cancel.", "warning")
         return self.is_running
 
     def start(self, job: Callable[[], Any], on_result: Callable[[Any], None], cancelled_text: str) -> None:

@@ -74,7 +74,8 @@ class TrainingPair:
 class FineTuneSettings:
     """How to train (every field is recorded with the decoder)."""
 
-    epochs: int = 40
+    #: Passes over the training examples (each pass: one step per ``batch_size`` of them).
+    epochs: int = 120
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     #: Examples per optimiser step (decoded in one call).
@@ -84,7 +85,7 @@ class FineTuneSettings:
     #: Largest gradient norm (steadies the first steps from a decoder that never saw these images).
     clip_norm: float = 1.0
     holdout: float = 0.25
-    patience: int = 8
+    patience: int = 24
     seed: int = 0
     augment: bool = True
     ignore_value: int | None = None

@@ -204,6 +204,25 @@ def keep_learnt(project: Any, result: Any, model: Any, names: list[str], learnt_
         return manifest.get("decoder")
 
 
+def use_decoder(project: Any, name: str | None) -> None:
+    """Make the decoder ``name`` (or the base's, None) the one ``project`` uses (see
+    :meth:`~.project.Project.use_decoder`)."""
+    manifest = project._state.manifest
+    chosen = None
+    if name is not None:
+        folder = name if str(name).startswith("decoders/") else f"decoders/{name}"
+        known = {d["folder"]: d for d in manifest.get("decoders", [])}
+        if folder not in known:
+            names = ", ".join(f.split("/")[-1] for f in known) or "none yet"
+            raise ProjectError(f"{project.folder.root} has no decoder {name!r} (decoders: {names}; or the base model)")
+        chosen = known[folder]
+    with project._lock:
+        manifest["decoder"] = chosen["folder"] if chosen else None
+        if not isinstance(project.options.threshold, tuple):
+            manifest["threshold"] = chosen.get("threshold") if chosen else None
+        project._save()
+
+
 class Learner:
     """A project's learning: the examples of its verified images (made once per verification),
     when it last learnt, and how many Learns in a row were refused."""

@@ -35,7 +35,7 @@ from .folder import ProjectFolder
 from .learn import Learner
 from .model import ProjectModel
 from .score import review_score
-from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, load_state, prelabel_facts
+from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, checked_labels, load_state, prelabel_facts
 
 if TYPE_CHECKING:
     from ..datasets.report import BatchReport, Row
@@ -229,7 +229,7 @@ class Project:
             self.prelabels(name)
             with self._lock:
                 shown = self._shown.pop(name)
-        labels = self._checked_labels(name, labels, shown.labels.shape)
+        labels = checked_labels(name, labels, shown.labels.shape, self.classes)
         changed = int(np.count_nonzero(shown.labels != labels))
         decoder = ((shown.model or {}).get("decoder") or {}).get("name")
         entry = {"status": "verified", "changed": changed, "decoder": decoder, "generation": shown.generation}
@@ -316,22 +316,10 @@ class Project:
         Raises:
             ProjectError: read-only, or no such decoder.
         """
+        from .learn import use_decoder
+
         self._writable()
-        manifest = self._state.manifest
-        if name is None:
-            chosen = None
-        else:
-            folder = name if str(name).startswith("decoders/") else f"decoders/{name}"
-            known = {d["folder"]: d for d in manifest.get("decoders", [])}
-            if folder not in known:
-                names = ", ".join(Path(f).name for f in known) or "none yet"
-                raise ProjectError(f"{self.folder.root} has no decoder {name!r} (decoders: {names}; or the base model)")
-            chosen = known[folder]
-        with self._lock:
-            manifest["decoder"] = chosen["folder"] if chosen else None
-            if not isinstance(self.options.threshold, tuple):
-                manifest["threshold"] = chosen.get("threshold") if chosen else None
-            self._save()
+        use_decoder(self, name)
 
     def export(
         self, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
@@ -379,19 +367,6 @@ class Project:
                 entry = entry.replace(**self._score_of(entry.name))
                 self._state.put(entry)
         return float(entry.score or 0.0)
-
-    def _checked_labels(self, name: str, labels: Any, shape: tuple[int, ...]) -> np.ndarray:
-        labels = np.asarray(labels)
-        if labels.dtype.kind not in "biu":
-            raise ProjectError(f"{name}: labels must be integers (0 = background); got {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() > len(self.classes)):
-            raise ProjectError(
-                f"{name}: label values must lie in 0..{len(self.classes)} ({', '.join(self.classes)}); "
-                f"got {labels.min()}..{labels.max()}"
-            )
-        if tuple(labels.shape) != tuple(shape):
-            raise ProjectError(f"{name}: labels of shape {labels.shape} do not fit the image ({shape})")
-        return labels.astype(np.uint8 if len(self.classes) < 256 else np.uint16)
 
     def _writable(self) -> None:
         if self.read_only:

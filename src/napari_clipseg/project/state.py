@@ -201,3 +201,24 @@ def load_state(folder: ProjectFolder, manifest: dict[str, Any], on_score: Any) -
             entry = entry.replace(skipped=True)
         entries[entry.name] = reconcile(folder, entry, on_score)
     return ProjectState(manifest, entries)
+
+
+def checked_labels(name: str, labels: Any, shape: tuple[int, ...], classes: list[str]) -> np.ndarray:
+    """An annotator's labels for ``name`` as stored (uint8, or uint16 past 255 classes).
+
+    Raises:
+        ProjectError: not integers, values outside ``0..len(classes)``, or another shape than ``shape``.
+    """
+    from ..errors import ProjectError
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biu":
+        raise ProjectError(f"{name}: labels must be integers (0 = background); got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > len(classes)):
+        raise ProjectError(
+            f"{name}: label values must lie in 0..{len(classes)} ({', '.join(classes)}); "
+            f"got {labels.min()}..{labels.max()}"
+        )
+    if tuple(labels.shape) != tuple(shape):
+        raise ProjectError(f"{name}: labels of shape {labels.shape} do not fit the image ({shape})")
+    return labels.astype(np.uint8 if len(classes) < 256 else np.uint16)
