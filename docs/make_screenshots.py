@@ -186,7 +186,7 @@ def annotate_picture(model: str) -> None:
         while widget.is_running or panel._learning.pending:  # a Learn after each image, in the background
             settle(0.05)
     panel.next_btn.native.click()  # the next image: its pre-labels come from the decoder learnt so far
-    while panel._disk.busy:
+    while panel._disk.busy or widget.is_running or panel._learning.pending:
         settle(0.05)
     settle()
     save(viewer, "widget-annotate.png")

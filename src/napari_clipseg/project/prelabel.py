@@ -65,6 +65,7 @@ def iter_prelabel(
     project._save()
     report = BatchReport(rows, project.folder.prelabels, time.perf_counter() - started)
     report.write()
+    yield Progress(len(todo), len(todo), "done")  # the whole job, also when the image on screen was left out
     return report
 
 
