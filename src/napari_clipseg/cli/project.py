@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ProjectError, UsageError
-from .args import PROG, add_model_options, compute_settings, model_spec, text_prompts
+from .args import PROG, add_model_options, check_cached, compute_settings, model_spec, text_prompts
 from .dataset import drive
 
 
@@ -76,7 +76,13 @@ def _prelabel(args: argparse.Namespace) -> int:
     if new and (not prompts or not args.images):
         raise UsageError("a new project needs --images and -p (its class prompts)")
     compute = compute_settings(args)
+    if new and args.model is None:
+        from ..constants import DEFAULT_HUB_ID
+
+        args.model = DEFAULT_HUB_ID  # as the help says: the project's model, else the default weights
     spec = model_spec(args) if new or args.model else None  # a project reopens with its own model
+    if new:
+        check_cached(spec)  # offline and not cached: said now, before a project folder is made
     with open_project(args.images, args.folder, prompts, spec, compute=compute) as project:
         report = drive(project.iter_prelabel(), quiet=False)
         if report is not None:

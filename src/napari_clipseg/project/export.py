@@ -31,6 +31,22 @@ def _copy_image(source: Path, folder: Path) -> None:
     (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / f"image{suffix}")
 
 
+def _check_target(project: Any, out: Path) -> None:
+    """Refuse a training-set folder that is, holds or lies in the project, or holds the images
+    (an export with ``overwrite`` replaces its folder: it must never take the user's work with it).
+
+    Raises:
+        ValueError: naming what the folder would replace.
+    """
+    target, root = out.resolve(), project.folder.root.resolve()
+    if target == root or root in target.parents or target in root.parents:
+        raise ValueError(f"{out} is, holds or lies in the project folder {root}: export to a folder outside it")
+    for item in project.items:
+        image = Path(item.path).resolve()
+        if target == image or target in image.parents:
+            raise ValueError(f"{out} holds the project's images (e.g. {item.path}): export to another folder")
+
+
 def export_project(
     project: Any, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
 ) -> Path:
@@ -42,6 +58,7 @@ def export_project(
         ValueError: no image is verified yet.
     """
     out = Path(out)
+    _check_target(project, out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another folder or allow overwriting")
     names = [name for name in project.names if project.state(name) == "verified"]

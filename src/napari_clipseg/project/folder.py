@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from ..atomic import write_json
@@ -106,10 +106,15 @@ class ProjectFolder:
         if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
             logger.warning("ignoring %s: not a napari-clipseg project manifest; rebuilding it", self.manifest_path)
             return None
-        if not isinstance(manifest.get("schema_version"), int) or manifest["schema_version"] > SCHEMA_VERSION:
+        version = manifest.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
             raise ProjectError(
-                f"{self.manifest_path} was written by a newer napari-clipseg (schema {manifest.get('schema_version')})"
+                f"{self.manifest_path} is damaged: schema_version is {version!r}, not a number. Fix it, or remove "
+                "the file: it is rebuilt from the folder"
             )
+        if version > SCHEMA_VERSION:
+            raise ProjectError(f"{self.manifest_path} was written by a newer napari-clipseg (schema {version})")
+        check_manifest(manifest, self.manifest_path)
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -121,3 +126,91 @@ class ProjectFolder:
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(self.manifest_path, full, overwrite=True)
+
+
+#: What each field of the manifest must be (the types JSON gives them).
+FIELDS = {
+    "prompts": (list,),
+    "model": (dict,),
+    "options": (dict,),
+    "images": (list,),
+    "skipped": (list,),
+    "decoders": (list,),
+    "decoder": (str, type(None)),
+    "threshold": (int, float, list, type(None)),
+    "store_bytes": (int, type(None)),
+    "learnt_at": (int, type(None)),
+}
+
+
+def check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Refuse a manifest whose fields have the wrong types or whose image names could write outside
+    their folder or into another image's (ProjectError naming the field and what to do)."""
+    damaged = f"{path} is damaged"
+    remedy = "fix it, or remove the file: it is rebuilt from the folder"
+    for key in ("prompts", "model", "options"):
+        if key not in manifest:
+            raise ProjectError(f"{damaged}: it has no {key!r}; {remedy}")
+    for key, kinds in FIELDS.items():
+        if key in manifest and not isinstance(manifest[key], kinds):
+            raise ProjectError(f"{damaged}: {key!r} is {type(manifest[key]).__name__}; {remedy}")
+    for entry in manifest.get("images", []):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("name"), str)
+            or not isinstance(entry.get("path"), str)
+        ):
+            raise ProjectError(f"{damaged}: an image entry is {entry!r} (it needs a name and a path); {remedy}")
+    check_names([entry["name"] for entry in manifest.get("images", [])], str(path))
+
+
+def check_names(names: list[str], where: str) -> None:
+    """Every image name is a plain relative path (no ``..``, no root, no backslash), and no name's
+    folder holds another's (``a`` and ``a/b`` would nest: verifying ``a`` would replace ``a/b``'s).
+
+    Raises:
+        ProjectError: naming the image(s) and what to do.
+    """
+    seen = set(names)
+    for name in names:
+        parts = name.split("/")
+        rooted = name.startswith("/") or bool(PureWindowsPath(name).drive)
+        if not name or rooted or "\\" in name or any(part in ("", ".", "..") for part in parts):
+            raise ProjectError(f"{where}: the image name {name!r} is not a plain relative name; it is refused")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in seen:
+                raise ProjectError(
+                    f"{where}: the images {parent!r} and {name!r} would share a folder ({parent}/ would hold "
+                    f"{name}'s labels): rename the file {parent} or the folder {parent}/"
+                )
+
+
+def recover_staging(folder: ProjectFolder) -> list[str]:
+    """Put back what a kill during a verify left aside, then empty the staging folder.
+
+    Re-verifying an image moves its verified folder aside (``.staging/old-*``) before the new one
+    is renamed in; a kill between the two leaves the image with no verified folder. Such a folder,
+    whose record names an image whose verified folder is missing, is moved back. Returns the
+    names recovered."""
+    import shutil
+
+    from ..io.outputs import output_record
+
+    recovered = []
+    for aside in sorted(folder.staging.glob("old-*")) if folder.staging.is_dir() else []:
+        try:
+            name = ((output_record(aside) or {}).get("project") or {}).get("name")
+        except Exception:  # noqa: BLE001 - not a complete folder: nothing to recover
+            name = None
+        if isinstance(name, str) and not (folder.verified / name).exists():
+            try:
+                check_names([name], str(aside))
+            except ProjectError:
+                continue
+            (folder.verified / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(aside, folder.verified / name)
+            logger.warning("recovered the verified labels of %s from %s (a verify was interrupted)", name, aside)
+            recovered.append(name)
+    shutil.rmtree(folder.staging, ignore_errors=True)
+    return recovered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ from ..errors import ProjectError, ProjectMismatchError
 from ..io.inputs import find_inputs
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
-from .folder import ProjectFolder
+from .folder import ProjectFolder, check_names, recover_staging
 from .project import Project
 
 
@@ -82,6 +83,21 @@ def _decoders_on_disk(project_folder: ProjectFolder) -> dict[str, Any]:
     return {"decoders": decoders, "decoder": last.get("folder"), "threshold": last.get("threshold")}
 
 
+def _never_used(project_folder: ProjectFolder, manifest: dict[str, Any]) -> bool:
+    """Whether a project holds nothing yet (no pre-label, verified image, decoder or skip): a first
+    try that failed, say offline, whose settings the next try may change."""
+    root = project_folder.root
+    used = (
+        any(project_folder.prelabels.glob("*"))
+        or any(project_folder.verified.glob("*"))
+        or any(project_folder.decoders.glob("*"))
+        or any(project_folder.features.glob("*"))
+        or any(entry.get("skipped") for entry in manifest.get("images", []) if isinstance(entry, dict))
+        or bool(manifest.get("skipped"))
+    )
+    return not used and root.is_dir()
+
+
 def _checked_auto_learn(auto_learn: Any) -> int:
     if isinstance(auto_learn, bool) or not isinstance(auto_learn, int) or auto_learn < 0:
         raise ValueError(f"auto_learn must be 0 (off) or a number of verified images; got {auto_learn!r}")
@@ -133,14 +149,18 @@ def open_project(
     """
     root = Path(folder)
     project_folder = ProjectFolder(root)
+    new_folder = not root.exists()
+    _checked_auto_learn(auto_learn)
     if not read_only:
         project_folder.lock()
     try:
         project = _open(project_folder, images, prompts, model, options, read_only, compute, store_bytes)
-        project.auto_learn = _checked_auto_learn(auto_learn)
+        project.auto_learn = auto_learn
         return project
     except BaseException:
         project_folder.unlock()
+        if new_folder:  # a refused creation leaves nothing behind (only this call made the folder)
+            shutil.rmtree(root, ignore_errors=True)
         raise
 
 
@@ -155,9 +175,14 @@ def _open(
     store_bytes: int | None,
 ) -> Project:
     root = project_folder.root
+    if not read_only:
+        recover_staging(project_folder)  # before the state is read: a recovered image is verified
     manifest = project_folder.read_manifest()
     given = _prompt_list(prompts) if prompts is not None else None
     spec = ModelSpec.of(model) if model is not None else None
+    offered = images is not None and given is not None
+    if manifest is not None and offered and not read_only and _never_used(project_folder, manifest):
+        manifest = None  # made, then nothing done with it (a first try that failed): take the new settings
     if manifest is None:
         if given is None or images is None or read_only:
             raise ProjectError(f"{root} is not a napari-clipseg project: give images and prompts to create one")
@@ -185,6 +210,7 @@ def _open(
     prompt_objects = _prompts_from(manifest["prompts"])
     check_distinct([p if isinstance(p, str) else p.label for p in prompt_objects])
     manifest["images"] = _images(images, root, manifest.get("images", []))
+    check_names([entry["name"] for entry in manifest["images"]], str(root))
     if store_bytes is not None:
         if store_bytes < 0:
             raise ValueError(f"store_bytes must be 0 or more; got {store_bytes}")

@@ -232,7 +232,13 @@ class Project:
         labels = checked_labels(name, labels, shown.labels.shape, self.classes)
         changed = int(np.count_nonzero(shown.labels != labels))
         decoder = ((shown.model or {}).get("decoder") or {}).get("name")
-        entry = {"status": "verified", "changed": changed, "decoder": decoder, "generation": shown.generation}
+        entry = {
+            "status": "verified",
+            "name": name,
+            "changed": changed,
+            "decoder": decoder,
+            "generation": shown.generation,
+        }
         record = build_record(
             self.classes,
             model=shown.model,

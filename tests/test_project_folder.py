@@ -1,0 +1,99 @@
+"""Nothing lost in a project folder (issue 27, the first classes): names that never nest or escape,
+a manifest that is checked before it is trusted, exports that never replace the project or the
+images, an interrupted re-verify put back, and refused creations that leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import napari_clipseg as ncs
+from napari_clipseg.errors import ProjectError
+
+
+def test_names_that_would_nest_are_refused_and_leave_nothing(tmp_path, spec):
+    images = tmp_path / "images"
+    (images / "a").mkdir(parents=True)
+    np.save(images / "a.npy", np.zeros((32, 32), np.uint8))
+    np.save(images / "a" / "b.npy", np.zeros((32, 32), np.uint8))
+    with pytest.raises(ProjectError, match=r"'a' and 'a/b' would share a folder .*rename the file a or the folder a/"):
+        ncs.open_project(images, tmp_path / "p", prompts=["disc"], model=spec)
+    assert not (tmp_path / "p").exists()  # a refused creation leaves no folder and no lock
+
+
+def _manifest(project_dir):
+    return json.loads((project_dir / "project.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda m: m["images"][0].update(name="../escaped"), "not a plain relative name"),
+        (lambda m: m["images"][0].update(name="/etc/x"), "not a plain relative name"),
+        (lambda m: m.update(prompts="disc"), "'prompts' is str"),
+        (lambda m: m.update(schema_version="1"), "schema_version is '1', not a number"),
+        (lambda m: m.pop("model"), "it has no 'model'"),
+        (lambda m: m["images"].append(["x"]), "an image entry is"),
+    ],
+)
+def test_an_edited_manifest_is_checked_before_it_is_trusted(project, images, edit, says):
+    project.prelabel(["disc0"])
+    project.close()
+    manifest = _manifest(project.folder.root)
+    edit(manifest)
+    (project.folder.root / "project.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProjectError, match=says) as error:
+        ncs.open_project(None, project.folder.root)
+    assert "damaged" in str(error.value) or "plain relative" in str(error.value)
+    assert not (project.folder.root.parent / "escaped").exists()
+
+
+def test_export_never_replaces_the_project_or_the_images(project, images, tmp_path):
+    folder, truth = images
+    project.verify("disc0", truth["disc0"])
+    before = sorted(p.name for p in folder.iterdir())
+    for target in (project.folder.root, folder, tmp_path, project.folder.root / "prelabels"):
+        with pytest.raises(ValueError, match=r"project folder|the project's images"):
+            project.export(target, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert project.state("disc0") == "verified" and (project.folder.root / "project.json").is_file()
+    assert project.export(tmp_path / "set").is_dir()
+
+
+def test_a_verify_killed_between_its_two_renames_is_put_back(project, images):
+    _, truth = images
+    project.verify("disc1", truth["disc1"])
+    project.close()
+    aside = project.folder.staging / "old-interrupted"  # where a re-verify moved it before the kill
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(project.folder.verified / "disc1", aside)
+    (project.folder.staging / "new-half-written").mkdir()
+    with ncs.open_project(None, project.folder.root) as reopened:
+        assert reopened.state("disc1") == "verified"
+        np.testing.assert_array_equal(reopened.verified_labels("disc1"), truth["disc1"])
+        assert not project.folder.staging.exists()  # the leftovers are gone
+
+
+def test_a_project_that_never_did_anything_takes_new_settings(images, tmp_path, spec):
+    folder, _ = images
+    first_try = spec.replace(source=str(tmp_path / "gone"))  # a model that never loaded (a typo, offline)
+    ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=first_try).close()
+    with ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=spec) as again:  # the corrected try
+        assert again.spec == spec
+    with pytest.raises(ProjectError, match="not a napari-clipseg project"):
+        ncs.open_project(None, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_cli_prelabel_without_a_model_uses_the_default_and_says_offline_at_once(images, tmp_path, capsys):
+    from napari_clipseg.cli import main
+
+    folder, _ = images
+    argv = ["project", "prelabel", str(tmp_path / "p"), "--images", str(folder), "-p", "disc"]
+    assert main(argv) == 2  # the tests are offline: the default weights are not cached
+    err = capsys.readouterr().err
+    assert "CIDAS/clipseg-rd64-refined" in err and "NoneType" not in err
+    assert not (tmp_path / "p").exists()  # nothing made: the corrected command works
