@@ -97,3 +97,48 @@ def test_cli_prelabel_without_a_model_uses_the_default_and_says_offline_at_once(
     err = capsys.readouterr().err
     assert "CIDAS/clipseg-rd64-refined" in err and "NoneType" not in err
     assert not (tmp_path / "p").exists()  # nothing made: the corrected command works
+
+
+def test_a_damaged_prelabel_is_made_again_and_clear_messages(project, images, tmp_path, capsys):
+    from napari_clipseg.cli import main
+
+    _, truth = images
+    project.prelabel()
+    project.verify("disc0", truth["disc0"])
+    with pytest.raises(TypeError, match=r"unknown Learn setting\(s\) epohcs; the settings are .*epochs"):
+        project.learn(epohcs=3)
+    project.close()
+    (project.folder.prelabels / "disc2" / "clipseg.json").write_text("{ damaged")
+    with ncs.open_project(None, project.folder.root) as reopened:
+        assert reopened.state("disc2") == "new"  # its own output, damaged: removed, made again
+        assert reopened.next() is not None and reopened.state("disc2") == "pre-labelled"
+        with pytest.raises(ncs.errors.ProjectLockedError, match="already open here"):
+            ncs.open_project(None, project.folder.root)
+    root = str(project.folder.root)
+    assert main(["project", "status", root, "--queue", "-3"]) == 2 and "--queue must be 0" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    assert main(["project", "export", root, "--out", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["project", "export", root, "--out", str(tmp_path / "set"), "--coco"]) == 0
+    coco = json.loads((tmp_path / "set" / "coco.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["disc0/image.npy"]  # the file a COCO reader opens
+    assert (tmp_path / "set" / "disc0" / "image.npy").is_file()
+
+
+def test_a_schema_1_project_opens_and_is_upgraded(project, images):
+    _, truth = images
+    project.prelabel()
+    project.verify("disc0", truth["disc0"])
+    project.skip("disc1")
+    project.close()
+    manifest = _manifest(project.folder.root)
+    names = [(e["name"], e["path"]) for e in manifest["images"]]
+    manifest.update(schema_version=1, images=[{"name": n, "path": p} for n, p in names], skipped=["disc1"])
+    manifest["scores"] = {"disc2": {"key": ["old"], "score": 0.5}}
+    (project.folder.root / "project.json").write_text(json.dumps(manifest))
+    with ncs.open_project(None, project.folder.root) as old:
+        assert old.status() == {"new": 0, "pre-labelled": 6, "verified": 1, "skipped": 1}
+        assert all(score >= 0 for _, score in old.queue())
+    upgraded = _manifest(project.folder.root)
+    assert upgraded["schema_version"] == 2 and "skipped" not in upgraded and "scores" not in upgraded
+    assert next(e for e in upgraded["images"] if e["name"] == "disc1")["skipped"] is True

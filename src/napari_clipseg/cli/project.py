@@ -83,6 +83,8 @@ def _prelabel(args: argparse.Namespace) -> int:
     spec = model_spec(args) if new or args.model else None  # a project reopens with its own model
     if new:
         check_cached(spec)  # offline and not cached: said now, before a project folder is made
+    if not new and not args.images:
+        print(f"{PROG}: pre-labelling the project's images (give --images to add images found since)", file=sys.stderr)
     with open_project(args.images, args.folder, prompts, spec, compute=compute) as project:
         report = drive(project.iter_prelabel(), quiet=False)
         if report is not None:
@@ -106,6 +108,8 @@ def _print_status(project, queue: int) -> None:
 def _status(args: argparse.Namespace) -> int:
     from ..project.open import open_project
 
+    if args.queue < 0:
+        raise UsageError(f"--queue must be 0 or more; got {args.queue}")
     project = open_project(None, _existing(args.folder), read_only=True)
     _print_status(project, args.queue)
     return 0
@@ -182,6 +186,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ..project.open import open_project
 
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out} already exists: choose another --out, or --overwrite to replace it")
     project = open_project(None, _existing(args.folder), read_only=True)
     out = project.export(args.out, coco=args.coco, instances=args.instances, overwrite=args.overwrite)
     print(f"{PROG}: wrote {project.status()['verified']} verified image(s) to {out}", file=sys.stderr)

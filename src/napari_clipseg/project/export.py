@@ -24,11 +24,12 @@ from ..segmentation.postprocess import InstanceSettings
 COCO_NAME = "coco.json"
 
 
-def _copy_image(source: Path, folder: Path) -> None:
-    """The image file (or zarr folder) as ``image<suffix>`` beside its labels."""
+def _copy_image(source: Path, folder: Path) -> str:
+    """The image file (or zarr folder) as ``image<suffix>`` beside its labels; returns that name."""
     lower = source.name.lower()
     suffix = next((s for s in (".ome.tiff", ".ome.tif", ".ome.zarr") if lower.endswith(s)), source.suffix)
     (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / f"image{suffix}")
+    return f"image{suffix}"
 
 
 def _check_target(project: Any, out: Path) -> None:
@@ -74,9 +75,9 @@ def export_project(
             objects = InstanceSettings().apply(labels) if instances or coco else None
             pair = (objects.ids, objects.classes) if objects is not None and instances else None
             export_masks(stage / name, labels, project.classes, record, instances=pair)
-            _copy_image(Path(project.item(name).path), stage / name)
-            if objects is not None:
-                coco_items.append((name, objects.ids, list(objects.classes), None))
+            copied = _copy_image(Path(project.item(name).path), stage / name)
+            if objects is not None:  # COCO's file_name: the image file a reader opens, from the set's folder
+                coco_items.append((f"{name}/{copied}", objects.ids, list(objects.classes), None))
         if coco:
             from ..io.coco import build_coco, write_coco
 

@@ -79,7 +79,8 @@ class ProjectFolder:
             lock.acquire()
         except Timeout:
             raise ProjectLockedError(
-                f"{self.root} is open in another napari window or process; close it there, or open it read-only"
+                f"{self.root} is open in another napari window or process (or already open here: close that "
+                "project first); close it there, or open it read-only"
             ) from None
         self._lock = lock
 
@@ -119,10 +120,11 @@ class ProjectFolder:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Write the manifest atomically (the old one stays if this fails)."""
+        kept = {k: v for k, v in manifest.items() if k not in ("schema", "schema_version", "saved")}
         full = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
-            **manifest,
+            **kept,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(self.manifest_path, full, overwrite=True)

@@ -252,19 +252,21 @@ class Learner:
 
     def iter_learn(self, project: Any, settings: dict[str, Any]) -> Generator[Progress, None, LearnOutcome]:
         """One Learn of ``project`` (see :meth:`~.project.Project.iter_learn`)."""
+        from ..learning.finetune import FineTuneSettings
+
+        settings = dict(settings)
+        epochs = settings.pop("epochs", None)
+        known = {f.name for f in dataclasses.fields(FineTuneSettings)} | {"epochs"}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            names = ", ".join(sorted(known))
+            raise TypeError(f"unknown Learn setting(s) {', '.join(unknown)}; the settings are {names}")
+        chosen = dataclasses.replace(FineTuneSettings(augment=False), **settings)
         if not all(isinstance(p, str) for p in project.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
         verified = list(project._state.in_state("verified"))
         if len(verified) < 2:
             raise ProjectError(f"verify at least 2 images before learning ({len(verified)} verified)")
-        from ..learning.finetune import FineTuneSettings
-
-        settings = dict(settings)
-        epochs = settings.pop("epochs", None)
-        try:
-            chosen = dataclasses.replace(FineTuneSettings(augment=False), **settings)
-        except TypeError as e:
-            raise TypeError(f"unknown Learn setting: {e}") from None
         started = time.perf_counter()
         predictor = project.model.predictor(project.decoder)
         yield Progress(0, len(verified), "reading the verified images")

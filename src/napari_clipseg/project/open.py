@@ -218,5 +218,5 @@ def _open(
     options = SegmentOptions.from_dict(manifest["options"])
     project = Project(project_folder, manifest, prompt_objects, was, options, read_only=read_only, compute=compute)
     if not read_only:
-        project_folder.write_manifest(manifest)
+        project._save()  # the reconciled state, in this version's schema
     return project

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -185,8 +186,9 @@ def reconcile(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> ImageE
             changed = stamp != entry.stamp
             entry = entry.replace(generation=entry.generation + changed, **facts)
             entry = entry.replace(**on_score(entry.name))
-        except Exception as e:  # noqa: BLE001 - a damaged pre-label is made again
+        except Exception as e:  # noqa: BLE001 - a damaged pre-label (the project's own output) is made again
             logger.warning("the pre-label of %s cannot be read (%s): it is made again", entry.name, e)
+            shutil.rmtree(folder.prelabels / entry.name, ignore_errors=True)
             return entry.replace(state="new", stamp=None, score=None)
     return entry
 
