@@ -341,9 +341,6 @@ class Project:
         """The base model with the current learnt decoder (what cluster workers load)."""
         return self.spec.replace(decoder=str(self.decoder)) if self.decoder is not None else self.spec
 
-    def _current_model(self) -> Any:
-        return self.model.with_decoder(self.decoder)
-
     # --- helpers --------------------------------------------------------------------------------
 
     def _score_of(self, name: str) -> dict[str, Any]:
