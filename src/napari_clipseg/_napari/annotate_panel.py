@@ -31,7 +31,6 @@ from .annotate_view import (
     ProjectStopper,
     View,
     read_view,
-    top_of_queue,
 )
 from .dock_text import DOCK_WIDTH
 from .job_control import JobControl, JobSlot, reported
@@ -281,7 +280,7 @@ class AnnotatePanel(Container):
         return True
 
     def _next_view(self) -> View | None:
-        return read_view(self.project, top_of_queue(self.project, self.current))
+        return read_view(self.project, self.project.top(self.current))
 
     def _arrive(self, view: View | None, back_in_history: bool = False) -> None:
         """Show what :func:`read_view` read (main thread); then a Learn, when one is due."""

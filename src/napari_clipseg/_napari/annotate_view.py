@@ -35,15 +35,6 @@ class View:
     score: float | None
 
 
-def top_of_queue(project: Project, after: str | None) -> str | None:
-    """The pre-labelled image most in need of review, other than ``after`` (a pass in memory)."""
-    best, best_score = None, -1.0
-    for name, score in project.queue():
-        if name != after and score > best_score:
-            best, best_score = name, score
-    return best
-
-
 def read_view(project: Project, name: str | None) -> View | None:
     """What showing ``name`` needs, read from the folder (a worker thread)."""
     from ..io.inputs import open_image

@@ -35,7 +35,7 @@ from .folder import ProjectFolder
 from .learn import Learner
 from .model import ProjectModel
 from .score import review_score
-from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, checked_labels, load_state, prelabel_facts
+from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, checked_labels, load_state, prelabelled
 
 if TYPE_CHECKING:
     from ..datasets.report import BatchReport, Row
@@ -161,7 +161,7 @@ class Project:
         scored = [(e.name, self._known_score(e)) for e in self._state.in_state("pre-labelled")]
         return sorted(scored, key=lambda pair: -pair[1])
 
-    def score(self, name: str, *, remember: bool = True) -> float:
+    def score(self, name: str, *, remember: bool = True) -> float:  # remember: kept for older callers
         """The review score of a pre-labelled image (kept with its state)."""
         return self._known_score(self._state.entry(name))
 
@@ -177,6 +177,10 @@ class Project:
                 self.learn()
             if any(e.name not in self._failed for e in self._state.in_state("new")):
                 self.prelabel()
+        return self.top(after)
+
+    def top(self, after: str | None = None) -> str | None:
+        """The top of the queue other than ``after``, now (no pre-labelling, no Learn: a pass in memory)."""
         best, best_score = None, -1.0
         for entry in self._state.in_state("pre-labelled"):
             score = self._known_score(entry)
@@ -359,10 +363,7 @@ class Project:
             self._failed.pop(row.name, None)
             if entry.state in ("verified", "skipped"):  # verified meanwhile (the dock): nothing to take
                 return
-            facts = prelabel_facts(self.folder, row.name)
-            generation = entry.generation + (facts["stamp"] != entry.stamp)
-            entry = entry.replace(state="pre-labelled", generation=generation, **facts)
-            self._state.put(entry.replace(**self._score_of(row.name)))
+            self._state.put(prelabelled(self.folder, entry, self._score_of))
 
     def _known_score(self, entry: ImageEntry) -> float:
         if entry.score is None and entry.state == "pre-labelled":

@@ -169,6 +169,15 @@ def prelabel_facts(folder: ProjectFolder, name: str) -> dict[str, Any]:
     return {"decoder": decoder.get("name"), "stamp": _stamp(folder.prelabels / name / RECORD_NAME)}
 
 
+def prelabelled(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> ImageEntry:
+    """``entry`` with the pre-label on disk taken in: its decoder and record time, a new generation
+    when the record is not the one the entry saw, and its review score (``on_score(name)``)."""
+    facts = prelabel_facts(folder, entry.name)
+    generation = entry.generation + (facts["stamp"] != entry.stamp)
+    entry = entry.replace(state="pre-labelled", generation=generation, **facts)
+    return entry.replace(**on_score(entry.name))
+
+
 def reconcile(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> ImageEntry:
     """The entry as the folder has it now (see the module docstring); ``on_score(name)`` scores a
     pre-label whose score is unknown or stale."""
@@ -182,10 +191,7 @@ def reconcile(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> ImageE
     entry = entry.replace(state="pre-labelled")
     if stamp != entry.stamp or entry.score is None:
         try:
-            facts = prelabel_facts(folder, entry.name)
-            changed = stamp != entry.stamp
-            entry = entry.replace(generation=entry.generation + changed, **facts)
-            entry = entry.replace(**on_score(entry.name))
+            entry = prelabelled(folder, entry, on_score)
         except Exception as e:  # noqa: BLE001 - a damaged pre-label (the project's own output) is made again
             logger.warning("the pre-label of %s cannot be read (%s): it is made again", entry.name, e)
             shutil.rmtree(folder.prelabels / entry.name, ignore_errors=True)
