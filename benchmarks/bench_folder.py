@@ -7,7 +7,8 @@ Three parts, each printed as a table and written to benchmarks/results/bench_fol
   ``status()``, ``queue()``, and ``verify()`` (which includes writing the labels' TIFF), at each N.
 * ``cycle``: a folder of synthetic 512 x 512 striped-disc images with the full-size model at the
   default precision: the first pre-label of every image (per image), then 20 images verified and
-  one full cycle (a Learn, then every waiting image re-predicted from the store), with the
+  one full cycle (a Learn, kept with force=True so every waiting image is stale, then each
+  re-predicted from the store), with the
   store's size on disk; the re-prediction's cost per image against the first pre-label's.
 * ``learn_k``: the full-size model, 128 x 128 images: the seconds of a Learn after the k-th
   verified image, k from 2 to 200 (a Learn at each k of the table; the examples of the images

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .job_control import JobControl, reported
+from .job_control import JobControl
+from .jobs import reported
 
 if TYPE_CHECKING:
     from ..project.project import Project

@@ -33,7 +33,8 @@ from .annotate_view import (
     read_view,
 )
 from .dock_text import DOCK_WIDTH
-from .job_control import JobControl, JobSlot, reported
+from .job_control import JobControl, JobSlot
+from .jobs import reported
 
 if TYPE_CHECKING:
     import napari

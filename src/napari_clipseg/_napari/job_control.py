@@ -19,20 +19,6 @@ from .jobs import ModelRunner, describe_error
 SYNC = os.environ.get("NAPARI_CLIPSEG_SYNC", "").lower() in ("1", "true", "yes")
 
 
-def reported(job: Callable[[], Any]) -> Callable[[], Any]:
-    """``job`` whose failures leave the worker as a :class:`~.jobs.JobError` (superqt only warns
-    about a RuntimeError, and the job would never finish: the panel would stay "running")."""
-    from .jobs import JobError
-
-    def run() -> Any:
-        try:
-            return (yield from job())
-        except Exception as e:
-            raise JobError(str(e)) from e
-
-    return run
-
-
 class JobSlot:
     """The dock's one job at a time: its modes' JobControls share one slot, so a Learn in the
     Annotate mode and a Run in the Segment mode never compete for the cores."""

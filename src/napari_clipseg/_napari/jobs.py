@@ -30,6 +30,19 @@ class JobError(Exception):
     """
 
 
+def reported(job: Callable[[], Generator]) -> Callable[[], Generator]:
+    """``job`` whose failures leave the worker as a :class:`JobError` (superqt only warns about a
+    RuntimeError, and the job would never finish: the panel would stay "running")."""
+
+    def run() -> Generator:
+        try:
+            return (yield from job())
+        except Exception as e:
+            raise JobError(str(e)) from e
+
+    return run
+
+
 class ModelRunner:
     """Keeps one loaded model and its predictor (with its feature cache) and runs jobs on it."""
 
@@ -49,13 +62,10 @@ class ModelRunner:
     def model(self, key: ModelSpec, stop: threading.Event) -> Any:
         """The model of ``key``: the one held when it is the same spec, else loaded and held (the
         Annotate mode's project loads through this, so one model serves both modes)."""
-        with self._model_lock:
-            if key != self.key or self.predictor is None:
-                from ..segmentation.predictor import ClipSegPredictor
+        from ..segmentation.results import run
 
-                model = key.load(stop=stop)
-                self.predictor, self.key = ClipSegPredictor(model), key
-            return self.predictor.model
+        with self._model_lock:
+            return run(self._load(key, stop)).model
 
     def job(self, key: ModelSpec, request: RunRequest) -> Generator[Progress, None, tuple[list[Piece], dict]]:
         """Worker-thread generator: load the model (once per key), run the core pipeline, and
@@ -90,25 +100,28 @@ class ModelRunner:
         model loaded stops here, and every failure leaves the worker as a :class:`JobError`."""
         from ..errors import RunCancelled
 
-        self._stop_load.clear()
-        try:
+        def steps() -> Generator:
+            self._stop_load.clear()
             predictor = yield from self._load(key)
             predictor.stop.clear()
             if self._stop_load.is_set():  # Cancel pressed while the model loaded
                 raise RunCancelled("stopped on request")
             return (yield from work(predictor))
-        except Exception as e:
-            raise JobError(str(e)) from e
 
-    def _load(self, key: ModelSpec) -> Generator[Progress, None, ClipSegPredictor]:
+        return (yield from reported(steps)())
+
+    def _load(self, key: ModelSpec, stop: threading.Event | None = None) -> Generator[Progress, None, ClipSegPredictor]:
+        """The predictor of ``key``, loaded when another spec is held (``stop``: the flag a Cancel
+        sets; the runner's own by default)."""
+        stop = stop or self._stop_load
         yield Progress(0, 1, "loading model" if key != self.key else "model ready")
-        if key != self.key:
+        if key != self.key or self.predictor is None:
             from napari.utils import progress as napari_progress
 
             from ..segmentation.predictor import ClipSegPredictor
 
-            model = key.load(tqdm_class=napari_progress, stop=self._stop_load)  # downloads show in the activity dock
-            model.info.weights.digest(self._stop_load)  # the record's hash, here where Cancel reaches it
+            model = key.load(tqdm_class=napari_progress, stop=stop)  # downloads show in the activity dock
+            model.info.weights.digest(stop)  # the record's hash, here where Cancel reaches it
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 

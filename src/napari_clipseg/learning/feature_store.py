@@ -52,6 +52,13 @@ class StoreStats:
         return f"{self.entries} encoded images, {self.bytes / 2**20:.0f} MB of {self.budget / 2**20:.0f} MB"
 
 
+def check_budget(budget: Any) -> int:
+    """A store's budget in bytes (0 or more), or ValueError saying what came."""
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0:
+        raise ValueError(f"a feature store's budget must be 0 or more bytes; got {budget!r}")
+    return int(budget)
+
+
 def folder_usage(folder: str | os.PathLike) -> tuple[int, int]:
     """Entries and bytes of a store's folder, read without a model (a project's status)."""
     folder = Path(folder)
@@ -74,9 +81,7 @@ class FeatureStore:
         from ..modeling.decoder_files import base_identity
 
         self.folder = Path(folder)
-        self.budget = DEFAULT_STORE_BYTES if budget is None else int(budget)
-        if self.budget < 0:
-            raise ValueError(f"a store's budget must be 0 or more bytes; got {budget}")
+        self.budget = DEFAULT_STORE_BYTES if budget is None else check_budget(budget)
         identity = {**base_identity(model), "precision": model.info.precision}  # int8 towers encode differently
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
         for tensor in model.decoder.reduces.state_dict().values():

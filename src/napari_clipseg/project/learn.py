@@ -122,9 +122,9 @@ def iter_learn_steps(
     last_learn: float,
     stop: Any,
     epochs: int | None = None,
-) -> Generator[Progress, None, tuple[FineTuneResult, float, tuple[list[str], list[str]]]]:
+) -> Generator[Progress, None, tuple[FineTuneResult, float]]:
     """Train a copy of ``decoder`` (the current one); returns the result (state, held-out IoU at
-    the threshold it keeps), the current decoder's held-out IoU, and the names trained and held out.
+    the threshold it keeps, the names trained on and held out) and the current decoder's held-out IoU.
 
     ``epochs`` asks for that many passes over the training images instead of ``settings.steps``.
     """
@@ -155,7 +155,6 @@ def iter_learn_steps(
         kept, iou = best_threshold(candidate, held_out, conditionals, float(threshold))
     else:
         kept, iou = threshold, held_out_iou(candidate, held_out, conditionals, threshold)
-    names = ([v.name for v in train], [v.name for v in held])
     result = FineTuneResult(
         state={k: v.detach().clone() for k, v in candidate.state_dict().items()},
         classes=[],
@@ -165,12 +164,12 @@ def iter_learn_steps(
         iou=iou,
         best_epoch=0,
         history=[{"step": (i + 1) * report, "loss": loss} for i, loss in enumerate(losses[report - 1 :: report])],
-        training=names[0],
-        held_out=names[1],
+        training=[v.name for v in train],
+        held_out=[v.name for v in held],
         threshold=kept if scalar else None,
         threshold_iou=iou,
     )
-    return result, current_iou, names
+    return result, current_iou
 
 
 def keep_learnt(project: Any, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool) -> str | None:
@@ -276,7 +275,7 @@ class Learner:
             if number % 16 == 0:
                 yield Progress(number, len(verified), f"read {number} of {len(verified)} verified images")
         conditionals = predictor.embed_prompts(project.classes).clone()
-        result, current_iou, (training, held) = yield from iter_learn_steps(
+        result, current_iou = yield from iter_learn_steps(
             predictor.model.decoder,
             examples,
             conditionals,
@@ -288,7 +287,8 @@ class Learner:
         )
         accepted = bool(chosen.force or result.iou > current_iou or np.isnan(current_iou))
         self.learnt_at = max(e.stamp or 0 for e in verified)
-        decoder = keep_learnt(project, result, predictor.model, training + held, self.learnt_at, accepted)
+        names = result.training + result.held_out
+        decoder = keep_learnt(project, result, predictor.model, names, self.learnt_at, accepted)
         self.refusals = 0 if accepted else self.refusals + 1
         return LearnOutcome(
             accepted=accepted,
@@ -296,8 +296,8 @@ class Learner:
             current_iou=float(current_iou),
             threshold=project.threshold,
             decoder=decoder,
-            training=tuple(training),
-            held_out=tuple(held),
+            training=tuple(result.training),
+            held_out=tuple(result.held_out),
             steps=result.settings.steps,
             seconds=time.perf_counter() - started,
             repeated=self.refusals >= 2,

@@ -12,7 +12,7 @@ import copy
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..learning.feature_store import FeatureStore
@@ -85,7 +85,3 @@ class ProjectModel:
         """Drop what is loaded (closing the project)."""
         with self._lock:
             self._base = self._store = self._tuned = None
-
-    def describe(self) -> dict[str, Any]:
-        stats = self._store.stats() if self._store is not None else None
-        return {"loaded": self.loaded, "store": stats}

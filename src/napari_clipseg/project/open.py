@@ -212,9 +212,9 @@ def _open(
     manifest["images"] = _images(images, root, manifest.get("images", []))
     check_names([entry["name"] for entry in manifest["images"]], str(root))
     if store_bytes is not None:
-        if store_bytes < 0:
-            raise ValueError(f"store_bytes must be 0 or more; got {store_bytes}")
-        manifest["store_bytes"] = int(store_bytes)
+        from ..learning.feature_store import check_budget
+
+        manifest["store_bytes"] = check_budget(store_bytes)
     options = SegmentOptions.from_dict(manifest["options"])
     project = Project(project_folder, manifest, prompt_objects, was, options, read_only=read_only, compute=compute)
     if not read_only:

@@ -74,12 +74,9 @@ class Project:
         *,
         read_only: bool = False,
         compute: ComputeSettings | None = None,
-        auto_learn: int = 0,
     ) -> None:
-        if auto_learn < 0:
-            raise ValueError(f"auto_learn must be 0 (off) or a number of verified images; got {auto_learn}")
         self.folder, self.prompts, self.spec, self.options = folder, prompts, spec, options
-        self.read_only, self.compute, self.auto_learn = read_only, compute, int(auto_learn)
+        self.read_only, self.compute, self.auto_learn = read_only, compute, 0
         self.stop = threading.Event()
         self.on_screen: str | None = None
         self.last_learn: LearnOutcome | None = None
@@ -290,9 +287,7 @@ class Project:
     @property
     def learn_due(self) -> bool:
         """Whether :attr:`auto_learn` asks for a Learn now (enough images verified since the last)."""
-        if self.read_only or self._state.counts["verified"] < 2:
-            return False
-        return self._learner.due(list(self._state.in_state("verified")), self.auto_learn)
+        return not self.read_only and self._learner.due(list(self._state.in_state("verified")), self.auto_learn)
 
     def iter_learn(self, **settings: Any) -> Generator[Progress, None, LearnOutcome]:
         """Learn from the verified images (:mod:`.learn`): warm-started from the current decoder,
