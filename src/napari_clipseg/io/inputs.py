@@ -305,6 +305,27 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"bytes": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
 
 
+def content_digest(path: str | os.PathLike, stop: Any = None) -> str:
+    """BLAKE2b of an input's bytes (a zarr folder: of its files' relative names and bytes, in
+    order): the same digest means the same pixels, whatever the file's name, place or time.
+    ``stop`` (a ``threading.Event``) ends it between two chunks."""
+    import hashlib
+
+    from ..errors import check_stop
+
+    path = Path(path)
+    digest = hashlib.blake2b(digest_size=20)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 22), b""):
+                check_stop(stop)
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def named_entries(source: str | os.PathLike) -> dict[str, Path]:
     """Name -> path for one side of a pairing (evaluation, training pairs): the output folders of
     a batch run (named by their path below ``source``), else the images ``find_inputs`` finds."""

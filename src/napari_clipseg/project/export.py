@@ -9,6 +9,7 @@ existing ``out`` is only replaced with ``overwrite``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from ..atomic import swap_in_folder
 from ..io.masks import export_masks
 from ..io.records import RECORD_NAME, read_record
 from ..segmentation.postprocess import InstanceSettings
+
+logger = logging.getLogger(__name__)
 
 COCO_NAME = "coco.json"
 
@@ -62,9 +65,20 @@ def export_project(
     _check_target(project, out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another folder or allow overwriting")
-    names = [name for name in project.names if project.state(name) == "verified"]
+    verified = [name for name in project.names if project.state(name) == "verified"]
+    gone = set(project.missing())
+    names = [name for name in verified if name not in gone and project.still_there(name)]
+    left_out = sorted(set(verified) - set(names))
+    if left_out:  # gone or rewritten since they were verified: never exported with other pixels
+        logger.warning(
+            "left out of the export, their images are gone or changed since they were verified: %s", ", ".join(left_out)
+        )
     if not names:
-        raise ValueError("no image of the project is verified yet: nothing to export")
+        raise ValueError(
+            "no image of the project is verified yet: nothing to export"
+            if not verified
+            else f"every verified image is gone or changed on disk ({', '.join(left_out[:3])}): nothing to export"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:

@@ -137,6 +137,7 @@ FIELDS = {
     "options": (dict,),
     "images": (list,),
     "skipped": (list,),
+    "dropped": (list,),
     "decoders": (list,),
     "decoder": (str, type(None)),
     "threshold": (int, float, list, type(None)),

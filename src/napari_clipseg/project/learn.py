@@ -263,7 +263,7 @@ class Learner:
         chosen = dataclasses.replace(FineTuneSettings(augment=False), **settings)
         if not all(isinstance(p, str) for p in project.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
-        verified = list(project._state.in_state("verified"))
+        verified = [e for e in project._state.in_state("verified") if project.still_there(e.name)]
         if len(verified) < 2:
             raise ProjectError(f"verify at least 2 images before learning ({len(verified)} verified)")
         started = time.perf_counter()

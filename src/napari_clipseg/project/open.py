@@ -38,24 +38,49 @@ def _prompts_from(described: list[Any]) -> list[Any]:
     ]
 
 
-def _images(images: Any, root: Path, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _images(images: Any, root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The manifest's image entries: those it had (with what it knew of them), then new ones
-    found in ``images`` (file order)."""
-    entries = [dict(entry) for entry in known]
+    found in ``images`` (file order), by absolute path. An image whose file is gone is found again
+    here: by name when its folder moved (the content check at load tells whether it is the same
+    image), or by content when its file was renamed. Dropped names are never added again."""
+    from ..io.inputs import content_digest
+    from .sources import Pin
+
+    entries = [dict(entry) for entry in manifest.get("images", [])]
     if images is None:
         return entries
     sources = [images] if isinstance(images, str | os.PathLike) else list(images)
     by_name = {entry["name"]: entry for entry in entries}
+    known = {os.path.abspath(entry["path"]) for entry in entries}
+    dropped = set(manifest.get("dropped", []))
+    gone = {
+        pin.digest: entry
+        for entry in entries
+        if not os.path.exists(entry["path"]) and (pin := Pin.from_dict(entry.get("source"))) is not None
+    }
+    sizes = {Pin.from_dict(entry.get("source")).bytes for entry in gone.values()}
     for found in find_inputs(sources, skip=root):
+        path = os.path.abspath(found.path)
         had = by_name.get(found.name)
-        if had is None:
-            entry = {"name": found.name, "path": str(found.path)}
+        if had is not None and os.path.abspath(had["path"]) != path:
+            if os.path.exists(had["path"]):
+                raise ProjectMismatchError(
+                    f"{found.name} is {had['path']} in this project but {found.path} now, and both exist: give "
+                    "the images it was made with"
+                )
+            had["path"] = path  # its folder moved: relocated (the content check at load decides)
+            known.add(path)
+        elif had is None and path not in known and found.name not in dropped:
+            if gone and os.path.isfile(path) and os.path.getsize(path) in sizes:
+                renamed = gone.pop(content_digest(path), None)
+                if renamed is not None:  # the same bytes under another name: the image was renamed
+                    renamed["path"] = path
+                    known.add(path)
+                    continue
+            entry = {"name": found.name, "path": path}
             entries.append(entry)
             by_name[found.name] = entry
-        elif Path(had["path"]).resolve() != Path(found.path).resolve():
-            raise ProjectMismatchError(
-                f"{found.name} is {had['path']} in this project but {found.path} now: give the images it was made with"
-            )
+            known.add(path)
     return entries
 
 
@@ -186,7 +211,7 @@ def _open(
     if manifest is None:
         if given is None or images is None or read_only:
             raise ProjectError(f"{root} is not a napari-clipseg project: give images and prompts to create one")
-        spec = spec or ModelSpec(DEFAULT_HUB_ID)
+        spec = (spec or ModelSpec(DEFAULT_HUB_ID)).absolute()  # the same model from any working folder
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "images": [],
@@ -197,8 +222,9 @@ def _open(
             **_decoders_on_disk(project_folder),
         }
     _check_same(root, "prompts", manifest["prompts"], _describe(given) if given is not None else None)
-    was = ModelSpec.from_dict(manifest["model"])
+    was = ModelSpec.from_dict(manifest["model"]).absolute()
     if spec is not None:
+        spec = spec.absolute()  # ./model/, a symbolic link to it, or its absolute path: one model
         same_weights = was.replace(device=spec.device, precision=spec.precision)
         if spec != same_weights:  # other weights; another device or precision is this machine's choice
             differences = "; ".join(same_weights.differences(spec))
@@ -209,7 +235,7 @@ def _open(
     _check_same(root, "options", manifest["options"], options.to_dict() if options is not None else None)
     prompt_objects = _prompts_from(manifest["prompts"])
     check_distinct([p if isinstance(p, str) else p.label for p in prompt_objects])
-    manifest["images"] = _images(images, root, manifest.get("images", []))
+    manifest["images"] = _images(images, root, manifest)
     check_names([entry["name"] for entry in manifest["images"]], str(root))
     if store_bytes is not None:
         from ..learning.feature_store import check_budget

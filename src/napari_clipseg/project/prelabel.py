@@ -34,7 +34,7 @@ def to_prelabel(project: Any, names: Sequence[str] | None, exclude: Sequence[str
     new, stale = [], []
     for name in project.names:
         entry = project.entry(name)
-        if name not in wanted or entry.state in ("verified", "skipped"):
+        if name not in wanted or entry.state in ("verified", "skipped") or entry.missing:
             continue
         if entry.state == "new":
             new.append(name)

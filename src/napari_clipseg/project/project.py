@@ -35,6 +35,7 @@ from .folder import ProjectFolder
 from .learn import Learner
 from .model import ProjectModel
 from .score import review_score
+from .sources import check_images, compare, put_aside, settle
 from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, checked_labels, load_state, prelabelled
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class Project:
         self._failed: dict[str, str] = {}
         self._saved = 0.0  # when the manifest was last written (time.monotonic)
         self._learner = Learner(int(manifest.get("learnt_at") or 0))
+        #: What was found at open about images that changed, moved or went missing, in words.
+        self.notices: list[str] = check_images(self)
 
     # --- what the project holds -----------------------------------------------------------------
 
@@ -138,6 +141,11 @@ class Project:
     def status(self) -> dict[str, int]:
         """How many images are in each state."""
         return self._state.status()
+
+    def missing(self) -> list[str]:
+        """Images whose file is gone (removed, renamed, moved): they wait, left out of the queue,
+        learning and export, until their folder is given again or they are dropped (:meth:`drop`)."""
+        return self._state.missing()
 
     def failed(self) -> dict[str, str]:
         """Images whose pre-labelling failed in this session, with why (they stay new)."""
@@ -231,6 +239,8 @@ class Project:
             with self._lock:
                 shown = self._shown.pop(name)
         labels = checked_labels(name, labels, shown.labels.shape, self.classes)
+        if not self.still_there(name):
+            raise ProjectError(f"{self.notices[-1]}; nothing was stored for it")
         changed = int(np.count_nonzero(shown.labels != labels))
         decoder = ((shown.model or {}).get("decoder") or {}).get("name")
         entry = {
@@ -244,7 +254,7 @@ class Project:
             self.classes,
             model=shown.model,
             options=self.options,
-            image={"name": str(item.path), "shape": list(labels.shape)},
+            image={"name": str(item.path), "shape": list(labels.shape), **self._pinned(name)},
             edited=changed > 0,
             project={**entry, "threshold": self.threshold},
         )
@@ -257,6 +267,42 @@ class Project:
             if was.skipped:
                 self._save()
         return changed
+
+    def still_there(self, name: str) -> bool:
+        """Whether the image file of ``name`` still holds the pixels its labels were made on (one
+        ``stat``); if not, it is settled now (:mod:`.sources`: re-queued, or waiting as missing),
+        said in :attr:`notices`, and False."""
+        with self._lock:
+            entry = self._state.entry(name)
+            if entry.source is None or compare(entry.path, entry.source)[0] == "same":
+                return True
+            notice = settle(self, entry) or f"{name} changed on disk"
+            self.notices.append(notice)
+            self._save()
+        return False
+
+    def drop(self, name: str) -> None:
+        """Take ``name`` out of the project for good: its pre-label removed, its verified labels (if
+        any) kept in ``outdated/``, and never added again when its folder is searched anew.
+
+        Raises:
+            ProjectError: read-only; KeyError: no such image.
+        """
+        import shutil
+
+        self._writable()
+        with self._lock:
+            self._state.entry(name)  # a KeyError naming the images when there is no such image
+            verified = self.folder.verified / name
+            if verified.exists():
+                put_aside(verified, self.folder.root, name, f"{name} was dropped from the project")
+            shutil.rmtree(self.folder.prelabels / name, ignore_errors=True)
+            self._state.remove(name)
+            dropped = self._state.manifest.setdefault("dropped", [])
+            if name not in dropped:
+                dropped.append(name)
+            self._shown.pop(name, None)
+            self._save()
 
     def skip(self, name: str) -> None:
         """Leave ``name`` out of the queue (and of learning and export) until it is verified."""
@@ -359,6 +405,10 @@ class Project:
             if entry.state in ("verified", "skipped"):  # verified meanwhile (the dock): nothing to take
                 return
             self._state.put(prelabelled(self.folder, entry, self._score_of))
+
+    def _pinned(self, name: str) -> dict[str, Any]:
+        source = self._state.entry(name).source
+        return {"source": source.to_dict()} if source is not None else {}
 
     def _known_score(self, entry: ImageEntry) -> float:
         if entry.score is None and entry.state == "pre-labelled":

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..io.records import RECORD_NAME
 from .folder import STATES, ProjectFolder
+from .sources import Pin, pin, relative_to
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class ImageEntry:
         score_threshold: The threshold the score was computed at.
         stamp: Modification time (ns) of the pre-label's record when the entry was made.
         changed: Pixels the annotator changed (verified images).
+        source: What the image file held when its first pre-label was taken in (:mod:`.sources`).
+        relative: Its path relative to the project folder (found there when both moved together).
+        missing: Its file is gone (this session): left out of the queue, learning and export.
     """
 
     name: str
@@ -61,6 +65,9 @@ class ImageEntry:
     score_threshold: Threshold | None = None
     stamp: int | None = None
     changed: int | None = None
+    source: Pin | None = None
+    relative: str | None = None
+    missing: bool = False
 
     def replace(self, **changes: Any) -> ImageEntry:
         return dataclasses.replace(self, **changes)
@@ -77,6 +84,8 @@ class ImageEntry:
             if isinstance(self.score_threshold, tuple)
             else self.score_threshold,
             "stamp": self.stamp,
+            "source": self.source.to_dict() if self.source is not None else None,
+            "relative": self.relative,
         }
         return {**out, **{k: v for k, v in optional.items() if v is not None}}
 
@@ -92,6 +101,8 @@ class ImageEntry:
             score=float(entry["score"]) if entry.get("score") is not None else None,
             score_threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
             stamp=int(entry["stamp"]) if entry.get("stamp") is not None else None,
+            source=Pin.from_dict(entry.get("source")),
+            relative=entry.get("relative") if isinstance(entry.get("relative"), str) else None,
         )
 
 
@@ -135,11 +146,21 @@ class ProjectState:
         self.entries[entry.name] = entry
         self.counts[entry.state] += 1
 
+    def remove(self, name: str) -> ImageEntry:
+        """Take one entry out, keeping the counts."""
+        entry = self.entries.pop(name)
+        self.counts[entry.state] -= 1
+        return entry
+
     def status(self) -> dict[str, int]:
         return {state: self.counts.get(state, 0) for state in STATES}
 
     def in_state(self, state: str) -> Iterable[ImageEntry]:
-        return (entry for entry in self.entries.values() if entry.state == state)
+        """The entries in ``state`` whose image is there (a missing one waits, left out of the loop)."""
+        return (entry for entry in self.entries.values() if entry.state == state and not entry.missing)
+
+    def missing(self) -> list[str]:
+        return [entry.name for entry in self.entries.values() if entry.missing]
 
     @property
     def threshold(self) -> Threshold | None:
@@ -175,6 +196,8 @@ def prelabelled(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> Imag
     facts = prelabel_facts(folder, entry.name)
     generation = entry.generation + (facts["stamp"] != entry.stamp)
     entry = entry.replace(state="pre-labelled", generation=generation, **facts)
+    if entry.source is None:  # its first pre-label: pin the pixels it was made from (:mod:`.sources`)
+        entry = entry.replace(source=pin(entry.path), relative=relative_to(entry.path, folder.root))
     return entry.replace(**on_score(entry.name))
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..constants import DEFAULT_HUB_ID, PRECISIONS
@@ -88,6 +89,20 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
         return cls(**data)
+
+    def absolute(self) -> ModelSpec:
+        """The spec with its local paths (source, backbone, decoder) absolute and resolved, so the
+        same model given as ``m``, ``./m/`` or through a symbolic link is one spec, whatever the
+        working folder (a project keeps this form)."""
+
+        def resolved(value: str | None, local: bool) -> str | None:
+            return str(Path(value).expanduser().resolve()) if value is not None and local else value
+
+        return self.replace(
+            source=resolved(self.source, is_local_path(self.source)),
+            backbone=resolved(self.backbone, True),
+            decoder=resolved(self.decoder, True),
+        )
 
     def check_paths(self) -> None:
         """Fail at once, without torch, when a local source, backbone or decoder does not exist.
