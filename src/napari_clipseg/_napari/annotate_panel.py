@@ -184,6 +184,8 @@ class AnnotatePanel(Container):
             self._say(str(e), "error")
             return
         self.project.auto_learn = 1 if self.auto_learn.value else 0
+        for notice in self.project.notices[:3]:  # images that changed or went missing since the last session
+            self._say(notice, "warning")
         self.project.model.loader = self._loader
         self._history, self.current = [], None
         self._enable_loop(True)
@@ -360,6 +362,9 @@ class AnnotatePanel(Container):
             text += f", {counts['new']} being pre-labelled"
         if counts["skipped"]:
             text += f", {counts['skipped']} skipped"
+        missing = self.project.missing()
+        if missing:
+            text += f", {len(missing)} gone ({', '.join(missing[:2])}{' …' if len(missing) > 2 else ''})"
         failed = self.project.failed()
         if failed:
             text += f", {len(failed)} failed ({', '.join(sorted(failed)[:2])}{' …' if len(failed) > 2 else ''})"

@@ -4,7 +4,8 @@
 ``--scheduler``), ``status`` (counts, the queue and the feature store), ``verify`` (corrected label
 files made in another tool taken in as verified, learning as they come with ``--auto-learn``),
 ``learn`` (learn from the verified images, then re-predict the others), ``decoder`` (the
-decoders learnt; go back to one) and ``export`` (the verified set as training data).
+decoders learnt; go back to one), ``drop`` (images taken out for good) and ``export`` (the verified
+set as training data).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoder.add_argument("folder", type=Path)
     decoder.add_argument("name", nargs="?", help="a decoder to use (001, 002, ...), or 'base' for the base model's")
     decoder.add_argument("--no-repredict", action="store_true", help="only switch; re-predict later")
+    drop = actions.add_parser(
+        "drop", help="take images out of the project for good (verified labels kept in outdated/)"
+    )
+    drop.add_argument("folder", type=Path)
+    drop.add_argument("names", nargs="+", help="image names, as 'project status' shows them")
     export = actions.add_parser("export", help="write the verified images as a training set")
     export.add_argument("folder", type=Path)
     export.add_argument("--out", type=Path, required=True, help="the training-set folder to write")
@@ -101,6 +107,12 @@ def _print_status(project, queue: int) -> None:
     shown = ", ".join(f"{t:.2f}" for t in threshold) if isinstance(threshold, tuple) else f"{threshold:.2f}"
     print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {shown}")
     print(f"feature store: {project.store_stats().describe()}")
+    missing = project.missing()
+    if missing:
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        print(
+            f"{len(missing)} image(s) gone, left out until found again (--images) or dropped ('project drop'): {shown}"
+        )
     for name, score in project.queue()[: max(0, queue)]:
         print(f"  {score:.3f}  {name}")
 
@@ -183,6 +195,22 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drop(args: argparse.Namespace) -> int:
+    from ..project.open import open_project
+
+    with open_project(None, _existing(args.folder)) as project:
+        unknown = [name for name in args.names if name not in project.names]
+        if unknown:
+            raise UsageError(
+                f"no image named {', '.join(unknown)} in {args.folder} (e.g. {', '.join(project.names[:3])})"
+            )
+        for name in args.names:
+            project.drop(name)
+            print(f"{PROG}: dropped {name}", file=sys.stderr)
+        _print_status(project, 5)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from ..project.open import open_project
 
@@ -201,6 +229,7 @@ def run_project(args: argparse.Namespace) -> int:
         "verify": _verify,
         "learn": _learn,
         "decoder": _decoder,
+        "drop": _drop,
         "export": _export,
     }
     return actions[args.action](args)
