@@ -4,7 +4,10 @@ Three parts, each printed as a table and written to benchmarks/results/bench_fol
 
 * ``clicks``: a project of N images (tiny random model, 48 x 48 synthetic images, pre-labelled
   for real), then the bookkeeping of a click, median of 20: ``next()`` after a verify,
-  ``status()``, ``queue()``, and ``verify()`` (which includes writing the labels' TIFF), at each N.
+  ``status()``, ``queue()``, and ``verify()`` (which includes writing the labels' TIFF), at each N;
+  and verify+next again with ``fsync`` made a no-op, side by side, so the cost of flushing the
+  verified labels and the manifest to the disk (what survives a power cut) is its own column.
+  Run it on the disk a project lives on (``--tmp``): on tmpfs a flush costs nothing.
 * ``cycle``: a folder of synthetic 512 x 512 striped-disc images with the full-size model at the
   default precision: the first pre-label of every image (per image), then 20 images verified and
   one full cycle (a Learn, kept with force=True so every waiting image is stale, then each
@@ -54,14 +57,28 @@ def _disc_folder(folder: Path, n: int, size: int) -> dict[str, np.ndarray]:
     return truth
 
 
-def _verify_then_next(project):
-    names, labels = iter(project.names), np.zeros((48, 48), np.uint8)
+def _verify_then_next(project, start: int = 0):
+    names, labels = iter(project.names[start:]), np.zeros((48, 48), np.uint8)
 
     def click():
         project.verify(next(names), labels)
         project.next()
 
     return click
+
+
+def _unflushed(fn):
+    """``fn`` with ``os.fsync`` a no-op (what a click costs without flushing to the disk)."""
+    import os
+
+    def call():
+        real, os.fsync = os.fsync, lambda fd: None
+        try:
+            fn()
+        finally:
+            os.fsync = real
+
+    return call
 
 
 def clicks(sizes: list[int], tmp: Path) -> list[dict]:
@@ -86,6 +103,7 @@ def clicks(sizes: list[int], tmp: Path) -> list[dict]:
             "prelabel_s": prelabel_s,
             "open_s": open_s,
             "verify_and_next_ms": _median_ms(_verify_then_next(project)),
+            "verify_and_next_unflushed_ms": _median_ms(_unflushed(_verify_then_next(project, 20))),
             "next_ms": _median_ms(project.next),
             "status_ms": _median_ms(project.status),
             "queue_ms": _median_ms(project.queue),
@@ -93,7 +111,8 @@ def clicks(sizes: list[int], tmp: Path) -> list[dict]:
         project.close()
         rows.append(row)
         print(
-            f"{n:6d} images: open {open_s:.2f} s, verify+next {row['verify_and_next_ms']:.1f} ms, next "
+            f"{n:6d} images: open {open_s:.2f} s, verify+next {row['verify_and_next_ms']:.1f} ms (not flushed "
+            f"{row['verify_and_next_unflushed_ms']:.1f} ms), next "
             f"{row['next_ms']:.1f} ms, status {row['status_ms']:.2f} ms, queue {row['queue_ms']:.1f} ms",
             flush=True,
         )
@@ -176,11 +195,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="cycle: image side")
     parser.add_argument("--ks", default="2,5,10,25,50,100,200", help="learn_k: verified images")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--tmp", help="where the projects are made (default: the system's temporary folder)")
     args = parser.parse_args()
     torch.manual_seed(0)
     parts = args.parts.split(",")
     results = {}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
         tmp = Path(folder)
         if "clicks" in parts:
             results["clicks"] = clicks([int(s) for s in args.sizes.split(",")], tmp)

@@ -142,3 +142,43 @@ def test_a_schema_1_project_opens_and_is_upgraded(project, images):
     upgraded = _manifest(project.folder.root)
     assert upgraded["schema_version"] == 2 and "skipped" not in upgraded and "scores" not in upgraded
     assert next(e for e in upgraded["images"] if e["name"] == "disc1")["skipped"] is True
+
+
+def test_verified_work_is_flushed_to_the_disk_before_it_is_called_done(project, images, monkeypatch):
+    """A power cut after "verified" loses nothing: the labels, the record and the folders that hold
+    their new names are flushed (fsync) before verify returns; so are the manifest and decoders."""
+    _, truth = images
+    project.prelabel(["disc0", "disc1"])
+    flushed = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    project.verify("disc0", truth["disc0"])
+    root = str(project.folder.root.resolve())
+    names = {os.path.relpath(path, root) for path in flushed if path.startswith(root)}
+    assert "verified" in names  # the folder that holds the new name, after the rename
+    assert any(n.startswith(".staging/new-") and "/" not in n[len(".staging/") :] for n in names)  # the staged folder
+    assert any(n.startswith(".staging/new-") and n.endswith("labels.tif") for n in names)
+    assert any(n.startswith(".staging/new-") and n.endswith("clipseg.json") for n in names)
+    flushed.clear()
+    project.skip("disc2")
+    assert any(os.path.basename(p).startswith(".project.") for p in flushed)  # the manifest's file, then
+    assert root in flushed  # the folder its new name is in
+    flushed.clear()
+    project.verify("disc1", truth["disc1"])
+    project.learn(steps=1, force=True, repredict=False)
+    assert any(p.endswith(".safetensors.tmp") for p in flushed) and any(p.endswith("decoders/001") for p in flushed)
+
+
+def test_an_export_killed_midway_or_at_its_swap_leaves_the_earlier_set(project, images, tmp_path):
+    _, truth = images
+    project.verify("disc0", truth["disc0"])
+    first = project.export(tmp_path / "set")
+    os.replace(first, tmp_path / ".set.old-killed")  # killed after moving the old set aside, before the swap
+    (tmp_path / ".set.partial-killed").mkdir()  # and a half-written set
+    project.verify("disc1", truth["disc1"])
+    with pytest.raises(FileExistsError):  # the old set is back, so it is not replaced without overwrite
+        project.export(tmp_path / "set")
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["disc0"]
+    assert project.export(tmp_path / "set", overwrite=True).is_dir()
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["disc0", "disc1"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".set")) == []

@@ -68,11 +68,11 @@ def test_an_image_of_another_shape_can_be_verified_again(project, images):
 
 
 def test_an_image_changed_during_the_session_is_never_verified_with_other_pixels(project, images):
-    folder, truth = images
+    folder, _ = images
     project.prelabel()
     shown = project.prelabels("disc3")
     _rewrite(folder / "disc3.npy")
-    with pytest.raises(ProjectError, match="disc3 changed on disk.*nothing was stored"):
+    with pytest.raises(ProjectError, match=r"disc3 changed on disk.*nothing was stored"):
         project.verify("disc3", shown)
     assert project.state("disc3") == "new"
     assert not (project.folder.verified / "disc3").exists()

@@ -110,10 +110,12 @@ def write_output_folder(
     file_format: str,
     staging: str | os.PathLike,
     tables: Mapping[str, Any] | None = None,
+    durable: bool = False,
 ) -> Path:
     """Write ``arrays`` (``labels`` and optionally ``instances``, ``probabilities``), ``tables``
     (name -> JSON value, each a compact ``<name>.json``, e.g. the objects table) and the record
     into ``folder`` at once, replacing the folder if it exists (it must be this package's output).
+    ``durable``: flushed to the disk (a project's verified labels; see :mod:`napari_clipseg.atomic`).
 
     Returns:
         The folder.
@@ -133,7 +135,7 @@ def write_output_folder(
             for kind, array in arrays.items():
                 array_writer(stage / files[kind], array, full["image"].get("pixel_size"))(str(stage / files[kind]))
         json_writer(full)(str(stage / RECORD_NAME))
-        swap_in_folder(stage, folder, staging / f"old-{uuid.uuid4().hex}")
+        swap_in_folder(stage, folder, staging / f"old-{uuid.uuid4().hex}", durable=durable)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return folder

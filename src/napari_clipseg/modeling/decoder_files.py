@@ -51,8 +51,9 @@ def _same_base(made_for: dict[str, Any], model: Any) -> bool:
     return (made_for.get("source"), made_for.get("seed")) == (here["source"], here["seed"])
 
 
-def save_decoder(result: Any, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write a :class:`~napari_clipseg.learning.finetune.FineTuneResult` as a decoder folder (both files or neither)."""
+def save_decoder(result: Any, folder: str | os.PathLike, *, overwrite: bool = False, durable: bool = False) -> Path:
+    """Write a :class:`~napari_clipseg.learning.finetune.FineTuneResult` as a decoder folder (both
+    files or neither; ``durable``: flushed to the disk, as a project's decoders are)."""
     import safetensors.torch
 
     folder = Path(folder)
@@ -62,7 +63,7 @@ def save_decoder(result: Any, folder: str | os.PathLike, *, overwrite: bool = Fa
         (folder / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"})),
         (folder / META_NAME, json_writer(meta)),
     ]
-    write_together(files, overwrite=overwrite)
+    write_together(files, overwrite=overwrite, durable=durable)
     return folder
 
 

@@ -51,6 +51,17 @@ def _check_target(project: Any, out: Path) -> None:
             raise ValueError(f"{out} holds the project's images (e.g. {item.path}): export to another folder")
 
 
+def _tidy(out: Path) -> None:
+    """Undo what a killed export left beside ``out``: a set moved aside for ``overwrite`` whose
+    replacement never arrived is put back, and half-written sets are removed."""
+    asides = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if asides and not out.exists():
+        os.replace(asides.pop(), out)
+        logger.warning("put back %s: an export that was replacing it was interrupted", out)
+    for leftover in [*asides, *out.parent.glob(f".{out.name}.partial-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def export_project(
     project: Any, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
 ) -> Path:
@@ -63,6 +74,8 @@ def export_project(
     """
     out = Path(out)
     _check_target(project, out)
+    if out.parent.is_dir():
+        _tidy(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another folder or allow overwriting")
     verified = [name for name in project.names if project.state(name) == "verified"]
@@ -96,7 +109,7 @@ def export_project(
             from ..io.coco import build_coco, write_coco
 
             write_coco(stage / COCO_NAME, build_coco(coco_items, project.classes))
-        swap_in_folder(stage, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex}")
+        swap_in_folder(stage, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex}", durable=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from ..atomic import write_json
+from ..atomic import flush_folder, write_json
 from ..errors import ProjectError, ProjectLockedError
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class ProjectFolder:
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest atomically (the old one stays if this fails)."""
+        """Write the manifest atomically (the old one stays if this fails) and durably (flushed)."""
         kept = {k: v for k, v in manifest.items() if k not in ("schema", "schema_version", "saved")}
         full = {
             "schema": SCHEMA,
@@ -127,7 +127,7 @@ class ProjectFolder:
             **kept,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        write_json(self.manifest_path, full, overwrite=True)
+        write_json(self.manifest_path, full, overwrite=True, durable=True)
 
 
 #: What each field of the manifest must be (the types JSON gives them).
@@ -213,6 +213,7 @@ def recover_staging(folder: ProjectFolder) -> list[str]:
                 continue
             (folder.verified / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(aside, folder.verified / name)
+            flush_folder((folder.verified / name).parent)
             logger.warning("recovered the verified labels of %s from %s (a verify was interrupted)", name, aside)
             recovered.append(name)
     shutil.rmtree(folder.staging, ignore_errors=True)

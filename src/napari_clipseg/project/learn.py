@@ -186,7 +186,7 @@ def keep_learnt(project: Any, result: Any, model: Any, names: list[str], learnt_
             numbers = [int(p.name) for p in project.folder.decoders.glob("[0-9]*") if p.name.isdigit()]
             relative = f"decoders/{max(numbers, default=0) + 1:03d}"
             result = dataclasses.replace(result, classes=project.classes, base=base_identity(model))
-            save_decoder(result, project.folder.root / relative)
+            save_decoder(result, project.folder.root / relative, durable=True)
             entry = {
                 "folder": relative,
                 "images": names,

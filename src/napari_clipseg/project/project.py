@@ -260,7 +260,9 @@ class Project:
         )
         with self._lock:
             folder = self.folder.verified / name
-            write_output_folder(folder, {"labels": labels}, record, file_format="tif", staging=self.folder.staging)
+            write_output_folder(
+                folder, {"labels": labels}, record, file_format="tif", staging=self.folder.staging, durable=True
+            )
             was = self._state.entry(name)
             stamp = os.stat(folder / RECORD_NAME).st_mtime_ns
             self._state.put(was.replace(state="verified", skipped=False, changed=changed, stamp=stamp))
