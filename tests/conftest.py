@@ -303,3 +303,17 @@ def spec(tiny_model_dir):
 def project(images, tmp_path, spec):
     with ncs.open_project(images[0], tmp_path / "project", prompts=["disc"], model=spec) as opened:
         yield opened
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 128 KiB file system (tmpfs), to fill for real."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); test_cli injects the fault instead")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)

@@ -182,3 +182,15 @@ def test_an_export_killed_midway_or_at_its_swap_leaves_the_earlier_set(project, 
     assert project.export(tmp_path / "set", overwrite=True).is_dir()
     assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["disc0", "disc1"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".set")) == []
+
+
+def test_a_full_disk_during_a_learn_is_said_as_such_and_keeps_the_decoder(project, images, small_disk):
+    _, truth = images
+    project.verify("disc0", truth["disc0"])
+    project.verify("disc1", truth["disc1"])
+    (small_disk / "filler").write_bytes(b"x" * (120 << 10))  # nearly full, for real
+    os.symlink(small_disk, project.folder.decoders)
+    with pytest.raises(OSError, match=r"no space left on the device while writing .*decoder.*nothing was written"):
+        project.learn(steps=1, force=True, repredict=False)
+    assert project.decoder is None and not any(small_disk.glob("0*"))
+    assert project.state("disc0") == "verified"

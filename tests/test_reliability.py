@@ -263,18 +263,6 @@ def test_permission_denied_is_named_not_blamed_on_the_file(tiny_model_dir, capfd
         shutil.rmtree(shared, ignore_errors=True)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 128 KiB file system (tmpfs), to fill for real."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); test_cli injects the fault instead")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
-
-
 @pytest.mark.parametrize("target", ["labels", "probabilities"])
 def test_a_full_disk_leaves_nothing_and_says_so(small_disk, target, tiny_model_dir, capsys):
     from napari_clipseg.cli import main

@@ -41,7 +41,7 @@ def test_a_decoder_full_of_nan_is_refused(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize(
     ("damage", "error", "message"),
     [
-        ("empty", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
+        ("empty", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors.*fine-tune it again"),
         ("truncated", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
         ("huge header", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),
         ("pickle", ncs.CorruptWeightsError, r"cannot read weights file .*decoder.safetensors"),  # payload never runs

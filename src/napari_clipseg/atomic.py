@@ -150,10 +150,13 @@ def write_together(
     temps: list[str] = []
     done: list[Path] = []
     folders: set[Path] = set()  # to flush after the renames: each target's folder, and above new ones
+    made_here: list[tuple[Path, Path]] = []  # (folder, the top-most folder made for it): removed on failure
     try:
         for path, write in items:
             made = _made_folders(path.parent)
             folders |= {path.parent} | ({made.parent} if made is not None else set())
+            if made is not None:
+                made_here.append((path.parent, made))
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
             os.close(fd)
             temps.append(tmp)
@@ -178,12 +181,25 @@ def write_together(
         if not overwrite:
             for path in done:
                 path.unlink(missing_ok=True)
-        raise
-    finally:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        for folder, top in made_here:  # the folders made for this group, if they stayed empty
+            _remove_empty(folder, top)
+        raise
     return paths
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = folder.parent
 
 
 def atomic_write(path: Path, write: Writer, overwrite: bool, *, durable: bool = False) -> Path:

@@ -53,6 +53,20 @@ def _local(job: BatchJob, items: list[InputFile], predictor: ClipSegPredictor) -
     return rows
 
 
+def _unreadable(items: list[InputFile]) -> list[Row]:
+    """The failed rows of the inputs that cannot be opened, up to the first that can: a resume
+    whose only unfinished inputs are broken files says so without loading the model."""
+    from ..io.inputs import open_image
+
+    rows = []
+    for item in items:
+        opened = guarded(open_image, item, item.path)
+        if not isinstance(opened, Row):
+            break
+        rows.append(opened)
+    return rows
+
+
 def check_reserved(items: list[InputFile]) -> None:
     """Refuse an input whose output folder would take the name of one of the dataset's own files
     (``report.json``, ``report.csv``, ``coco.json``, the staging folder), before any work.
@@ -112,7 +126,13 @@ def _coco(job: BatchJob, rows: list[Row]) -> Path:
 def _execute(
     job: BatchJob, items: list[InputFile], predictor: ClipSegPredictor, compute: ComputeSettings, client: Any
 ) -> Generator[Progress, None, list[Row]]:
-    """The rows of every input: on a cluster when one is named or asked for, else in this process."""
+    """The rows of every input: on a cluster when one is named or asked for, else in this process.
+    When no input can be opened here, none loads the model (or starts a cluster) to find that out."""
+    if predictor is None and client is None and not compute.scheduler:  # the inputs are this machine's files
+        unreadable = _unreadable(items)
+        if len(unreadable) == len(items):
+            yield Progress(len(items), len(items), "done")
+            return unreadable
     if client is not None or compute.on_cluster:
         from .cluster import dask_client, run_on_cluster
 

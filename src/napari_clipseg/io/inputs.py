@@ -67,6 +67,12 @@ def is_output(path: Path) -> bool:
     return False
 
 
+def _real(path: Path) -> Path:
+    """``path`` with links followed; a link that loops stays as it is (opening it fails, and that
+    input is reported as failed: never a traceback while the inputs are searched)."""
+    return Path(os.path.realpath(path))
+
+
 def _in_folder(folder: Path, skip: Path | None) -> list[Path]:
     """Image files and zarr folders below ``folder`` (not inside zarr folders, hidden entries or
     ``skip``; with ``skip`` given, nothing that napari-clipseg wrote, see :func:`is_output`)."""
@@ -79,7 +85,7 @@ def _in_folder(folder: Path, skip: Path | None) -> list[Path]:
         keep = []
         for d in sorted(dirs):
             path = here / d
-            if d.startswith(".") or (skip is not None and path.resolve() == skip):
+            if d.startswith(".") or (skip is not None and _real(path) == skip):
                 continue
             (found.append(path) if _is_zarr(path) else keep.append(d))
         dirs[:] = keep
@@ -125,13 +131,13 @@ def find_inputs(
             if not found:
                 raise FileNotFoundError(f"{source}: no such file or folder, and no file matches it")
             if skip_path is not None:
-                found = [f for f in found if skip_path not in f.path.resolve().parents and not is_output(f.path)]
+                found = [f for f in found if skip_path not in _real(f.path).parents and not is_output(f.path)]
         if skip_path is not None and path.exists() and not path.is_dir() and is_output(path):
             raise ValueError(f"{path} is an output of napari-clipseg (it has a record), not an input")
         inputs += found
     unique: dict[Path, InputFile] = {}
     for item in inputs:  # one file given twice (relative and absolute, a link and its target) is one input
-        unique.setdefault(item.path.resolve(), item)
+        unique.setdefault(_real(item.path), item)
     by_name: dict[str, Path] = {}
     for item in unique.values():
         other = by_name.setdefault(item.name, item.path)

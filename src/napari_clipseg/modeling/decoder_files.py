@@ -23,6 +23,13 @@ SCHEMA = "napari-clipseg.decoder"
 WEIGHTS_NAME, META_NAME = DECODER_WEIGHTS_NAME, DECODER_META_NAME
 
 
+#: What to do with a damaged decoder file: decoders are made by fine-tuning, never downloaded.
+DAMAGED_DECODER = (
+    "a decoder is made by fine-tuning, not downloaded: fine-tune it again from the corrected masks, or use "
+    "another decoder folder (a project: 'napari-clipseg project decoder FOLDER' lists its decoders)"
+)
+
+
 def decoder_threshold(model: Any) -> float | None:
     """The threshold the model's fine-tuned decoder chose on its held-out images (None: no decoder,
     or one saved before decoders chose their threshold)."""
@@ -91,7 +98,7 @@ def read_decoder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
         ) from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise DecoderMismatchError(f"{folder / META_NAME} is not a napari-clipseg decoder description")
-    state = read_state_dict(folder / WEIGHTS_NAME)
+    state = read_state_dict(folder / WEIGHTS_NAME, remedy=DAMAGED_DECODER)
     check_finite(state, str(folder / WEIGHTS_NAME))
     return state, meta
 

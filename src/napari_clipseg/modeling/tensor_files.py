@@ -14,11 +14,18 @@ import torch
 
 from ..errors import CorruptWeightsError, RunCancelled, UnsafeWeightsError, WeightsUnavailableError, check_stop
 
+#: What to do with a damaged file of downloaded weights.
+DOWNLOADED = "delete it and download it again (for hub models, delete the model's folder in the Hugging Face cache)"
 
-def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None) -> dict[str, torch.Tensor]:
+
+def read_state_dict(
+    path: str | os.PathLike, stop: threading.Event | None = None, *, remedy: str = DOWNLOADED
+) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, without running pickled code.
 
     ``stop``, when set (from another thread), ends the read between two tensors (RunCancelled).
+    ``remedy``: what a damaged file's message tells the user to do (weights are downloaded again;
+    a fine-tuned decoder is made again).
 
     Raises:
         WeightsUnavailableError: the file does not exist.
@@ -47,13 +54,13 @@ def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None
                 f"{path} contains pickled Python objects that would run code when loaded; refusing. "
                 "Use a safetensors file or a plain state dict saved with torch.save(model.state_dict())."
             ) from None
-        raise CorruptWeightsError(_corrupt_message(path, e)) from None
+        raise CorruptWeightsError(_corrupt_message(path, e, remedy)) from None
     except PermissionError:
         raise WeightsUnavailableError(f"no permission to read the weights file {path}") from None
     except RunCancelled:
         raise
     except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types for damaged files
-        raise CorruptWeightsError(_corrupt_message(path, e)) from None
+        raise CorruptWeightsError(_corrupt_message(path, e, remedy)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -61,11 +68,10 @@ def read_state_dict(path: str | os.PathLike, stop: threading.Event | None = None
     return state
 
 
-def _corrupt_message(path: Path, error: Exception) -> str:
+def _corrupt_message(path: Path, error: Exception, remedy: str) -> str:
     return (
         f"cannot read weights file {path} ({type(error).__name__}: {str(error)[:200]}). It is probably "
-        "truncated or damaged: delete it and download it again (for hub models, delete the "
-        "model's folder in the Hugging Face cache)."
+        f"truncated or damaged: {remedy}."
     )
 
 
