@@ -194,3 +194,37 @@ def test_a_full_disk_during_a_learn_is_said_as_such_and_keeps_the_decoder(projec
         project.learn(steps=1, force=True, repredict=False)
     assert project.decoder is None and not any(small_disk.glob("0*"))
     assert project.state("disc0") == "verified"
+
+
+def test_a_damaged_verified_record_is_said_and_its_labels_never_overwritten(project, images, tmp_path, caplog):
+    _, truth = images
+    for name in ("disc0", "disc1", "disc2"):
+        project.verify(name, truth[name])
+    (project.folder.verified / "disc1" / "clipseg.json").write_text("{ damaged")
+    assert sorted(p.name for p in project.export(tmp_path / "set").iterdir()) == ["disc0", "disc2"]
+    assert "verified labels of disc1 cannot be read" in caplog.text
+    project.learn(steps=1, force=True, repredict=False)  # learns from the two it can read
+    assert "left out of the Learn: the verified labels of disc1" in caplog.text
+    project.verify("disc1", np.zeros_like(truth["disc1"]))  # verified again: the old folder is kept
+    kept = list((project.folder.root / "outdated").glob("disc1.*"))
+    assert len(kept) == 1 and (kept[0] / "labels.tif").is_file()
+
+
+def test_cli_project_mistakes_exit_2_and_a_precision_asked_for_is_used(project, images, monkeypatch, capsys):
+    from napari_clipseg.cli import main
+    from napari_clipseg.project import open as project_open
+
+    project.close()
+    root = str(project.folder.root)
+    assert main(["project", "prelabel", root, "-p", "other"]) == 2
+    assert "made with prompts" in capsys.readouterr().err
+    assert main(["project", "prelabel", root, "--images", "nothere/"]) == 2
+    assert "nothere/" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["segment", "--sample", "astronaut", "--treshold", "0.3", "-p", "x", "-o", "o.tif"])
+    assert usage.value.code == 2 and "unknown option --treshold (did you mean --threshold?)" in capsys.readouterr().err
+    opened = []
+    real = project_open.open_project
+    monkeypatch.setattr(project_open, "open_project", lambda *a, **k: opened.append(a[3]) or real(*a, **k))
+    assert main(["project", "prelabel", root, "--precision", "int8"]) == 0
+    assert opened[-1].precision == "int8" and opened[-1].source == project.spec.source

@@ -174,3 +174,18 @@ def test_cli_status_names_gone_images_and_drop_takes_them_out(project, images, c
     assert main(["project", "drop", root, "disc1"]) == 0
     assert "image(s) gone" not in capsys.readouterr().out
     assert len(list((project.folder.root / "outdated").glob("disc1.*"))) == 1
+
+
+def test_prelabelling_on_workers_then_here_redoes_nothing(images, tmp_path, spec):
+    from napari_clipseg.datasets.settings import ComputeSettings
+
+    folder, _ = images
+    auto = spec.replace(precision="auto")  # each worker process would time and choose on its own
+    with ncs.open_project(folder, tmp_path / "p", ["disc"], auto, compute=ComputeSettings(workers=2)) as project:
+        first = project.prelabel()
+        assert [row.status for row in first.rows] == ["done"] * 8
+        chosen = project.model.base().info.precision
+    with ncs.open_project(None, tmp_path / "p") as again:
+        assert again.status()["pre-labelled"] == 8 and again.prelabel() is None  # nothing to redo
+        records = [ncs.io.records.read_record(again.folder.prelabels / n / "clipseg.json") for n in again.names]
+    assert {r["model"]["precision"] for r in records} == {chosen}

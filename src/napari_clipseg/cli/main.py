@@ -178,9 +178,33 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse an option the (sub)command does not know, naming it and the closest one it does
+    (argparse alone may take ``--treshold 0.3``'s value for a positional argument and blame that)."""
+    import difflib
+
+    command = parser
+    for token in argv:
+        choices = next((a.choices for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if not choices or token not in choices:
+            break
+        command = choices[token]
+    known = [flag for action in command._actions for flag in action.option_strings]
+    for token in argv:
+        if token == "--":
+            return
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and not any(k.startswith(flag) for k in known):
+            close = difflib.get_close_matches(flag, known, n=1)
+            command.error(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _check_options(parser, argv)
+    args = parser.parse_args(argv)
     _log_to_stderr()
     try:
         return COMMANDS[args.command](args)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import ProjectError, UsageError
+from ..errors import ProjectError, ProjectMismatchError, UsageError
 from .args import PROG, add_model_options, check_cached, compute_settings, model_spec, text_prompts
 from .dataset import drive
 
@@ -86,17 +86,35 @@ def _prelabel(args: argparse.Namespace) -> int:
         from ..constants import DEFAULT_HUB_ID
 
         args.model = DEFAULT_HUB_ID  # as the help says: the project's model, else the default weights
-    spec = model_spec(args) if new or args.model else None  # a project reopens with its own model
+    spec = model_spec(args) if new or args.model else _own_model(args)  # a project reopens with its own model
     if new:
         check_cached(spec)  # offline and not cached: said now, before a project folder is made
     if not new and not args.images:
         print(f"{PROG}: pre-labelling the project's images (give --images to add images found since)", file=sys.stderr)
-    with open_project(args.images, args.folder, prompts, spec, compute=compute) as project:
+    try:
+        project = open_project(args.images, args.folder, prompts, spec, compute=compute)
+    except (ProjectMismatchError, FileNotFoundError) as e:  # what the command line got wrong, before any work
+        raise UsageError(str(e)) from None
+    with project:
         report = drive(project.iter_prelabel(), quiet=False)
         if report is not None:
             print(report.summary(), file=sys.stderr)
         _print_status(project, 5)
     return 0 if report is None or report.ok else 1
+
+
+def _own_model(args: argparse.Namespace):
+    """The project's own model, on the ``--device`` and at the ``--precision`` asked for (this
+    machine's choice); None when neither is asked for (the project's as it is)."""
+    from ..project.folder import ProjectFolder
+    from ..segmentation.model_spec import ModelSpec
+
+    if (args.device == "auto" and args.precision == "auto") or args.backbone or args.decoder:
+        return None
+    manifest = ProjectFolder(args.folder).read_manifest()
+    if manifest is None:
+        return None
+    return ModelSpec.from_dict(manifest["model"]).replace(device=args.device, precision=args.precision)
 
 
 def _print_status(project, queue: int) -> None:

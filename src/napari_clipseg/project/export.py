@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import swap_in_folder
+from ..errors import RecordError
 from ..io.masks import export_masks
 from ..io.records import RECORD_NAME, read_record
 from ..segmentation.postprocess import InstanceSettings
@@ -97,8 +98,12 @@ def export_project(
     try:
         coco_items = []
         for name in names:
-            labels = project.verified_labels(name)
-            record = read_record(project.folder.verified / name / RECORD_NAME)
+            try:
+                labels = project.verified_labels(name)
+                record = read_record(project.folder.verified / name / RECORD_NAME)
+            except (RecordError, OSError, ValueError) as e:  # damaged by hand or by the disk: said, never guessed
+                logger.warning("left out of the export: the verified labels of %s cannot be read (%s)", name, e)
+                continue
             objects = InstanceSettings().apply(labels) if instances or coco else None
             pair = (objects.ids, objects.classes) if objects is not None and instances else None
             export_masks(stage / name, labels, project.classes, record, instances=pair)

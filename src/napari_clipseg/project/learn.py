@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ProjectError
+from ..errors import ProjectError, RecordError
 from ..segmentation.results import Progress
 
 if TYPE_CHECKING:  # torch is imported by the first Learn, not by opening a project
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # torch is imported by the first Learn, not by opening a proj
     from ..learning.core import Example
     from ..learning.finetune import FineTuneResult, FineTuneSettings
     from .state import ImageEntry
+
+logger = logging.getLogger(__name__)
 
 #: Images verified since the last Learn are drawn this many times as often as the others.
 NEW_WEIGHT = 3.0
@@ -271,9 +274,14 @@ class Learner:
         yield Progress(0, len(verified), "reading the verified images")
         examples = []
         for number, entry in enumerate(verified, start=1):
-            examples.append(self.examples(project, entry, predictor))
+            try:
+                examples.append(self.examples(project, entry, predictor))
+            except (RecordError, OSError, ValueError) as e:  # damaged by hand or by the disk: left out, said
+                logger.warning("left out of the Learn: the verified labels of %s cannot be read (%s)", entry.name, e)
             if number % 16 == 0:
                 yield Progress(number, len(verified), f"read {number} of {len(verified)} verified images")
+        if len(examples) < 2:
+            raise ProjectError(f"verify at least 2 readable images before learning ({len(examples)} can be read)")
         conditionals = predictor.embed_prompts(project.classes).clone()
         result, current_iou = yield from iter_learn_steps(
             predictor.model.decoder,

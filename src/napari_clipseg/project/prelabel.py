@@ -55,7 +55,10 @@ def iter_prelabel(
         return None
     rows: list[Row] = []
     if project.compute is not None and project.compute.on_cluster:
-        rows = yield from _part(project, todo, project.current_spec(), 0, len(todo))
+        spec = project.current_spec()
+        if spec.precision == "auto":  # chosen here, once: workers timing alone could choose another and redo all
+            spec = spec.replace(precision=project.model.base().info.precision)
+        rows = yield from _part(project, todo, spec, 0, len(todo))
     else:
         predictor = project.model.predictor(project.decoder)  # one text embedding for every chunk
         for start in range(0, len(todo), CHUNK):

@@ -13,6 +13,7 @@ decoder alone. The ``iter_*`` methods are generators of
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -44,8 +45,22 @@ if TYPE_CHECKING:
     from ..learning.feature_store import StoreStats
     from .learn import LearnOutcome
 
+logger = logging.getLogger(__name__)
+
 #: Pre-labels remembered as shown (what ``verify`` diffs against), most recent last.
 SHOWN = 8
+
+
+def _keep_if_damaged(folder: Path, root: Path, name: str) -> None:
+    """Before verified labels are replaced: a folder whose record cannot be read (edited by hand,
+    damaged by the disk) may still hold the only copy of the labels, so it is put aside, never deleted."""
+    from ..errors import RecordError
+
+    try:
+        output_record(folder)
+    except (RecordError, OSError):
+        aside = put_aside(folder, root, name, f"{name}: its record could not be read when it was verified again")
+        logger.warning("the verified folder of %s was damaged: kept in %s", name, aside)
 
 
 class Project:
@@ -260,6 +275,7 @@ class Project:
         )
         with self._lock:
             folder = self.folder.verified / name
+            _keep_if_damaged(folder, self.folder.root, name)
             write_output_folder(
                 folder, {"labels": labels}, record, file_format="tif", staging=self.folder.staging, durable=True
             )
