@@ -138,20 +138,29 @@ def run_batch(args: argparse.Namespace) -> int:
 
 def drive(events, quiet: bool):
     """Run the generator with a progress bar (with ETA) on stderr, made at the first event, when
-    the total is known (a bar made earlier prints a stray ``0image`` line)."""
+    the total is known (a bar made earlier prints a stray ``0image`` line). Training counts in its
+    own unit (epochs; a project's Learn: steps) on a bar of its own, its whole line (loss, held-out
+    IoU) after the bar, never cut."""
     from tqdm.auto import tqdm
 
     from ..segmentation.results import run
 
-    bars = []
+    bars, units = [], []
 
     def show(event) -> None:
-        if not bars:
-            bars.append(tqdm(total=event.total, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True))
-        bar = bars[0]
+        unit = getattr(event, "unit", "image")
+        if not units or units[-1] != unit:
+            if bars:
+                bars[-1].close()
+            units.append(unit)
+            bars.append(tqdm(total=event.total, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True))
+        bar = bars[-1]
         bar.total = event.total
         bar.n = event.step
-        bar.set_description_str(event.stage[:40], refresh=False)
+        if unit == "image":
+            bar.set_description_str(event.stage[:40], refresh=False)
+        else:
+            bar.set_postfix_str(event.stage, refresh=False)
         bar.refresh()
 
     try:

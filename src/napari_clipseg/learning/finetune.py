@@ -106,10 +106,12 @@ class FineTuneSettings:
 
 @dataclass(frozen=True)
 class TrainingProgress(Progress):
-    """Progress of a training run: after each epoch, its training ``loss`` and held-out ``iou``."""
+    """Progress of a training run: after each epoch (or a project's Learn: every few optimiser
+    steps, ``unit="step"``), its training ``loss`` and held-out ``iou``."""
 
     loss: float | None = None
     iou: float | None = None
+    unit: str = "epoch"
 
 
 @dataclass

@@ -152,7 +152,7 @@ def iter_learn_steps(
         losses.append(optimiser.step([pool[i][0] for i in picked], conditionals, stop))
         if step % report == 0 or step == steps:
             stage = f"step {step} of {steps}: loss {losses[-1]:.3f} {sparkline(losses[::report])}"
-            yield TrainingProgress(step, steps, stage, losses[-1], None)
+            yield TrainingProgress(step, steps, stage, losses[-1], None, unit="step")
     scalar = not isinstance(threshold, tuple)
     if scalar:
         kept, iou = best_threshold(candidate, held_out, conditionals, float(threshold))
