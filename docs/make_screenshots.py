@@ -1,5 +1,6 @@
 """Regenerate the documentation screenshots: ``xvfb-run -a python docs/make_screenshots.py MODEL_DIR``
-(``--annotate`` after it: only the Annotate mode's picture; ``--region``: only the Advanced options').
+(``--annotate`` after it: only the Annotate mode's picture; ``--region``: only the Advanced options';
+``--text``: only README's picture).
 
 MODEL_DIR is any model source; without internet, write random weights first with
 ``napari-clipseg random-weights MODEL_DIR`` (the masks are then meaningless, as the captions say).
@@ -32,6 +33,14 @@ def settle(seconds: float = 0.5) -> None:
     while time.time() < end:
         QApplication.processEvents()
         time.sleep(0.01)
+
+
+def scroll_docks_to_top(viewer: napari.Viewer) -> None:
+    """Every dock scrolled to its top (the mode switch and the image first), as a user opens it."""
+    from qtpy.QtWidgets import QScrollArea
+
+    for area in viewer.window._qt_window.findChildren(QScrollArea):
+        area.verticalScrollBar().setValue(0)
 
 
 def save(viewer: napari.Viewer, name: str) -> None:
@@ -95,9 +104,12 @@ def main(model: str) -> None:
     run(widget)
     result = widget._results.last.result
     widget._threshold.value = round(float(np.quantile(result.probabilities.max(0), 0.6)), 2)
+    scroll_docks_to_top(viewer)
     settle()
     save(viewer, "widget-text-prompts.png")
     viewer.close()
+    if sys.argv[2:] == ["--text"]:
+        return
 
     viewer, widget = fresh_viewer(model)
     viewer.open_sample("napari-clipseg", "cell")
@@ -247,6 +259,8 @@ if __name__ == "__main__":
         annotate_picture(sys.argv[1])
     elif sys.argv[2:] == ["--region"]:  # only the Advanced options' picture
         region_picture(sys.argv[1])
+    elif sys.argv[2:] == ["--text"]:  # only README's picture (text prompts on the astronaut)
+        main(sys.argv[1])
     else:
         main(sys.argv[1])
         annotate_picture(sys.argv[1])

@@ -111,3 +111,12 @@ def test_draw_first_then_run_the_plugin_does_not_crash(tiny_model_dir, tmp_path,
     assert "OK" in done.stdout
     if "OK mesa" in done.stdout:  # software GL was used: the guard must have kept triton out
         assert "blocked" in done.stdout
+
+
+def test_the_dock_title_fits_the_dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    dock, _widget = viewer.window.add_plugin_dock_widget("napari-clipseg", "CLIPSeg")
+    qtbot.waitUntil(lambda: dock.title.title.text() == "CLIPSeg")
+    assert "napari-clipseg" in dock.title.title.toolTip() or dock.title.title.toolTip() == ""
+    dock.setFloating(True)
+    qtbot.waitUntil(lambda: dock.title.title.text() == "CLIPSeg")

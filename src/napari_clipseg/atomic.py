@@ -126,6 +126,21 @@ def _storage_full(error: BaseException) -> bool:
     return "StorageFull" in text or "No space left" in text or "code: 28" in text
 
 
+def _fill(tmp: str, write: Writer, path: Path, durable: bool) -> None:
+    """``write(tmp)`` with its errors in words (a full disk named as such, whoever raised it)."""
+    try:
+        write(tmp)
+    except OSError as e:
+        raise _explain(e, path) from e
+    except Exception as e:
+        if _storage_full(e):
+            raise _explain(OSError(errno.ENOSPC, str(e)), path) from e
+        raise
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp files are 0600; outputs are ordinary files
+    if durable:
+        flush_file(tmp)
+
+
 def write_together(
     items: Sequence[tuple[Path, Writer]], *, overwrite: bool = False, durable: bool = False
 ) -> list[Path]:
@@ -160,17 +175,7 @@ def write_together(
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
             os.close(fd)
             temps.append(tmp)
-            try:
-                write(tmp)
-            except OSError as e:
-                raise _explain(e, path) from e
-            except Exception as e:
-                if _storage_full(e):
-                    raise _explain(OSError(errno.ENOSPC, str(e)), path) from e
-                raise
-            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp files are 0600; outputs are ordinary files
-            if durable:
-                flush_file(tmp)
+            _fill(tmp, write, path, durable)
         for tmp, path in zip(temps, paths, strict=True):
             os.replace(tmp, path)
             done.append(path)

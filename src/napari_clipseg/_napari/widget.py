@@ -57,6 +57,33 @@ if TYPE_CHECKING:
     from ..segmentation.model_spec import ModelSpec
 
 
+def short_dock_title(widget: Any, text: str) -> None:
+    """Show ``text`` in the title bar of the dock holding ``widget``: napari titles a plugin's dock
+    "CLIPSeg (napari-clipseg)", which the narrow dock cuts to "CLIPSeg (napari-c". The dock's name
+    (napari's key for it, its menu entry and remembered place) stays; the full name is the tooltip.
+    The title bar is made anew when the dock floats or docks again, so it is set again then."""
+    from qtpy.QtWidgets import QDockWidget, QLabel
+
+    dock = widget.parent()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    if dock is None or getattr(dock, "_clipseg_short_title", False):
+        return
+
+    def apply(*_: Any) -> None:
+        try:
+            label = getattr(getattr(dock, "title", None), "title", None)
+            if isinstance(label, QLabel) and label.text() != text:
+                label.setToolTip(label.text())
+                label.setText(text)
+        except RuntimeError:  # the dock was closed meanwhile (its Qt objects are gone)
+            pass
+
+    apply()
+    dock.topLevelChanged.connect(lambda *_: QTimer.singleShot(0, apply))
+    dock._clipseg_short_title = True
+
+
 class ClipSegWidget(Container):
     """Segment the selected image from text prompts or an example (see the module docstring)."""
 
@@ -82,6 +109,7 @@ class ClipSegWidget(Container):
         )
         self._connect()
         self._on_active()
+        QTimer.singleShot(0, lambda: short_dock_title(self.native, "CLIPSeg"))  # once napari has docked it
 
     def _create_controls(self, s: Settings, available: list[str]) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
