@@ -1,9 +1,9 @@
 """The CLIPSeg dock widget: prompts in, editable Labels layers out, without blocking napari.
 
 Thin by design: it gathers inputs into a ``RunRequest``, runs the core pipeline in a napari
-``thread_worker`` (:mod:`.job_control`), and updates layers on the main thread. The dock reads in the order people work
-(image, prompts, Run, threshold, classes, export); the example and the advanced settings are
-collapsible sections. ``NAPARI_CLIPSEG_SYNC=1`` runs inline (debugging).
+``thread_worker`` (:mod:`.job_control`), and updates layers on the main thread. The dock reads in
+the order people work (image, prompts, Run, threshold, classes, export); the example and the
+advanced settings are collapsible. ``NAPARI_CLIPSEG_SYNC=1`` runs inline (debugging).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .annotate_panel import AnnotatePanel  # noqa: E402
 from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
 from .dock_text import DOCK_MODES, DOCK_WIDTH, OUTPUTS, TIPS, threshold_label  # noqa: E402
+from .dock_title import short_dock_title  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl, JobSlot  # noqa: E402
@@ -55,33 +56,6 @@ if TYPE_CHECKING:
     import napari
 
     from ..segmentation.model_spec import ModelSpec
-
-
-def short_dock_title(widget: Any, text: str) -> None:
-    """Show ``text`` in the title bar of the dock holding ``widget``: napari titles a plugin's dock
-    "CLIPSeg (napari-clipseg)", which the narrow dock cuts to "CLIPSeg (napari-c". The dock's name
-    (napari's key for it, its menu entry and remembered place) stays; the full name is the tooltip.
-    The title bar is made anew when the dock floats or docks again, so it is set again then."""
-    from qtpy.QtWidgets import QDockWidget, QLabel
-
-    dock = widget.parent()
-    while dock is not None and not isinstance(dock, QDockWidget):
-        dock = dock.parent()
-    if dock is None or getattr(dock, "_clipseg_short_title", False):
-        return
-
-    def apply(*_: Any) -> None:
-        try:
-            label = getattr(getattr(dock, "title", None), "title", None)
-            if isinstance(label, QLabel) and label.text() != text:
-                label.setToolTip(label.text())
-                label.setText(text)
-        except RuntimeError:  # the dock was closed meanwhile (its Qt objects are gone)
-            pass
-
-    apply()
-    dock.topLevelChanged.connect(lambda *_: QTimer.singleShot(0, apply))
-    dock._clipseg_short_title = True
 
 
 class ClipSegWidget(Container):
@@ -109,7 +83,7 @@ class ClipSegWidget(Container):
         )
         self._connect()
         self._on_active()
-        QTimer.singleShot(0, lambda: short_dock_title(self.native, "CLIPSeg"))  # once napari has docked it
+        short_dock_title(self.native, "CLIPSeg")
 
     def _create_controls(self, s: Settings, available: list[str]) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
@@ -404,10 +378,7 @@ class ClipSegWidget(Container):
             self._set_status(blocked)
 
     def _probabilities_changed(self, show: bool) -> None:
-        if not show:
-            self._results.hide_probabilities()
-            return
-        message = self._results.show_probabilities()
+        message = self._results.show_probabilities() if show else self._results.hide_probabilities()
         if message:
             self._set_status(message)
 

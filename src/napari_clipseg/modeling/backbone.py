@@ -105,13 +105,16 @@ def _cached_pos_embed(visual: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
     return cached[1]
 
 
-def _embed_patches(visual: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+def _embed_patches(
+    visual: nn.Module, pixel_values: torch.Tensor, pos_embed: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patch tokens with CLS and position embedding (``pos_embed``: already resized to the grid)."""
     x = visual.conv1(pixel_values)
     batch, width, gh, gw = x.shape
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).expand(batch, 1, width)
     x = torch.cat([cls, x], dim=1)
-    x = x + _cached_pos_embed(visual, (gh, gw)).to(x.dtype)
+    x = x + (pos_embed if pos_embed is not None else _cached_pos_embed(visual, (gh, gw))).to(x.dtype)
     return visual.ln_pre(x), (gh, gw)
 
 
@@ -142,6 +145,28 @@ def vision_taps(
         if between_blocks is not None:
             between_blocks()
     return taps, grid
+
+
+class VisionTapsGraph(nn.Module):
+    """The vision tower up to its deepest tap at one input size, as one graph another engine can
+    take (``torch.export``): the position embedding is resized once, for ``side`` pixels; the
+    output is :func:`vision_taps`'s taps, as a tuple. It shares the tower's weights."""
+
+    def __init__(self, visual: nn.Module, layers: tuple[int, ...], side: int) -> None:
+        super().__init__()
+        self.visual, self.layers = visual, tuple(layers)
+        grid = side // visual.conv1.kernel_size[0]
+        with torch.no_grad():
+            self.register_buffer("pos_embed", rescaled_pos_embed(visual.positional_embedding, (grid, grid)).clone())
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, _ = _embed_patches(self.visual, pixel_values, self.pos_embed)
+        taps = []
+        for i, block in enumerate(self.visual.transformer.resblocks[: self.layers[-1] + 1]):
+            x = block(x)
+            if i in self.layers:
+                taps.append(x)
+        return tuple(taps)
 
 
 def image_embedding(

@@ -13,7 +13,6 @@ decoder alone. The ``iter_*`` methods are generators of
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -26,8 +25,7 @@ import numpy as np
 
 from ..errors import ProjectError
 from ..io.inputs import InputFile
-from ..io.outputs import output_record, read_output, write_output_folder
-from ..io.records import RECORD_NAME, build_record
+from ..io.outputs import output_record, read_output
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import labels_from_probabilities
@@ -36,8 +34,8 @@ from .folder import ProjectFolder
 from .learn import Learner
 from .model import ProjectModel
 from .score import review_score
-from .sources import check_images, compare, put_aside, settle
-from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, checked_labels, load_state, prelabelled
+from .sources import check_images, drop, still_there
+from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, load_state, prelabelled
 
 if TYPE_CHECKING:
     from ..datasets.report import BatchReport, Row
@@ -45,22 +43,8 @@ if TYPE_CHECKING:
     from ..learning.feature_store import StoreStats
     from .learn import LearnOutcome
 
-logger = logging.getLogger(__name__)
-
 #: Pre-labels remembered as shown (what ``verify`` diffs against), most recent last.
 SHOWN = 8
-
-
-def _keep_if_damaged(folder: Path, root: Path, name: str) -> None:
-    """Before verified labels are replaced: a folder whose record cannot be read (edited by hand,
-    damaged by the disk) may still hold the only copy of the labels, so it is put aside, never deleted."""
-    from ..errors import RecordError
-
-    try:
-        output_record(folder)
-    except (RecordError, OSError):
-        aside = put_aside(folder, root, name, f"{name}: its record could not be read when it was verified again")
-        logger.warning("the verified folder of %s was damaged: kept in %s", name, aside)
 
 
 class Project:
@@ -245,59 +229,16 @@ class Project:
         Raises:
             ProjectError: read-only, or labels that do not fit the image or the classes.
         """
+        from .verify import verify
+
         self._writable()
-        item = self.item(name)
-        with self._lock:
-            shown = self._shown.pop(name, None)
-        if shown is None:
-            self.prelabels(name)
-            with self._lock:
-                shown = self._shown.pop(name)
-        labels = checked_labels(name, labels, shown.labels.shape, self.classes)
-        if not self.still_there(name):
-            raise ProjectError(f"{self.notices[-1]}; nothing was stored for it")
-        changed = int(np.count_nonzero(shown.labels != labels))
-        decoder = ((shown.model or {}).get("decoder") or {}).get("name")
-        entry = {
-            "status": "verified",
-            "name": name,
-            "changed": changed,
-            "decoder": decoder,
-            "generation": shown.generation,
-        }
-        record = build_record(
-            self.classes,
-            model=shown.model,
-            options=self.options,
-            image={"name": str(item.path), "shape": list(labels.shape), **self._pinned(name)},
-            edited=changed > 0,
-            project={**entry, "threshold": self.threshold},
-        )
-        with self._lock:
-            folder = self.folder.verified / name
-            _keep_if_damaged(folder, self.folder.root, name)
-            write_output_folder(
-                folder, {"labels": labels}, record, file_format="tif", staging=self.folder.staging, durable=True
-            )
-            was = self._state.entry(name)
-            stamp = os.stat(folder / RECORD_NAME).st_mtime_ns
-            self._state.put(was.replace(state="verified", skipped=False, changed=changed, stamp=stamp))
-            if was.skipped:
-                self._save()
-        return changed
+        return verify(self, name, labels)
 
     def still_there(self, name: str) -> bool:
         """Whether the image file of ``name`` still holds the pixels its labels were made on (one
         ``stat``); if not, it is settled now (:mod:`.sources`: re-queued, or waiting as missing),
         said in :attr:`notices`, and False."""
-        with self._lock:
-            entry = self._state.entry(name)
-            if entry.source is None or compare(entry.path, entry.source)[0] == "same":
-                return True
-            notice = settle(self, entry) or f"{name} changed on disk"
-            self.notices.append(notice)
-            self._save()
-        return False
+        return still_there(self, name)
 
     def drop(self, name: str) -> None:
         """Take ``name`` out of the project for good: its pre-label removed, its verified labels (if
@@ -306,21 +247,8 @@ class Project:
         Raises:
             ProjectError: read-only; KeyError: no such image.
         """
-        import shutil
-
         self._writable()
-        with self._lock:
-            self._state.entry(name)  # a KeyError naming the images when there is no such image
-            verified = self.folder.verified / name
-            if verified.exists():
-                put_aside(verified, self.folder.root, name, f"{name} was dropped from the project")
-            shutil.rmtree(self.folder.prelabels / name, ignore_errors=True)
-            self._state.remove(name)
-            dropped = self._state.manifest.setdefault("dropped", [])
-            if name not in dropped:
-                dropped.append(name)
-            self._shown.pop(name, None)
-            self._save()
+        drop(self, name)
 
     def skip(self, name: str) -> None:
         """Leave ``name`` out of the queue (and of learning and export) until it is verified."""
@@ -423,10 +351,6 @@ class Project:
             if entry.state in ("verified", "skipped"):  # verified meanwhile (the dock): nothing to take
                 return
             self._state.put(prelabelled(self.folder, entry, self._score_of))
-
-    def _pinned(self, name: str) -> dict[str, Any]:
-        source = self._state.entry(name).source
-        return {"source": source.to_dict()} if source is not None else {}
 
     def _known_score(self, entry: ImageEntry) -> float:
         if entry.score is None and entry.state == "pre-labelled":

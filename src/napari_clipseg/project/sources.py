@@ -182,3 +182,47 @@ def check_images(project: Any) -> list[str]:
             logging.getLogger(__name__).warning("%s", notice)
             said.append(notice)
     return said
+
+
+def still_there(project: Any, name: str) -> bool:
+    """See :meth:`~.project.Project.still_there`."""
+    with project._lock:
+        entry = project._state.entry(name)
+        if entry.source is None or compare(entry.path, entry.source)[0] == "same":
+            return True
+        project.notices.append(settle(project, entry) or f"{name} changed on disk")
+        project._save()
+    return False
+
+
+def drop(project: Any, name: str) -> None:
+    """See :meth:`~.project.Project.drop`."""
+    import shutil
+
+    with project._lock:
+        project._state.entry(name)  # a KeyError naming the images when there is no such image
+        verified = project.folder.verified / name
+        if verified.exists():
+            put_aside(verified, project.folder.root, name, f"{name} was dropped from the project")
+        shutil.rmtree(project.folder.prelabels / name, ignore_errors=True)
+        project._state.remove(name)
+        dropped = project._state.manifest.setdefault("dropped", [])
+        if name not in dropped:
+            dropped.append(name)
+        project._shown.pop(name, None)
+        project._save()
+
+
+def keep_if_damaged(folder: Path, root: Path, name: str) -> None:
+    """Before verified labels are replaced: a folder whose record cannot be read (edited by hand,
+    damaged by the disk) may still hold the only copy of the labels, so it is put aside, never deleted."""
+    import logging
+
+    from ..errors import RecordError
+    from ..io.outputs import output_record
+
+    try:
+        output_record(folder)
+    except (RecordError, OSError):
+        aside = put_aside(folder, root, name, f"{name}: its record could not be read when it was verified again")
+        logging.getLogger(__name__).warning("the verified folder of %s was damaged: kept in %s", name, aside)
