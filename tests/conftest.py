@@ -195,6 +195,13 @@ def exact_unless_timed(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def torch_engine_unless_asked(monkeypatch):
+    """The suite runs as without the optional OpenVINO (``NAPARI_CLIPSEG_OPENVINO=0``); the tests
+    about the engine switch it on (tests/test_openvino.py)."""
+    monkeypatch.setenv("NAPARI_CLIPSEG_OPENVINO", "0")
+
+
+@pytest.fixture(autouse=True)
 def fresh_settings(tmp_path_factory, monkeypatch):
     """Each test starts from default widget settings (they persist on disk by design)."""
     monkeypatch.setenv("NAPARI_CLIPSEG_CONFIG_DIR", str(tmp_path_factory.mktemp("settings")))

@@ -8,6 +8,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,8 +67,22 @@ class ClipSeg(nn.Module):
         other = copy.copy(self)  # shares the submodules (their weights); ``info`` and the int8 copy are its own
         other._modules = dict(self._modules)  # so assigning a submodule on one never changes the other
         other.__dict__.pop("_int8_towers", None)
-        other.info = dataclasses.replace(self.info, precision=canonical_precision(precision, self.device), checked=None)
+        other.__dict__.pop("_vision_engine", None)  # an engine runs the exact towers only
+        precision = canonical_precision(precision, self.device)
+        other.info = dataclasses.replace(self.info, precision=precision, checked=None, engine="torch")
         other._build_towers(stop)
+        return other
+
+    def with_engine(self, engine: Any) -> ClipSeg:
+        """The same model with its vision tower run by ``engine`` (an
+        :class:`~.openvino_engine.VisionEngine` at this model's precision) wherever the input fits
+        it; eager torch elsewhere (the text tower and the decoder always)."""
+        if engine.precision != self.info.precision:
+            raise ValueError(f"the engine runs at {engine.precision}; this model runs at {self.info.precision}")
+        other = copy.copy(self)
+        other._modules = dict(self._modules)
+        other.__dict__["_vision_engine"] = engine  # a plain attribute: never a submodule, never saved
+        other.info = dataclasses.replace(self.info, engine="openvino")
         return other
 
     def with_decoder(self, decoder: ClipSegDecoder) -> ClipSeg:
@@ -115,10 +130,14 @@ class ClipSeg(nn.Module):
 
         ``between_blocks`` is called after each vision block (it may raise to stop early).
         """
+        engine = self.__dict__.get("_vision_engine")
         with torch.no_grad():
-            taps, grid = backbone.vision_taps(
-                self.towers.visual, pixel_values, self.config.extract_layers, between_blocks
-            )
+            if engine is not None and engine.fits(pixel_values):
+                taps, grid = engine.taps(pixel_values, between_blocks), engine.grid
+            else:
+                taps, grid = backbone.vision_taps(
+                    self.towers.visual, pixel_values, self.config.extract_layers, between_blocks
+                )
         return ImageFeatures(self.decoder.reduce(taps), grid)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -78,14 +78,18 @@ class ModelInfo:
             ``sha256``; see :mod:`napari_clipseg.modeling.decoder_files`), or None.
         checked: For a precision ``"auto"`` chose: whether its accuracy check on these weights
             ran ``"now"`` or was ``"remembered"`` from an earlier run on this machine; None otherwise.
+        engine: What runs the vision tower: ``"torch"``, or ``"openvino"`` (float32 only, the same
+            taps within float32 rounding; :mod:`napari_clipseg.modeling.openvino_engine`).
     """
 
     weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))
     precision: str = "float32"
     decoder: dict[str, Any] | None = None
     checked: str | None = None
+    engine: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"decoder": dict(self.decoder)} if self.decoder else {}
         extra |= {"precision_checked": self.checked} if self.checked else {}
+        extra |= {"engine": self.engine} if self.engine != "torch" else {}
         return {**self.weights.to_dict(), "precision": self.precision, **extra}

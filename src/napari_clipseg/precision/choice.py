@@ -10,6 +10,13 @@ docs/performance.md) *and* is faster on this machine:
   beats float32 by :data:`MIN_SPEEDUP` wins, otherwise exact float32.
 * GPU: float32, until ``benchmarks/gpu_check.py`` has measured float16/bfloat16 there.
 
+A precision's vision tower may run on another *engine*: OpenVINO (:data:`ENGINES`, where
+installed), at float32 (its taps equal torch's within float32 rounding) and, with native
+bfloat16, at bfloat16. Each is timed with the same block and runs its precision wherever it is
+:data:`MIN_SPEEDUP` faster than torch at that precision (:func:`engine_for`). A precision's speed
+is its fastest engine's, and an approximate path is chosen only if it beats the fastest *exact*
+one by :data:`MIN_SPEEDUP` too, so ``"auto"`` is never slower than the exact path.
+
 ``load_model`` then checks the chosen approximate path on the loaded weights themselves
 (:mod:`.model_check`) and falls back to float32 if it breaks the guard there.
 
@@ -39,6 +46,9 @@ EMULATED_BF16_SLOWDOWN = 5.8
 #: measurements (benchmarks/bench_predictor.py; docs/performance.md): "auto" may pick only these.
 GUARD_PASSED = frozenset({"int8", "bfloat16"})
 
+#: Timed candidates that are another engine for a precision (not precisions themselves).
+ENGINES = {"openvino": "float32", "openvino_bfloat16": "bfloat16"}
+
 #: How much faster than float32 a timed vision block must run before "auto" picks that path, so
 #: that noise in the one-off timing can never make "auto" slower than exact float32.
 MIN_SPEEDUP = 1.2
@@ -58,10 +68,42 @@ def native_bfloat16(device: torch.device) -> bool:
 
 
 def cpu_candidates(device: torch.device) -> tuple[str, ...]:
-    """The approximate paths that can run natively on ``device`` if it is a CPU (see the module docstring)."""
+    """The approximate paths that can run natively on ``device`` if it is a CPU, and the exact
+    engines installed here (see the module docstring)."""
     if device.type != "cpu":
         return ()
-    return tuple(name for name, ok in (("int8", quantized_engine()), ("bfloat16", native_bfloat16(device))) if ok)
+    from ..modeling import openvino_engine
+
+    native = native_bfloat16(device)
+    openvino = openvino_engine.available()
+    paths = (("int8", quantized_engine()), ("bfloat16", native), ("openvino", openvino))
+    return tuple(name for name, ok in (*paths, ("openvino_bfloat16", openvino and native)) if ok)
+
+
+def engine_for(precision: str, device: torch.device, measure: bool = True) -> str:
+    """What runs ``precision``'s vision tower on ``device``: ``"openvino"`` where installed and
+    timed at least :data:`MIN_SPEEDUP` faster than torch at that precision here, else ``"torch"``."""
+    if not any(p == precision and n in cpu_candidates(device) for n, p in ENGINES.items()):
+        return "torch"
+    return _engine_in(measured_speedups(device, measure) or {}, precision)
+
+
+def _engine_in(timed: dict[str, float], precision: str) -> str:
+    """:func:`engine_for` from the block timings ``timed`` (speed-ups over torch float32)."""
+    name = next((n for n, p in ENGINES.items() if p == precision), None)
+    if name is None or name not in timed:
+        return "torch"
+    torch_speed = 1.0 if precision == "float32" else timed.get(precision, 0.0)
+    return "openvino" if timed[name] >= MIN_SPEEDUP * max(torch_speed, 1e-9) else "torch"
+
+
+def path_speedups(timed: dict[str, float]) -> dict[str, float]:
+    """Each precision's speed-up over torch float32 on its fastest engine (``timed``: the block timings)."""
+    speeds = {"float32": 1.0, **{k: v for k, v in timed.items() if k not in ENGINES}}
+    for name, precision in ENGINES.items():
+        if precision in speeds and _engine_in(timed, precision) == "openvino":
+            speeds[precision] = timed[name]
+    return speeds
 
 
 def measured_speedups(device: torch.device, measure: bool = True, stop: Any = None) -> dict[str, float] | None:
@@ -78,7 +120,7 @@ def is_faster(precision: str, device: torch.device, measure: bool = True) -> boo
     found = measured_speedups(device, measure)
     if found is None:
         return precision in cpu_candidates(device)
-    return found.get(precision, 0.0) >= MIN_SPEEDUP
+    return path_speedups(found).get(precision, 0.0) >= MIN_SPEEDUP
 
 
 def offered_precisions(device: torch.device, measure: bool = True) -> list[str]:
@@ -86,7 +128,7 @@ def offered_precisions(device: torch.device, measure: bool = True) -> list[str]:
     or slower than float32 here. ``measure=False`` never runs the one-off timing."""
     offered = ["auto", "float32"]
     if device.type == "cpu":
-        offered += [name for name in cpu_candidates(device) if is_faster(name, device, measure)]
+        offered += [name for name in cpu_candidates(device) if name not in ENGINES and is_faster(name, device, measure)]
     else:
         offered += ["bfloat16"] if native_bfloat16(device) else []
         offered += ["float16"]
@@ -95,8 +137,9 @@ def offered_precisions(device: torch.device, measure: bool = True) -> list[str]:
 
 def auto_precision(device: torch.device, stop: Any = None) -> str:
     """What ``"auto"`` stands for on ``device`` (see the module docstring)."""
-    timed = measured_speedups(device, stop=stop) or {}
-    found = {k: v for k, v in timed.items() if k in GUARD_PASSED and v >= MIN_SPEEDUP}
+    speeds = path_speedups(measured_speedups(device, stop=stop) or {})
+    exact = speeds["float32"]
+    found = {k: v for k, v in speeds.items() if k in GUARD_PASSED and v >= MIN_SPEEDUP * max(exact, 1.0)}
     return max(found, key=found.get) if found else "float32"
 
 
@@ -108,7 +151,9 @@ def why_exact(device: torch.device) -> str:
     if not timed:
         return "this CPU and torch have no int8 engine and no native bfloat16"
     figures = ", ".join(f"{name} {value:.2f}x" for name, value in timed.items())
-    return f"no path ran {MIN_SPEEDUP}x faster than float32 in a timed vision block on this CPU ({figures})"
+    engine = engine_for("float32", device, measure=False)
+    exact = "float32" if engine == "torch" else f"float32 on {engine}"
+    return f"no approximate path ran {MIN_SPEEDUP}x faster than {exact} in a timed vision block on this CPU ({figures})"
 
 
 def resolve_precision(precision: str | torch.dtype | None, device: torch.device, stop: Any = None) -> str:
@@ -135,6 +180,6 @@ def resolve_precision(precision: str | torch.dtype | None, device: torch.device,
             "%s is not faster than float32 on this CPU (a timed vision block: %.2fx); use precision 'auto' or "
             "'float32'",
             name,
-            measured_speedups(device)[name],
+            path_speedups(measured_speedups(device))[name],
         )
     return name

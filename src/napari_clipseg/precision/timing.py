@@ -33,6 +33,10 @@ def machine_key(candidates: tuple[str, ...]) -> str:
     isa = torch.backends.cpu.get_cpu_capability()  # FBGEMM_ENABLE_INSTRUCTIONS: set to simulate a smaller CPU
     isa += f" {os.environ['FBGEMM_ENABLE_INSTRUCTIONS']}" if os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS") else ""
     threads, paths = torch.get_num_threads(), ",".join(candidates)
+    if any(name.startswith("openvino") for name in candidates):
+        from ..modeling.openvino_engine import version
+
+        paths += f" {version()}"
     return f"{cpu_name()} | {isa} | torch {torch.__version__} | {threads} threads | {paths}"
 
 
@@ -69,11 +73,27 @@ def _time_one_block(candidates: tuple[str, ...], stop: threading.Event | None = 
     if "bfloat16" in candidates:
         runs["bfloat16"] = (block, torch.bfloat16)
     x = torch.randn(1, 1 + 22 * 22, 768, generator=generator)
+    for name, precision in (("openvino", "float32"), ("openvino_bfloat16", "bfloat16")):
+        if name in candidates:
+            runs[name] = (_openvino_block(block, x, precision, stop), None)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(2):  # interleaved, so a busy moment hits all of them
         for name, (module, dtype) in runs.items():
             times[name].append(_median_ms(module, x, dtype, stop=stop))
     return {f"{name}_ms": min(ts) for name, ts in times.items()}
+
+
+def _openvino_block(block: nn.Module, x: torch.Tensor, precision: str, stop: threading.Event | None) -> nn.Module:
+    """``block`` compiled by OpenVINO at ``precision``, callable like the block (for :func:`_median_ms`)."""
+    import openvino as ov
+
+    from ..modeling.openvino_engine import compile_config
+
+    check_stop(stop)
+    with torch.no_grad():
+        converted = ov.convert_model(torch.export.export(block, (x,)))
+    compiled = ov.Core().compile_model(converted, "CPU", compile_config(precision, torch.get_num_threads()))
+    return lambda tokens: compiled(tokens.numpy())
 
 
 def speedups(

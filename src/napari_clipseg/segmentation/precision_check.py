@@ -56,7 +56,8 @@ def guard_on_model(model: Any, stop: Any = None) -> dict[str, float]:
 def _weights_key(model: Any, stop: Any = None) -> str:
     weights, decoder = model.info.weights, model.info.decoder or {}
     identity = weights.digest(stop) or f"{weights.source} seed {weights.seed}"
-    return f"{identity} | decoder {decoder.get('sha256')} | {model.info.precision}"
+    engine = "" if model.info.engine == "torch" else f" on {model.info.engine}"
+    return f"{identity} | decoder {decoder.get('sha256')} | {model.info.precision}{engine}"
 
 
 def verified(model: Any, stop: Any = None) -> Any:
@@ -68,7 +69,8 @@ def verified(model: Any, stop: Any = None) -> Any:
         return model
     try:
         # one entry per weights (by hash), decoder, precision, machine and version of this check
-        key = f"{_weights_key(model, stop)} | {machine_key((precision,))} | check {CHECK_VERSION}"
+        path = precision if model.info.engine == "torch" else f"{model.info.engine}_{precision}"
+        key = f"{_weights_key(model, stop)} | {machine_key((path,))} | check {CHECK_VERSION}"
         found = remembered("precision-checks.json", key, lambda: guard_on_model(model, stop), LIMITS)
     except Exception as error:
         if is_cancellation(error):

@@ -1,0 +1,192 @@
+"""Engines for the image tower: eager torch against OpenVINO, every precision, side by side.
+
+Full-size rd64-refined with random weights (transformers' initialisation, the same weights in
+both), 352 x 352, CPU, the threads torch uses. Paths: torch float32 (exact), torch int8 and
+bfloat16 (the approximate paths "auto" may pick; bfloat16 only where native), OpenVINO float32
+(``INFERENCE_PRECISION_HINT=f32``: exact within float32 rounding), OpenVINO bfloat16 (where
+native) and OpenVINO int8 (NNCF post-training quantization of the converted tower on 8
+calibration images; only with ``pip install nncf``). Cases, each as the ratio to transformers'
+float32 forward timed in the same run, round-robin: the first prompt on a new image, a new prompt
+on a cached image (no tower: the same for every engine), 8 prompts on a new image, and the tower
+alone on a batch of 4 tiles (tiles per second). Accuracy: the largest difference of the deepest
+tap and of the logits from torch float32, relative to their range, for every path. Also timed:
+the first load's conversion and a later load from the cache.
+
+Run: ``python benchmarks/bench_openvino.py [--repeats N]``; writes benchmarks/results/openvino.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ["NAPARI_CLIPSEG_OPENVINO"] = "0"  # the torch baseline is loaded eager; engines are built here
+sys.path.insert(0, str(Path(__file__).parent))
+import napari_clipseg as ncs
+from _common import full_size_pair, interleaved_medians, write_results
+from napari_clipseg.modeling import openvino_engine
+from napari_clipseg.precision.choice import native_bfloat16
+from napari_clipseg.segmentation.prompts import tokenize
+from napari_clipseg.segmentation.transforms import to_model_input
+
+EIGHT = ["nucleus", "cell membrane", "mitochondria", "a cat", "the sky", "a red car", "grass", "a cup"]
+
+
+def _images(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.random((352, 352, 3)).astype(np.float32) for _ in range(n)]
+
+
+def openvino_engines(model, cache: Path) -> tuple[dict, dict]:
+    """OpenVINO engines for the tower (float32; bfloat16 where native; int8 with NNCF), and the
+    conversion and cached-load seconds."""
+    import openvino as ov
+
+    layers = model.config.extract_layers
+    started = time.perf_counter()
+    exact = openvino_engine.vision_engine(model.clip.visual, layers, 352, cache)
+    convert_s = time.perf_counter() - started
+    started = time.perf_counter()
+    openvino_engine.vision_engine(model.clip.visual, layers, 352, cache)
+    cached_s = time.perf_counter() - started
+    engines = {"openvino_float32": exact}
+    (folder,) = (cache / "openvino").iterdir()
+    graph = ov.Core().read_model(str(folder / openvino_engine.GRAPH_NAME))
+    threads = torch.get_num_threads()
+    if native_bfloat16(torch.device("cpu")):
+        config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        engines["openvino_bfloat16"] = openvino_engine.VisionEngine(
+            ov.Core().compile_model(graph, "CPU", config), 352, exact.grid, len(layers)
+        )
+    try:
+        import nncf
+    except ImportError:
+        nncf = None
+    if nncf is not None:
+        calibration = [to_model_input(image).numpy() for image in _images(8)]
+        quantized = nncf.quantize(graph, nncf.Dataset(calibration), subset_size=len(calibration))
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        engines["openvino_int8"] = openvino_engine.VisionEngine(
+            ov.Core().compile_model(quantized, "CPU", config), 352, exact.grid, len(layers)
+        )
+    return engines, {"first_load_conversion_s": convert_s, "cached_load_s": cached_s}
+
+
+def cases(model, images, counter) -> dict:
+    pred = ncs.ClipSegPredictor(model, cache_bytes=0)
+    pred.set_image(images[0])
+    tiles = torch.cat([to_model_input(image) for image in images[:4]])
+
+    def first_prompt_new_image():
+        pred.set_image(images[next(counter) % len(images)])
+        pred.predict([f"object number {next(counter)}"])
+
+    def new_prompt_cached_image():
+        pred.predict([f"object number {next(counter)}"])
+
+    def eight_prompts_new_image():
+        pred.set_image(images[next(counter) % len(images)])
+        pred.predict([f"{p} {next(counter)}" for p in EIGHT])
+
+    def four_tiles():
+        with model.inference():  # autocast where the path runs under it (torch bfloat16)
+            model.encode_image(tiles)
+
+    return {
+        "first_prompt_new_image": first_prompt_new_image,
+        "new_prompt_cached_image": new_prompt_cached_image,
+        "eight_prompts_new_image": eight_prompts_new_image,
+        "four_tiles": four_tiles,
+    }
+
+
+def accuracy(reference, model, pixels, ids) -> dict:
+    with torch.inference_mode():
+        want_tap = reference.encode_image(pixels).reduced[-1]
+        got_tap = model.encode_image(pixels).reduced[-1]
+        want, got = reference(pixels, input_ids=ids), model(pixels, input_ids=ids)
+    span = lambda t: float(t.max() - t.min())  # noqa: E731
+    return {
+        "deepest_tap": float((got_tap - want_tap).abs().max()) / span(want_tap),
+        "logits": float((got - want).abs().max()) / span(want),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    hf, ours = full_size_pair()
+    images = _images(16)
+    paths = {"torch_float32": ours, "torch_int8": ours.with_precision("int8")}
+    if native_bfloat16(torch.device("cpu")):
+        paths["torch_bfloat16"] = ours.with_precision("bfloat16")
+    with tempfile.TemporaryDirectory() as tmp:
+        engines, loading = openvino_engines(ours, Path(tmp))
+    paths |= {name: ours.with_engine(engine) for name, engine in engines.items()}
+    pixels = to_model_input(images[0])
+    ids = tokenize(["a photo of a nucleus"])
+    eight_ids, eight_pixels = tokenize(EIGHT), pixels.expand(8, -1, -1, -1).contiguous()
+    timed = {}
+    counter = itertools.count()
+    for name, model in paths.items():
+        for case, fn in cases(model, images, counter).items():
+            timed[f"{name}/{case}"] = fn
+
+    def transformers_one():
+        with torch.inference_mode():
+            hf(pixel_values=pixels, input_ids=ids)
+
+    def transformers_eight():
+        with torch.inference_mode():
+            hf(pixel_values=eight_pixels, input_ids=eight_ids)
+
+    timed |= {"transformers/one": transformers_one, "transformers/eight": transformers_eight}
+    seconds = interleaved_medians(timed, args.repeats)
+    vs = {"first_prompt_new_image": "one", "new_prompt_cached_image": "one", "eight_prompts_new_image": "eight"}
+    table = {}
+    for name in paths:
+        row = {case: seconds[f"transformers/{hf_case}"] / seconds[f"{name}/{case}"] for case, hf_case in vs.items()}
+        row["tiles_per_second"] = 4 / seconds[f"{name}/four_tiles"]
+        row["tower_speedup_vs_torch_float32"] = seconds["torch_float32/four_tiles"] / seconds[f"{name}/four_tiles"]
+        table[name] = row
+    figures = {name: accuracy(ours, model, pixels, ids) for name, model in paths.items() if name != "torch_float32"}
+    for name, row in table.items():
+        print(
+            f"{name:18s} first prompt {row['first_prompt_new_image']:5.2f}x  8 prompts "
+            f"{row['eight_prompts_new_image']:5.2f}x  new prompt {row['new_prompt_cached_image']:5.1f}x  "
+            f"tiles {row['tiles_per_second']:5.2f}/s ({row['tower_speedup_vs_torch_float32']:.2f}x torch float32)"
+        )
+    import openvino
+
+    os.environ["NAPARI_CLIPSEG_OPENVINO"] = "1"
+    from napari_clipseg.precision.choice import auto_precision, engine_for, measured_speedups
+
+    cpu = torch.device("cpu")
+    block = measured_speedups(cpu)  # the one-off timing "auto" decides by (remembered per machine)
+    chosen = {"precision": auto_precision(cpu), "block_speedups": block}
+    chosen["engine"] = engine_for(chosen["precision"], cpu)
+    print(f"auto here: {chosen['precision']} on {chosen['engine']} (timed block: {block})")
+    write_results(
+        "openvino",
+        {
+            "openvino": openvino.__version__,
+            "ratios_vs_transformers_float32": table,
+            "seconds": seconds,
+            "relative_difference_from_torch_float32": figures,
+            "loading": loading,
+            "auto": chosen,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
