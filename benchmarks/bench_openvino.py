@@ -62,9 +62,8 @@ def openvino_engines(model, cache: Path) -> tuple[dict, dict]:
     graph = ov.Core().read_model(str(folder / openvino_engine.GRAPH_NAME))
     threads = torch.get_num_threads()
     if native_bfloat16(torch.device("cpu")):
-        config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        engines["openvino_bfloat16"] = openvino_engine.VisionEngine(
-            ov.Core().compile_model(graph, "CPU", config), 352, exact.grid, len(layers)
+        engines["openvino_bfloat16"] = openvino_engine.vision_engine(
+            model.clip.visual, layers, 352, cache, precision="bfloat16"
         )
     try:
         import nncf
@@ -73,9 +72,9 @@ def openvino_engines(model, cache: Path) -> tuple[dict, dict]:
     if nncf is not None:
         calibration = [to_model_input(image).numpy() for image in _images(8)]
         quantized = nncf.quantize(graph, nncf.Dataset(calibration), subset_size=len(calibration))
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        config = openvino_engine.compile_config("float32", threads)  # int8 kernels where quantized, f32 elsewhere
         engines["openvino_int8"] = openvino_engine.VisionEngine(
-            ov.Core().compile_model(quantized, "CPU", config), 352, exact.grid, len(layers)
+            ov.Core().compile_model(quantized, "CPU", config), 352, exact.grid, len(layers), "float32"
         )
     return engines, {"first_load_conversion_s": convert_s, "cached_load_s": cached_s}
 
@@ -131,7 +130,10 @@ def main() -> None:
         paths["torch_bfloat16"] = ours.with_precision("bfloat16")
     with tempfile.TemporaryDirectory() as tmp:
         engines, loading = openvino_engines(ours, Path(tmp))
-    paths |= {name: ours.with_engine(engine) for name, engine in engines.items()}
+    paths |= {
+        name: (ours if engine.precision == "float32" else ours.with_precision(engine.precision)).with_engine(engine)
+        for name, engine in engines.items()
+    }
     pixels = to_model_input(images[0])
     ids = tokenize(["a photo of a nucleus"])
     eight_ids, eight_pixels = tokenize(EIGHT), pixels.expand(8, -1, -1, -1).contiguous()
@@ -169,9 +171,12 @@ def main() -> None:
 
     os.environ["NAPARI_CLIPSEG_OPENVINO"] = "1"
     from napari_clipseg.precision.choice import auto_precision, engine_for, measured_speedups
+    from napari_clipseg.precision.timing import _time_one_block
 
     cpu = torch.device("cpu")
     block = measured_speedups(cpu)  # the one-off timing "auto" decides by (remembered per machine)
+    per_block_ms = _time_one_block(tuple(block))  # one vision block (485 tokens) on each path, again
+    print("one vision block:", {k: round(v, 1) for k, v in per_block_ms.items()})
     chosen = {"precision": auto_precision(cpu), "block_speedups": block}
     chosen["engine"] = engine_for(chosen["precision"], cpu)
     print(f"auto here: {chosen['precision']} on {chosen['engine']} (timed block: {block})")
@@ -184,6 +189,7 @@ def main() -> None:
             "relative_difference_from_torch_float32": figures,
             "loading": loading,
             "auto": chosen,
+            "one_block_ms": per_block_ms,
         },
     )
 
