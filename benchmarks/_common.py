@@ -96,18 +96,24 @@ def guard_images() -> dict:
 
 def guard_table(model, prompts: list[str], paths: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
     """Guard figures of each approximate path against the first of ``paths`` (the exact one), per image."""
+    return guard_table_of({path: model.with_precision(path) for path in paths}, prompts)
+
+
+def guard_table_of(models: dict, prompts: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Guard figures of each model against the first (the exact one), per image."""
     import napari_clipseg as ncs
     from napari_clipseg.segmentation.guard import guard_figures
 
-    figures: dict[str, dict[str, dict[str, float]]] = {p: {} for p in paths[1:]}
-    for name, image in guard_images().items():
+    names = list(models)
+    figures: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names[1:]}
+    for image_name, image in guard_images().items():
         maps = {}
-        for path in paths:
-            predictor = ncs.ClipSegPredictor(model.with_precision(path), cache_bytes=0)
+        for name, model in models.items():
+            predictor = ncs.ClipSegPredictor(model, cache_bytes=0)
             predictor.set_image(image)
-            maps[path] = predictor.predict(prompts)
-        for path in paths[1:]:
-            figures[path][name] = guard_figures(maps[paths[0]], maps[path])
+            maps[name] = predictor.predict(prompts)
+        for name in names[1:]:
+            figures[name][image_name] = guard_figures(maps[names[0]], maps[name])
     return figures
 
 

@@ -31,7 +31,7 @@ import torch
 os.environ["NAPARI_CLIPSEG_OPENVINO"] = "0"  # the torch baseline is loaded eager; engines are built here
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
-from _common import full_size_pair, interleaved_medians, write_results
+from _common import full_size_pair, guard_model, guard_table_of, interleaved_medians, write_results
 from napari_clipseg.modeling import openvino_engine
 from napari_clipseg.precision.choice import native_bfloat16
 from napari_clipseg.segmentation.prompts import tokenize
@@ -108,10 +108,12 @@ def cases(model, images, counter) -> dict:
 
 
 def accuracy(reference, model, pixels, ids) -> dict:
-    with torch.inference_mode():
-        want_tap = reference.encode_image(pixels).reduced[-1]
-        got_tap = model.encode_image(pixels).reduced[-1]
-        want, got = reference(pixels, input_ids=ids), model(pixels, input_ids=ids)
+    with reference.inference():
+        want_tap = reference.encode_image(pixels).reduced[-1].float()
+        want = reference(pixels, input_ids=ids).float()
+    with model.inference():  # under autocast where the path runs under it
+        got_tap = model.encode_image(pixels).reduced[-1].float()
+        got = model(pixels, input_ids=ids).float()
     span = lambda t: float(t.max() - t.min())  # noqa: E731
     return {
         "deepest_tap": float((got_tap - want_tap).abs().max()) / span(want_tap),
@@ -119,9 +121,34 @@ def accuracy(reference, model, pixels, ids) -> dict:
     }
 
 
+def guard_figures_of_paths() -> dict:
+    """The accuracy guard (napari_clipseg.segmentation.guard) of every path against torch float32,
+    on the guard's model (a trained decoder) and images; per path: passes on every image, and the
+    worst figures."""
+    from napari_clipseg.segmentation.guard import passes
+
+    model, prompts = guard_model()
+    models = {"torch_float32": model, "torch_int8": model.with_precision("int8")}
+    if native_bfloat16(torch.device("cpu")):
+        models["torch_bfloat16"] = model.with_precision("bfloat16")
+    with tempfile.TemporaryDirectory() as tmp:
+        engines, _ = openvino_engines(model, Path(tmp))
+    for name, engine in engines.items():
+        base = model if engine.precision == "float32" else model.with_precision(engine.precision)
+        models[name] = base.with_engine(engine)
+    table = guard_table_of(models, prompts)
+    summary = {}
+    for name, per_image in table.items():
+        worst = {k: max(f[k] for f in per_image.values()) for k in next(iter(per_image.values()))}
+        summary[name] = {"passes_every_image": all(passes(f) for f in per_image.values()), "worst": worst}
+        print(f"guard {name:18s} passes: {summary[name]['passes_every_image']}, worst flipped {worst['flipped']:.4f}")
+    return {"summary": summary, "per_image": table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--guard", action="store_true", help="also the accuracy guard's figures of every path")
     args = parser.parse_args()
     hf, ours = full_size_pair()
     images = _images(16)
@@ -167,6 +194,7 @@ def main() -> None:
             f"{row['eight_prompts_new_image']:5.2f}x  new prompt {row['new_prompt_cached_image']:5.1f}x  "
             f"tiles {row['tiles_per_second']:5.2f}/s ({row['tower_speedup_vs_torch_float32']:.2f}x torch float32)"
         )
+    guard = guard_figures_of_paths() if args.guard else None
     import openvino
 
     os.environ["NAPARI_CLIPSEG_OPENVINO"] = "1"
@@ -190,6 +218,7 @@ def main() -> None:
             "loading": loading,
             "auto": chosen,
             "one_block_ms": per_block_ms,
+            "guard": guard,
         },
     )
 
