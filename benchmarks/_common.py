@@ -43,6 +43,34 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warm
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+#: Eight prompts, for the "8 prompts on a new image" case.
+EIGHT = ["nucleus", "cell membrane", "mitochondria", "a cat", "the sky", "a red car", "grass", "a cup"]
+
+
+def transformers_cases(hf, image) -> dict:
+    """transformers' forward on ready-made tensors (its preprocessing is not timed): one prompt, and
+    :data:`EIGHT` prompts on the same image."""
+    import torch
+
+    from napari_clipseg.segmentation.prompts import tokenize
+    from napari_clipseg.segmentation.transforms import to_model_input
+
+    pixels = to_model_input(image)
+    one_id = tokenize(["a photo of a nucleus"])
+    eight_ids = tokenize(EIGHT)
+    eight_pixels = pixels.expand(8, -1, -1, -1).contiguous()
+
+    def one():
+        with torch.inference_mode():
+            hf(pixel_values=pixels, input_ids=one_id)
+
+    def eight():
+        with torch.inference_mode():
+            hf(pixel_values=eight_pixels, input_ids=eight_ids)
+
+    return {"one": one, "eight": eight}
+
+
 def full_size_pair(seed: int = 0):
     """(transformers model, our float32 model) with the same random rd64-refined weights, in eval mode."""
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation

@@ -31,13 +31,19 @@ import torch
 os.environ["NAPARI_CLIPSEG_OPENVINO"] = "0"  # the torch baseline is loaded eager; engines are built here
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
-from _common import full_size_pair, guard_model, guard_table_of, interleaved_medians, write_results
+from _common import (
+    EIGHT,
+    full_size_pair,
+    guard_model,
+    guard_table_of,
+    interleaved_medians,
+    transformers_cases,
+    write_results,
+)
 from napari_clipseg.modeling import openvino_engine
 from napari_clipseg.precision.choice import native_bfloat16
 from napari_clipseg.segmentation.prompts import tokenize
 from napari_clipseg.segmentation.transforms import to_model_input
-
-EIGHT = ["nucleus", "cell membrane", "mitochondria", "a cat", "the sky", "a red car", "grass", "a cup"]
 
 
 def _images(n: int) -> list[np.ndarray]:
@@ -163,22 +169,12 @@ def main() -> None:
     }
     pixels = to_model_input(images[0])
     ids = tokenize(["a photo of a nucleus"])
-    eight_ids, eight_pixels = tokenize(EIGHT), pixels.expand(8, -1, -1, -1).contiguous()
     timed = {}
     counter = itertools.count()
     for name, model in paths.items():
         for case, fn in cases(model, images, counter).items():
             timed[f"{name}/{case}"] = fn
-
-    def transformers_one():
-        with torch.inference_mode():
-            hf(pixel_values=pixels, input_ids=ids)
-
-    def transformers_eight():
-        with torch.inference_mode():
-            hf(pixel_values=eight_pixels, input_ids=eight_ids)
-
-    timed |= {"transformers/one": transformers_one, "transformers/eight": transformers_eight}
+    timed |= {f"transformers/{case}": fn for case, fn in transformers_cases(hf, images[0]).items()}
     seconds = interleaved_medians(timed, args.repeats)
     vs = {"first_prompt_new_image": "one", "new_prompt_cached_image": "one", "eight_prompts_new_image": "eight"}
     table = {}

@@ -37,11 +37,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
-from _common import full_size_pair, guard_model, guard_table, interleaved_medians, write_results
+from _common import (
+    EIGHT,
+    full_size_pair,
+    guard_model,
+    guard_table,
+    interleaved_medians,
+    transformers_cases,
+    write_results,
+)
 from napari_clipseg.precision.choice import auto_precision, measured_speedups, native_bfloat16
 from napari_clipseg.segmentation.guard import LIMITS, passes
 from napari_clipseg.segmentation.precision_check import verified
-from napari_clipseg.segmentation.prompts import tokenize
 from napari_clipseg.segmentation.transforms import to_model_input
 
 TARGETS = {
@@ -51,7 +58,6 @@ TARGETS = {
     "eight_prompts_new_image": 6,
 }
 PATHS = ("float32", "int8", "bfloat16")
-EIGHT = ["nucleus", "cell membrane", "mitochondria", "a cat", "the sky", "a red car", "grass", "a cup"]
 
 
 def path_cases(model, images, counter) -> dict:
@@ -81,26 +87,6 @@ def path_cases(model, images, counter) -> dict:
         "repeated_prompt": repeated_prompt,
         "eight_prompts_new_image": eight_prompts_new_image,
     }
-
-
-def transformers_cases(hf, image) -> dict:
-    """transformers' forward on ready-made tensors (its preprocessing is not timed)."""
-    pixels = to_model_input(image)
-    one_id = tokenize(["a photo of a nucleus"])
-    eight_ids = tokenize(
-        ["nucleus", "cell membrane", "mitochondria", "a cat", "the sky", "a red car", "grass", "a cup"]
-    )
-    eight_pixels = pixels.expand(8, -1, -1, -1).contiguous()
-
-    def one():
-        with torch.inference_mode():
-            hf(pixel_values=pixels, input_ids=one_id)
-
-    def eight():
-        with torch.inference_mode():
-            hf(pixel_values=eight_pixels, input_ids=eight_ids)
-
-    return {"one": one, "eight": eight}
 
 
 def visual_cases(hf, ours, images) -> dict:
