@@ -32,7 +32,7 @@ from .annotate_view import (
     View,
     read_view,
 )
-from .dock_text import DOCK_WIDTH
+from .dock_fit import show_text
 from .job_control import JobControl, JobSlot
 from .jobs import reported
 
@@ -44,13 +44,6 @@ if TYPE_CHECKING:
     from .dialogs import Dialogs
 
 KEYS = {"next": "PageDown", "previous": "PageUp"}
-
-
-def _show_text(label: Label, text: str) -> None:
-    """Set a wrapped label with all the lines it needs (a scrolling dock does not stretch it by itself)."""
-    label.value, label.tooltip = text, text
-    native = label.native
-    native.setMinimumHeight(native.heightForWidth(max(native.width(), DOCK_WIDTH - 20)))
 
 
 class AnnotatePanel(Container):
@@ -304,12 +297,12 @@ class AnnotatePanel(Container):
         if view is None:
             waiting = self.project.status()["new"] if self.project else 0
             text = "Waiting for pre-labels…" if waiting and self.is_running else "Every image is verified or skipped."
-            _show_text(self.image_name, text)
+            show_text(self.image_name, text)
             return
         self._history.append(view.name)
         self._layers.show(view, self.project.folder.root)
         shown = "" if view.verified else f", score {view.score:.3f}"
-        _show_text(self.image_name, f"{view.name} ({'verified' if view.verified else 'pre-labelled'}{shown})")
+        show_text(self.image_name, f"{view.name} ({'verified' if view.verified else 'pre-labelled'}{shown})")
 
     def _layer(self, name: str) -> Any:
         return self._layers.layer(name)
@@ -354,7 +347,7 @@ class AnnotatePanel(Container):
     def _show_counts(self) -> None:
         self._counted = time.monotonic()
         if self.project is None:
-            _show_text(self.counts, "No project open.")
+            show_text(self.counts, "No project open.")
             return
         counts, total = self.project.status(), len(self.project.names)
         text = f"Verified {counts['verified']} of {total}"
@@ -368,11 +361,11 @@ class AnnotatePanel(Container):
         failed = self.project.failed()
         if failed:
             text += f", {len(failed)} failed ({', '.join(sorted(failed)[:2])}{' …' if len(failed) > 2 else ''})"
-        _show_text(self.counts, text + ".")
+        show_text(self.counts, text + ".")
 
     def _set_status(self, text: str) -> None:
         """The status line; the counts follow at most once a second."""
-        _show_text(self.status, text)
+        show_text(self.status, text)
         if time.monotonic() - self._counted >= 1.0:
             self._show_counts()
 

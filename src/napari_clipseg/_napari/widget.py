@@ -37,8 +37,8 @@ from . import layers as _layers  # noqa: E402
 from .annotate_panel import AnnotatePanel  # noqa: E402
 from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
+from .dock_fit import fit_labels, once_docked, short_dock_title, show_text  # noqa: E402
 from .dock_text import DOCK_MODES, DOCK_WIDTH, OUTPUTS, TIPS, threshold_label  # noqa: E402
-from .dock_title import short_dock_title  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl, JobSlot  # noqa: E402
@@ -84,6 +84,7 @@ class ClipSegWidget(Container):
         self._connect()
         self._on_active()
         short_dock_title(self.native, "CLIPSeg")
+        once_docked(lambda: self._label_threshold(self._threshold.value))  # labels as napari draws them
 
     def _create_controls(self, s: Settings, available: list[str]) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
@@ -162,12 +163,8 @@ class ClipSegWidget(Container):
         self.native.setMaximumWidth(DOCK_WIDTH)
 
     def _set_status(self, text: str) -> None:
-        """Show ``text`` in the status line, with all the lines it needs (a scrolling dock does not
-        stretch a wrapped label by itself); the tooltip holds it too."""
-        self._status.value = text
-        self._status.tooltip = text
-        label = self._status.native
-        label.setMinimumHeight(label.heightForWidth(max(label.width(), DOCK_WIDTH - 20)))
+        """Show ``text`` in the status line (all its lines; the tooltip holds it too)."""
+        show_text(self._status, text)
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -182,7 +179,7 @@ class ClipSegWidget(Container):
         self._example.use_result.changed.connect(self._use_result_as_example)
         self._example.support.changed.connect(self._open_example_section)
         self._threshold.changed.connect(self._relabel)
-        self._threshold.changed.connect(lambda value: setattr(self._threshold, "label", threshold_label(value)))
+        self._threshold.changed.connect(self._label_threshold)
         self._min_size.changed.connect(self._relabel)
         self._output.changed.connect(self._instances_changed)
         self._split.changed.connect(self._instances_changed)
@@ -362,6 +359,10 @@ class ClipSegWidget(Container):
         self._classes.value = _layers.class_table_text(request.names)
         note += _layers.image_change_note(self._viewer, request) + decoder_note(record)
         self._say(f"'{layer.name}': {self._results.counts_text()}.{note}")
+
+    def _label_threshold(self, value: float) -> None:
+        self._threshold.label = threshold_label(value)
+        fit_labels(self._threshold, self._min_size, self._output, self._split)
 
     def _relabel(self, _value: Any = None) -> None:
         """Threshold / min size changed: new labels from cached probabilities (no model call)."""
