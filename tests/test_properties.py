@@ -185,3 +185,31 @@ def test_records_and_options_round_trip_through_a_file(tmp_path_factory, classes
     back = ncs.read_record(path)
     assert [c["name"] for c in back["classes"]] == classes and back["edited"] is True
     assert ncs.SegmentOptions.from_dict(back["options"]) == run_options
+
+
+_PART = st.sampled_from(["a", "b", "a.b", "..", ".", "", "c d", "x\\y"])
+
+
+@FAST
+@given(st.lists(st.lists(_PART, min_size=1, max_size=3).map("/".join), min_size=1, max_size=6, unique=True))
+def test_accepted_project_names_never_escape_nor_share_a_folder(names):
+    """Whatever names a folder of images (or an edited manifest) gives, the ones a project accepts
+    are plain relative paths, and no image's folder holds another's (verifying one never replaces
+    another's labels); the ones it refuses are refused with a ProjectError, never anything else."""
+    from pathlib import PurePosixPath
+
+    from napari_clipseg.errors import ProjectError
+    from napari_clipseg.project.folder import check_names
+
+    try:
+        check_names(names, "test")
+    except ProjectError:
+        bad = any(p in ("", ".", "..") or "\\" in p for n in names for p in n.split("/"))
+        nested = any(other != name and other.startswith(name + "/") for name in names for other in names)
+        assert bad or nested
+        return
+    root = PurePosixPath("/project/verified")
+    folders = [root / name for name in names]
+    for folder in folders:
+        assert root in folder.parents and ".." not in folder.parts
+        assert not any(other != folder and folder in other.parents for other in folders)
