@@ -81,10 +81,11 @@ def verified(model: Any, stop: Any = None) -> Any:
     figures = found.figures
     if passes(figures):
         model.info = dataclasses.replace(model.info, checked="now" if found.now else "remembered")
-        from ..precision.choice import measured_speedups
+        from ..precision.choice import measured_speedups, path_speedups
 
-        speedup = (measured_speedups(model.device, measure=False) or {}).get(precision)
-        faster = f"{speedup:.1f}x faster than float32 in a timed vision block here; " if speedup else ""
+        speedup = path_speedups(measured_speedups(model.device, measure=False) or {}).get(precision)
+        engine = "" if model.info.engine == "torch" else f" on {model.info.engine}"
+        faster = f"{speedup:.1f}x faster than float32 in a timed vision block here{engine}; " if speedup else ""
         logger.info(
             "precision auto: %s (%s%s on these weights: %.2f %% of mask pixels change, within the guard's %.1f %%; "
             "measurements kept in %s)",
