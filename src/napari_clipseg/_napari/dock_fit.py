@@ -39,17 +39,14 @@ def shorten_dock_title(widget: Any, text: str) -> None:
     if dock is None or getattr(dock, "_clipseg_short_title", False):
         return
 
-    def apply(*_: Any) -> None:
-        try:
-            label = getattr(getattr(dock, "title", None), "title", None)
-            if isinstance(label, QLabel) and label.text() != text:
-                label.setToolTip(label.text())
-                label.setText(text)
-        except RuntimeError:  # the dock was closed meanwhile (its Qt objects are gone)
-            pass
+    def apply() -> None:
+        label = getattr(getattr(dock, "title", None), "title", None)
+        if isinstance(label, QLabel) and label.text() != text:
+            label.setToolTip(label.text())
+            label.setText(text)
 
     apply()
-    dock.topLevelChanged.connect(lambda *_: QTimer.singleShot(0, apply))
+    dock.topLevelChanged.connect(lambda *_: once_docked(apply))  # after napari made the new title bar
     dock._clipseg_short_title = True
 
 

@@ -92,10 +92,13 @@ def dask_client(workers: int = 0, scheduler: str | None = None) -> Iterator[Any]
     # Every input's failure reaches the report as its row; what dask's own loggers say while the
     # cluster shuts down (a worker's heartbeat to a scheduler that just closed, with a traceback)
     # is noise a user cannot act on, printed at random under load: silenced.
-    quiet = {"silence_logs": logging.CRITICAL}
     with (
         LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", **quiet
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -78,8 +78,9 @@ class ModelInfo:
             ``sha256``; see :mod:`napari_clipseg.modeling.decoder_files`), or None.
         checked: For a precision ``"auto"`` chose: whether its accuracy check on these weights
             ran ``"now"`` or was ``"remembered"`` from an earlier run on this machine; None otherwise.
-        engine: What runs the vision tower: ``"torch"``, or ``"openvino"`` (float32 only, the same
-            taps within float32 rounding; :mod:`napari_clipseg.modeling.openvino_engine`).
+        engine: What runs the vision tower: ``"torch"``, or ``"openvino"`` (at float32 the same
+            taps within float32 rounding; at bfloat16 under the same guard as torch's;
+            :mod:`napari_clipseg.modeling.openvino_engine`).
     """
 
     weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))

@@ -53,12 +53,13 @@ def _images(images: Any, root: Path, manifest: dict[str, Any]) -> list[dict[str,
     by_name = {entry["name"]: entry for entry in entries}
     known = {os.path.abspath(entry["path"]) for entry in entries}
     dropped = set(manifest.get("dropped", []))
-    gone = {
-        pin.digest: entry
+    pinned_gone = [
+        (entry, pin)
         for entry in entries
         if not os.path.exists(entry["path"]) and (pin := Pin.from_dict(entry.get("source"))) is not None
-    }
-    sizes = {Pin.from_dict(entry.get("source")).bytes for entry in gone.values()}
+    ]
+    gone = {pin.digest: entry for entry, pin in pinned_gone}
+    sizes = {pin.bytes for _, pin in pinned_gone}
     for found in find_inputs(sources, skip=root):
         path = os.path.abspath(found.path)
         had = by_name.get(found.name)

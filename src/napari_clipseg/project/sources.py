@@ -22,11 +22,14 @@ What each case does (docs/annotation-loop.md, "Images that change under a projec
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 #: Where verified labels of an image that changed (or was dropped) are kept.
 OUTDATED = "outdated"
@@ -115,10 +118,11 @@ def _found_beside(entry: Any, root: Path) -> Path | None:
     return None
 
 
-def settle(project: Any, entry: Any) -> str | None:
+def settle(project: Any, entry: Any, compared: tuple[str, Pin] | None = None) -> str | None:
     """Check one image of ``project`` against its pin and act (see the module docstring); returns
-    what was done, in words, when it is worth saying. Read-only projects change no file: a
-    changed image is only marked missing from the loop there."""
+    what was done, in words, when it is worth saying. ``compared``: :func:`compare`'s answer when
+    the caller has it (the file is not hashed twice). Read-only projects change no file: a changed
+    image is only marked missing from the loop there."""
     root = project.folder.root
     path = Path(entry.path)
     if not path.exists():
@@ -139,7 +143,7 @@ def settle(project: Any, entry: Any) -> str | None:
             return None
         entry = entry.replace(source=recorded)
     relative = entry.relative or relative_to(entry.path, root)
-    status, now = compare(entry.path, entry.source)
+    status, now = compared or compare(entry.path, entry.source)
     if status == "same":
         project._state.put(entry.replace(source=now, relative=relative, missing=False))
         return None
@@ -173,13 +177,11 @@ def rewritten(project: Any, entry: Any, now: Pin) -> str | None:
 def check_images(project: Any) -> list[str]:
     """Every image of ``project`` against its pin (at open); returns what was done, in words
     (each also logged as a warning)."""
-    import logging
-
     said = []
     for entry in list(project._state.entries.values()):
         notice = settle(project, entry)
         if notice:
-            logging.getLogger(__name__).warning("%s", notice)
+            logger.warning("%s", notice)
             said.append(notice)
     return said
 
@@ -188,9 +190,10 @@ def still_there(project: Any, name: str) -> bool:
     """See :meth:`~.project.Project.still_there`."""
     with project._lock:
         entry = project._state.entry(name)
-        if entry.source is None or compare(entry.path, entry.source)[0] == "same":
+        compared = compare(entry.path, entry.source) if entry.source is not None else None
+        if compared is None or compared[0] == "same":
             return True
-        project.notices.append(settle(project, entry) or f"{name} changed on disk")
+        project.notices.append(settle(project, entry, compared) or f"{name} changed on disk")
         project._save()
     return False
 
@@ -216,8 +219,6 @@ def drop(project: Any, name: str) -> None:
 def keep_if_damaged(folder: Path, root: Path, name: str) -> None:
     """Before verified labels are replaced: a folder whose record cannot be read (edited by hand,
     damaged by the disk) may still hold the only copy of the labels, so it is put aside, never deleted."""
-    import logging
-
     from ..errors import RecordError
     from ..io.outputs import output_record
 
@@ -225,4 +226,4 @@ def keep_if_damaged(folder: Path, root: Path, name: str) -> None:
         output_record(folder)
     except (RecordError, OSError):
         aside = put_aside(folder, root, name, f"{name}: its record could not be read when it was verified again")
-        logging.getLogger(__name__).warning("the verified folder of %s was damaged: kept in %s", name, aside)
+        logger.warning("the verified folder of %s was damaged: kept in %s", name, aside)
