@@ -234,9 +234,8 @@ def swap_in_folder(stage: Path, target: Path, aside: Path, *, durable: bool = Fa
     if target.exists():
         os.replace(target, aside)
     os.replace(stage, target)
-    if durable:
+    if durable:  # the rename is one journalled change: flushing the folder it entered commits it
         flush_folder(target.parent)
-        flush_folder(stage.parent)
         if made is not None:
             flush_folder(made.parent)
     shutil.rmtree(aside, ignore_errors=True)
