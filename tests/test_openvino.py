@@ -78,13 +78,19 @@ def test_the_converted_tower_is_cached_by_its_weights_and_survives_a_damaged_ent
 
 
 def test_a_cancel_during_the_conversion_returns_at_once(tiny_model, openvino_on, monkeypatch):
-    release = threading.Event()
-    monkeypatch.setattr(openvino_engine, "_convert", lambda *a: release.wait(30))  # a conversion that takes long
+    release, finished = threading.Event(), threading.Event()
+
+    def slow_conversion(*_):  # a conversion that takes long
+        release.wait(30)
+        finished.set()
+
+    monkeypatch.setattr(openvino_engine, "_convert", slow_conversion)
     stop = threading.Event()
     stop.set()
     try:
         with pytest.raises(RunCancelled, match="stopped on request"):
             openvino_engine.vision_engine(tiny_model.clip.visual, (1,), 352, openvino_on, stop)
+        assert not finished.is_set()  # returned while the conversion still ran, not after it
     finally:
         release.set()
 
