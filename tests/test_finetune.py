@@ -7,7 +7,7 @@ import pytest
 
 import napari_clipseg as ncs
 from conftest import TINY_LEARNING_RATE, perturb_, striped_discs
-from napari_clipseg.errors import DecoderMismatchError, RunCancelled, TrainingRefusedError
+from napari_clipseg.errors import DecoderMismatchError, RunCancelled
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.learning.finetune import FineTuneSettings, TrainingPair, finetune, iter_finetune
 from napari_clipseg.modeling.decoder_files import apply_decoder, read_decoder, save_decoder
@@ -107,8 +107,11 @@ def test_cancel_and_refusal_leave_no_decoder(base, pairs, tmp_path):
     with pytest.raises(RunCancelled):
         next(events)
     predictor.stop.clear()
-    with pytest.raises(TrainingRefusedError, match="never beat the base"):
-        finetune(predictor, pairs, ["disc"], epochs=1, patience=1, learning_rate=1e-12)
+    refused = finetune(predictor, pairs, ["disc"], epochs=1, patience=1, learning_rate=1e-12)  # an outcome
+    assert not refused.accepted and refused.iou <= refused.base_iou
+    assert "stays as it was" in refused.message
+    with pytest.raises(ValueError, match="refused"):
+        ncs.save_decoder(refused, tmp_path / "decoder")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -166,7 +169,8 @@ def test_finetune_command_then_segment_and_batch_with_the_decoder(base, tmp_path
 
 
 def test_progress_carries_loss_iou_and_a_live_plot(base, pairs):
-    from napari_clipseg.learning.finetune import TrainingProgress, sparkline
+    from napari_clipseg.learning.core import sparkline
+    from napari_clipseg.learning.finetune import TrainingProgress
 
     events = []
     finetune_events = iter_finetune(ncs.ClipSegPredictor(base), pairs, ["disc"], epochs=2, patience=2, force=True)

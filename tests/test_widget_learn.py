@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from conftest import TIMEOUT, click_run, labels_layers
 from napari_clipseg.evaluation.metrics import class_scores
@@ -72,12 +73,18 @@ def test_only_the_corrected_planes_of_a_stack_are_learnt(widget, viewer, qtbot):
     np.testing.assert_array_equal(pairs[1].image, planes[3][0])
 
 
-def test_a_refused_training_is_said_as_an_outcome_not_a_failure():
-    from napari_clipseg._napari.jobs import JobError, describe_error
-    from napari_clipseg.errors import TrainingRefusedError
+def test_a_refused_training_is_said_as_an_outcome_and_nothing_is_asked():
+    from napari_clipseg._napari.learn_action import offer_decoder
+    from napari_clipseg.learning.train import FineTuneResult, FineTuneSettings
 
-    refused = TrainingRefusedError("training never beat the base decoder on the held-out images (IoU 0.25)")
-    wrapped = JobError(str(refused))
-    wrapped.__cause__ = refused
-    text = describe_error(wrapped, "cpu")
-    assert text.startswith("Not learnt:") and "correct a few more images" in text and "CLIPSeg failed" not in text
+    refused = FineTuneResult(
+        state={}, classes=["disc"], base={}, settings=FineTuneSettings(), base_iou=0.30, iou=0.25, best_epoch=0,
+        accepted=False, training=["a", "b"], held_out=["c"],
+    )  # fmt: skip
+
+    class NoDialogs:
+        def choose_folder(self, *_):
+            pytest.fail("a refused decoder is never offered for saving")
+
+    text, level = offer_decoder(NoDialogs(), None, refused, lambda folder: pytest.fail("never used"))
+    assert level == "warning" and "stays as it was" in text and "0.25, now 0.30" in text and "Nothing was saved" in text

@@ -40,10 +40,6 @@ class DecoderMismatchError(WeightsError):
     """A fine-tuned decoder was made for other base weights (or another architecture)."""
 
 
-class TrainingRefusedError(RuntimeError):
-    """Fine-tuning made the decoder worse on the held-out images than the base (pass force=True to keep it)."""
-
-
 class RunCancelled(Exception):
     """A run was stopped on request (``ClipSegPredictor.stop``) between two steps of the model."""
 

@@ -128,9 +128,5 @@ class JobControl:
         if is_cancellation(error):
             self._on_cancelled()
             return
-        from ..errors import TrainingRefusedError
-
         self._progress.value = 0
-        cause = error.__cause__ if error.__cause__ is not None else error
-        level = "warning" if isinstance(cause, TrainingRefusedError) else "error"
-        self._say(describe_error(error, self._device()), level)
+        self._say(describe_error(error, self._device()), "error")

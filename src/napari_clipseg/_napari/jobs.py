@@ -182,12 +182,10 @@ def settle_heavy_imports() -> None:
 
 def describe_error(error: BaseException, device: str) -> str:
     """A message a user can act on, for any failure in the worker."""
-    from ..errors import PlaneError, RecordError, TrainingRefusedError, WeightsError
+    from ..errors import PlaneError, RecordError, WeightsError
 
     if isinstance(error, JobError) and error.__cause__ is not None:
         error = error.__cause__
-    if isinstance(error, TrainingRefusedError):  # an outcome, not a failure: say what it means
-        return f"Not learnt: {error}. The decoder stays as it was; correct a few more images, then learn again."
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return f"Out of memory on '{device}': try a smaller image or crop, the CPU device, or Tiling 'tiled'."
     if isinstance(error, WeightsError | ValueError | TypeError | OSError | PlaneError | RecordError):

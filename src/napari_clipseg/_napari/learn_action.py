@@ -68,9 +68,12 @@ def describe(pairs: list[TrainingPair], classes: list[str]) -> str:
 
 
 def offer_decoder(dialogs: Any, parent: Any, result: Any, use: Callable[[str], None]) -> tuple[str, str]:
-    """Ask where to save the trained decoder; once saved, ``use(path)`` makes the next runs use it."""
+    """Ask where to save the trained decoder; once saved, ``use(path)`` makes the next runs use it.
+    A refused result (not better on the held-out images) is an outcome: said, nothing asked."""
     from ..modeling.decoder_files import save_decoder
 
+    if not result.accepted:
+        return f"{result.message} Nothing was saved.", "warning"
     gain = f"held-out IoU {result.base_iou:.2f} → {result.iou:.2f}"
     start = str(Path.home() / "clipseg-decoders" / "_".join(result.classes)[:40])
     folder = dialogs.choose_folder(parent, f"Save the decoder ({gain})", start)

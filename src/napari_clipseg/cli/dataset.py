@@ -67,8 +67,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     ft.add_argument("--out", required=True, type=Path, help="decoder folder to write")
     add_model_options(ft, "base model")
-    ft.add_argument("--epochs", type=int, default=120, help="passes over the training images (batches of 4)")
-    ft.add_argument("--patience", type=int, default=24, help="stop after this many epochs without improvement")
+    from ..learning.settings import FineTuneSettings
+
+    defaults = FineTuneSettings()
+    ft.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help=f"passes over the training images (default {defaults.epochs})",
+    )
+    ft.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help=f"stop after this many epochs without improvement (default {defaults.patience})",
+    )
     ft.add_argument("--holdout", type=float, default=0.25, help="share of images held out to check (default 0.25)")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--ignore-value", type=int, help="label value of pixels nobody looked at (left out)")
@@ -189,7 +202,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     spec = model_spec(args)  # a missing model folder is said before torch is imported
     check_cached(spec)
-    from ..learning.finetune import FineTuneSettings
+    from ..learning.settings import FineTuneSettings
 
     try:
         settings = FineTuneSettings(
@@ -219,9 +232,12 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     predictor = ClipSegPredictor(spec.load(), cache_bytes=0)
     result = drive(iter_finetune(predictor, pairs, classes, settings, cache_dir=args.cache), quiet=False)
+    if not result.accepted:  # an outcome, not a failure: said, and nothing is written
+        print(f"{PROG}: {result.message} Nothing was written (--force keeps it anyway).", file=sys.stderr)
+        return 0
     save_decoder(result, args.out, overwrite=args.overwrite)
     print(
-        f"held-out IoU {result.base_iou:.3f} -> {result.iou:.3f} (epoch {result.best_epoch}); wrote {args.out}; "
+        f"{PROG}: {result.message} ({result.seconds:.1f} s, epoch {result.best_epoch}); wrote {args.out}; "
         f"use it with --decoder {args.out}",
         file=sys.stderr,
     )

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import PlaneError, RecordError, TrainingRefusedError, UsageError, WeightsError
+from ..errors import PlaneError, RecordError, UsageError, WeightsError
 from ..io.export import FLOAT_SUFFIXES, LABEL_SUFFIXES, check_suffix
 from ..paths import missing_path_message
 from ..samples import SAMPLES
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         done = "inputs finished before it keep their outputs" if args.command == "batch" else "no output was written"
         print(f"{PROG}: interrupted; {done}", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, WeightsError, PlaneError, RecordError, TrainingRefusedError) as e:
+    except (ValueError, TypeError, OSError, WeightsError, PlaneError, RecordError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
 

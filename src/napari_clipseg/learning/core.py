@@ -1,9 +1,9 @@
 """The training core every Learn shares: examples, the loss, the optimiser, the threshold rule.
 
 A fine-tuning run from files (:mod:`.finetune`) and an annotation project's bounded Learn
-(:mod:`napari_clipseg.project.learn`) both train through :class:`Optimiser` on :class:`Example`
-objects and choose the threshold with :func:`best_threshold`, so what was measured for one holds
-for the other (docs/finetune.md).
+(:mod:`napari_clipseg.project.learn`) both train in :func:`~.train.iter_train`, through
+:class:`Optimiser` on :class:`Example` objects, and choose the threshold with
+:func:`best_threshold`, so what was measured for one holds for the other (docs/finetune.md).
 
 Why it trains as it does (measured on real nuclei crops, full-size random towers): batches of
 examples decoded in one call, the learning rate decayed on a cosine over the planned steps, the
@@ -119,9 +119,6 @@ def _mean_iou(probabilities: list[np.ndarray], examples: Sequence[Example], thre
     return float(mean_ignoring_nan(scores)) if scores else float("nan")
 
 
-_held_out_iou = held_out_iou  # the name older code used
-
-
 def sparkline(values: Sequence[float], low: float | None = None, high: float | None = None, width: int = 12) -> str:
     """The last ``width`` values as a line of block characters (a live plot in a status line)."""
     values = [v for v in values[-width:] if v == v]
@@ -146,7 +143,7 @@ def _trainable(decoder: torch.nn.Module) -> list[torch.nn.Parameter]:
 class Optimiser:
     """AdamW over the decoder's trainable parts, the learning rate decayed on a cosine over
     ``total_steps``, the gradient norm clipped; the decoder trains with dropout off (module docstring).
-    ``settings`` is a :class:`~napari_clipseg.learning.finetune.FineTuneSettings`."""
+    ``settings`` is a :class:`~napari_clipseg.learning.train.FineTuneSettings`."""
 
     def __init__(self, decoder: torch.nn.Module, settings: Any, total_steps: int) -> None:
         self.decoder, self.settings, self.total_steps = decoder, settings, max(1, total_steps)

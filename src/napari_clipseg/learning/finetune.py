@@ -14,50 +14,45 @@ rate decayed on a cosine over the planned steps, the gradient norm clipped, and 
 quarters of each step in torch's attention kernel). Loss: binary cross-entropy plus soft Dice, per
 class, with the other classes and the background as negatives; pixels holding ``ignore_value``
 (never looked at) are left out. Images are split into training and held-out ones; training stops
-early when the held-out IoU stops improving, the best epoch is kept, and a decoder worse than the
-base on the held-out images is refused unless forced. The threshold moves from the usual one only
-on evidence (:func:`best_threshold`). A seed gives the same weights on the same machine (with the
-same torch threads).
+early when the held-out IoU stops improving, the best epoch is kept, and a decoder not better than
+the base on the held-out images is refused (an outcome: ``accepted`` is False) unless forced. The
+threshold moves from the usual one only on evidence (:func:`~.core.best_threshold`). A seed gives
+the same weights on the same machine (with the same torch threads).
 
-:func:`iter_finetune` trains from the model's decoder on whole images (the CLI's ``finetune``, the
-dock's Learn from corrections); the annotation project's bounded Learn
-(:mod:`napari_clipseg.project.learn`) uses the same :class:`Optimiser`, loss and threshold rule.
+:func:`iter_finetune` prepares the examples of whole images (the CLI's ``finetune``, the dock's
+Learn from corrections) and trains them in the one training core (:mod:`.train`, the
+:class:`~.train.Epochs` schedule), as the annotation project's Learn does (its
+:class:`~.train.Steps` schedule).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from ..constants import DEFAULT_THRESHOLD
-from ..errors import TrainingRefusedError
 from ..segmentation.results import Progress
-from .core import (  # noqa: F401 - re-exported: the training core's names as they were here
-    THRESHOLD_EVIDENCE,
-    THRESHOLDS,
-    TRAINABLE,
-    Example,
-    Optimiser,
-    _held_out_iou,
-    _loss,
-    _trainable,
-    best_threshold,
-    example_from_features,
-    held_out_iou,
-    sparkline,
+from .core import Example, example_from_features
+from .train import (
+    Epochs,
+    FineTuneResult,
+    FineTuneSettings,
+    TrainingProgress,
+    TrainingSet,
+    iter_train,
+    split_newest,
 )
 
-_Example = Example  # the name older code used
-
 if TYPE_CHECKING:
+    import torch
+
     from ..segmentation.predictor import ClipSegPredictor
+
+__all__ = ["FineTuneResult", "FineTuneSettings", "TrainingPair", "TrainingProgress", "finetune", "iter_finetune"]
 
 
 @dataclass(frozen=True)
@@ -68,85 +63,6 @@ class TrainingPair:
     image: Any
     labels: np.ndarray
     name: str = ""
-
-
-@dataclass(frozen=True)
-class FineTuneSettings:
-    """How to train (every field is recorded with the decoder)."""
-
-    #: Passes over the training examples (each pass: one step per ``batch_size`` of them).
-    epochs: int = 120
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    #: Examples per optimiser step (decoded in one call).
-    batch_size: int = 4
-    #: Optimiser steps of a bounded Learn (the annotation project's; ``epochs`` there asks for passes instead).
-    steps: int = 48
-    #: Largest gradient norm (steadies the first steps from a decoder that never saw these images).
-    clip_norm: float = 1.0
-    holdout: float = 0.25
-    patience: int = 24
-    seed: int = 0
-    augment: bool = True
-    ignore_value: int | None = None
-    dice_weight: float = 1.0
-    threshold: float = DEFAULT_THRESHOLD
-    force: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.patience < 1:
-            raise ValueError(f"epochs and patience must be at least 1; got {self.epochs}, {self.patience}")
-        if self.batch_size < 1 or self.steps < 1:
-            raise ValueError(f"batch_size and steps must be at least 1; got {self.batch_size}, {self.steps}")
-        if not 0.0 < self.holdout < 1.0:
-            raise ValueError(f"holdout must lie in (0, 1); got {self.holdout}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive; got {self.learning_rate}")
-
-
-@dataclass(frozen=True)
-class TrainingProgress(Progress):
-    """Progress of a training run: after each epoch (or a project's Learn: every few optimiser
-    steps, ``unit="step"``), its training ``loss`` and held-out ``iou``."""
-
-    loss: float | None = None
-    iou: float | None = None
-    unit: str = "epoch"
-
-
-@dataclass
-class FineTuneResult:
-    """A trained decoder and how it came about (apply or save it: :mod:`napari_clipseg.modeling.decoder_files`)."""
-
-    state: dict[str, torch.Tensor]
-    classes: list[str]
-    base: dict[str, Any]
-    settings: FineTuneSettings
-    base_iou: float
-    iou: float
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    training: list[str] = field(default_factory=list)
-    held_out: list[str] = field(default_factory=list)
-    #: The threshold that maximised the held-out IoU (used by default with this decoder), and that IoU.
-    threshold: float = DEFAULT_THRESHOLD
-    threshold_iou: float | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "classes": self.classes,
-            "base": self.base,
-            "settings": dataclasses.asdict(self.settings),
-            "metrics": {
-                "base_iou": self.base_iou,
-                "iou": self.iou,
-                "best_epoch": self.best_epoch,
-                "threshold_iou": self.threshold_iou,
-            },
-            "threshold": self.threshold,
-            "history": self.history,
-            "images": {"training": self.training, "held_out": self.held_out},
-        }
 
 
 def _variants(image: np.ndarray, labels: np.ndarray, augment: bool) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -185,23 +101,6 @@ def check_pairs(pairs: Sequence[TrainingPair], n_classes: int, ignore: int | Non
         )
 
 
-def _split(n: int, holdout: float, seed: int) -> tuple[list[int], list[int]]:
-    order = np.random.default_rng(seed).permutation(n)
-    held = max(1, round(n * holdout))
-    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
-
-
-def _epoch(
-    optimiser: Optimiser, examples: list[Example], conditionals: torch.Tensor, stop: Any, batch_size: int
-) -> float:
-    """One pass over the training examples (in the given order), ``batch_size`` at a time; the mean loss."""
-    losses = [
-        optimiser.step(examples[start : start + batch_size], conditionals, stop)
-        for start in range(0, len(examples), batch_size)
-    ]
-    return float(np.mean(losses))
-
-
 def _prepare(
     predictor: ClipSegPredictor,
     pairs: Sequence[TrainingPair],
@@ -223,14 +122,6 @@ def _prepare(
     return examples, conditionals
 
 
-def _refuse_unless(force: bool, base_iou: float) -> None:
-    if not force:
-        raise TrainingRefusedError(
-            f"training never beat the base decoder on the held-out images (IoU {base_iou:.3f}): "
-            "add corrected images, or pass force=True to keep the last epoch"
-        )
-
-
 def iter_finetune(
     predictor: ClipSegPredictor,
     pairs: Sequence[TrainingPair],
@@ -244,7 +135,8 @@ def iter_finetune(
 
     Args:
         predictor: A :class:`~napari_clipseg.segmentation.predictor.ClipSegPredictor` (its ``stop`` cancels).
-        pairs: Corrected images; label ``i`` is ``classes[i - 1]``.
+        pairs: Corrected images, oldest first (the last are held out: :func:`~.train.split_newest`);
+            label ``i`` is ``classes[i - 1]``.
         classes: The class prompts (texts), in label order.
         settings: :class:`FineTuneSettings`; keywords change fields (``epochs=20``).
         cache_dir: A folder that keeps the encoded images
@@ -252,81 +144,37 @@ def iter_finetune(
             same images and model skips the image tower.
 
     Yields :class:`Progress` while encoding, then a :class:`TrainingProgress` per epoch; returns
-    the :class:`FineTuneResult` of the best epoch.
+    the :class:`FineTuneResult` of the best epoch, ``accepted`` only when it beat the model's
+    decoder on the held-out images (or ``force``): a refusal is an outcome, not an exception.
 
     Raises:
-        ValueError: fewer than 2 pairs, or labels that do not fit.
-        TrainingRefusedError: the best decoder is worse than the base on the held-out images.
+        ValueError: fewer than 2 pairs, labels that do not fit, or masks that label nothing.
     """
     from ..modeling.decoder_files import base_identity
 
     settings = dataclasses.replace(settings or FineTuneSettings(), **changes)
     check_pairs(pairs, len(classes), settings.ignore_value)
-    torch.manual_seed(settings.seed)
     examples, conditionals = yield from _prepare(predictor, pairs, classes, settings, cache_dir)
-    train, held = _split(len(pairs), settings.holdout, settings.seed)
-    held_out = [examples[i][0] for i in held]  # held-out images as they are (no augmentation)
-    decoder = copy.deepcopy(predictor.model.decoder).float()
-    batch = [ex for i in train for ex in examples[i]]
-    trained = yield from _train(decoder, batch, held_out, conditionals, predictor.stop, settings)
-    decoder.load_state_dict(trained.state)
-    threshold, iou = best_threshold(decoder, held_out, conditionals, settings.threshold)
     names = [p.name or f"pair {i}" for i, p in enumerate(pairs)]
-    return FineTuneResult(
-        state=trained.state,
-        classes=list(classes),
-        base=base_identity(predictor.model),
-        settings=settings,
-        base_iou=trained.base_iou,
-        iou=trained.iou,
-        best_epoch=trained.best_epoch,
-        history=trained.history,
-        training=[names[i] for i in train],
-        held_out=[names[i] for i in held],
-        threshold=threshold,
-        threshold_iou=iou,
+    train, held = split_newest(list(range(len(pairs))), settings.holdout)
+    data = TrainingSet(
+        pool=[(ex, 1.0) for i in train for ex in examples[i]],
+        held_out=[examples[i][0] for i in held],  # held-out images as they are (no augmentation)
+        training_names=[names[i] for i in train],
+        held_out_names=[names[i] for i in held],
     )
-
-
-@dataclass
-class _Trained:
-    state: dict[str, torch.Tensor]
-    base_iou: float
-    iou: float
-    best_epoch: int
-    history: list[dict[str, float]]
-
-
-def _train(
-    decoder: torch.nn.Module,
-    batch: list[Example],
-    held_out: list[Example],
-    conditionals: torch.Tensor,
-    stop: Any,
-    settings: FineTuneSettings,
-) -> Generator[TrainingProgress, None, _Trained]:
-    """Epochs with early stopping on the held-out IoU; the best epoch's weights (the last when forced)."""
-    steps_per_epoch = -(-len(batch) // settings.batch_size)
-    optimiser = Optimiser(decoder, settings, settings.epochs * steps_per_epoch)
-    base_iou = best_iou = held_out_iou(decoder, held_out, conditionals, settings.threshold)
-    best_state, best_epoch, history = copy.deepcopy(decoder.state_dict()), 0, []
-    order_rng = np.random.default_rng(settings.seed)
-    for epoch in range(1, settings.epochs + 1):
-        order = [batch[j] for j in order_rng.permutation(len(batch))]
-        loss = _epoch(optimiser, order, conditionals, stop, settings.batch_size)
-        iou = held_out_iou(decoder, held_out, conditionals, settings.threshold)
-        history.append({"epoch": epoch, "loss": loss, "iou": iou})
-        if iou > best_iou:
-            best_iou, best_epoch, best_state = iou, epoch, copy.deepcopy(decoder.state_dict())
-        losses, ious = [h["loss"] for h in history], [base_iou] + [h["iou"] for h in history]
-        stage = f"epoch {epoch}: loss {loss:.3f} {sparkline(losses)}, held-out IoU {iou:.3f} {sparkline(ious, 0, 1)}"
-        yield TrainingProgress(epoch, settings.epochs, stage, loss, iou)
-        if epoch - best_epoch >= settings.patience:
-            break
-    if best_epoch == 0:  # never better than the base: refused, or the last epoch when forced
-        _refuse_unless(settings.force, base_iou)
-        best_state, best_iou = copy.deepcopy(decoder.state_dict()), history[-1]["iou"]
-    return _Trained(best_state, base_iou, best_iou, best_epoch, history)
+    return (
+        yield from iter_train(
+            predictor.model.decoder,
+            data,
+            conditionals,
+            settings,
+            Epochs(settings.epochs, settings.patience),
+            threshold=settings.threshold,
+            stop=predictor.stop,
+            describe=(list(classes), base_identity(predictor.model)),
+        )
+    )
 
 
 def finetune(

@@ -59,10 +59,16 @@ def _same_base(made_for: dict[str, Any], model: Any) -> bool:
 
 
 def save_decoder(result: Any, folder: str | os.PathLike, *, overwrite: bool = False, durable: bool = False) -> Path:
-    """Write a :class:`~napari_clipseg.learning.finetune.FineTuneResult` as a decoder folder (both
-    files or neither; ``durable``: flushed to the disk, as a project's decoders are)."""
+    """Write a :class:`~napari_clipseg.learning.train.FineTuneResult` as a decoder folder (both
+    files or neither; ``durable``: flushed to the disk, as a project's decoders are).
+
+    Raises:
+        ValueError: the result was refused (not better on its held-out images): it is never saved.
+    """
     import safetensors.torch
 
+    if not getattr(result, "accepted", True):
+        raise ValueError(f"this decoder was refused ({result.message}) and is not saved; train with force=True")
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in result.state.items()}
     meta = {"schema": SCHEMA, "schema_version": 1, **result.metadata()}
