@@ -183,3 +183,32 @@ def test_no_export_is_shadowed_by_a_submodule():
 
     modules = {m.name for m in pkgutil.iter_modules(napari_clipseg.__path__)}
     assert [name for name in napari_clipseg._EXPORTS if name in modules] == []
+
+
+def test_no_module_reaches_into_another_objects_private_fields():
+    """A private field (``self._x``) set by a class of this package is read or written only by its
+    own module: coupling shows as imports and public names."""
+    src = SRC
+    owners: dict[str, set[str]] = {}
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in src.rglob("*.py")}
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.ctx, ast.Store)
+            ):
+                owners.setdefault(node.attr, set()).add(str(path))
+    reaches = [
+        f"{path.relative_to(src)}:{node.lineno} {ast.unparse(node)}"
+        for path, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in owners
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        and str(path) not in owners[node.attr]
+    ]
+    assert reaches == []

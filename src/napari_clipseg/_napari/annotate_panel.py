@@ -230,6 +230,7 @@ class AnnotatePanel(Container):
 
         def step() -> Any:
             self._verify(name, labels)
+            self.project.on_screen = back
             return read_view(self.project, back)
 
         self._disk.run(step, partial(self._arrive, back_in_history=True))
@@ -276,7 +277,10 @@ class AnnotatePanel(Container):
         return True
 
     def _next_view(self) -> View | None:
-        return read_view(self.project, self.project.top(self.current))
+        """The next image of the queue, read after it is marked on screen (no re-prediction replaces it then)."""
+        name = self.project.top(self.current)
+        self.project.on_screen = name
+        return read_view(self.project, name)
 
     def _arrive(self, view: View | None, back_in_history: bool = False) -> None:
         """Show what :func:`read_view` read (main thread); then a Learn, when one is due."""

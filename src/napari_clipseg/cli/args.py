@@ -21,6 +21,11 @@ def add_model_options(seg: argparse.ArgumentParser, what: str = "model", default
     seg.add_argument("-m", "--model", default=default, help=f"{what}: hub id, folder or .pth (default {shown})")
     seg.add_argument("--backbone", help="local CLIP ViT-B/16 weights for an original .pth checkpoint")
     seg.add_argument("--decoder", help="a fine-tuned decoder folder (napari-clipseg finetune) to apply")
+    add_device_options(seg)
+
+
+def add_device_options(seg: argparse.ArgumentParser) -> None:
+    """Where and how exactly a model runs: this machine's choice (a project keeps its own weights)."""
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     seg.add_argument(
         "--precision",

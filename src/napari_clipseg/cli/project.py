@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 
 from ..errors import ProjectError, ProjectMismatchError, UsageError
-from .args import PROG, add_model_options, check_cached, compute_settings, model_spec, text_prompts
+from .args import (
+    PROG,
+    add_device_options,
+    add_model_options,
+    check_cached,
+    compute_settings,
+    model_spec,
+    text_prompts,
+)
 from .dataset import drive
 
 
@@ -38,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--auto-learn", type=int, default=0, metavar="N", help="learn after every N verified images (0: never)"
     )
+    add_device_options(verify)
     learn = actions.add_parser("learn", help="learn from the verified images, then re-predict the others")
     learn.add_argument("folder", type=Path)
     learn.add_argument("--steps", type=int, help="optimiser steps (default 48: a few seconds on a CPU)")
@@ -46,10 +55,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="keep the new decoder even if it is not better than the current one"
     )
     learn.add_argument("--no-repredict", action="store_true", help="only learn; re-predict later")
+    add_device_options(learn)
     decoder = actions.add_parser("decoder", help="list the decoders learnt, or go back to one (then re-predict)")
     decoder.add_argument("folder", type=Path)
     decoder.add_argument("name", nargs="?", help="a decoder to use (001, 002, ...), or 'base' for the base model's")
     decoder.add_argument("--no-repredict", action="store_true", help="only switch; re-predict later")
+    add_device_options(decoder)
     drop = actions.add_parser(
         "drop", help="take images out of the project for good (verified labels kept in outdated/)"
     )
@@ -96,11 +107,24 @@ def _prelabel(args: argparse.Namespace) -> int:
     except (ProjectMismatchError, FileNotFoundError) as e:  # what the command line got wrong, before any work
         raise UsageError(str(e)) from None
     with project:
-        report = drive(project.iter_prelabel(), quiet=False)
-        if report is not None:
-            print(report.summary(), file=sys.stderr)
+        report = _prelabel_all(project, quiet=False)
         _print_status(project, 5)
     return 0 if report is None or report.ok else 1
+
+
+def _prelabel_all(project, quiet: bool):
+    """Pre-label what needs it, naming every image that failed with why (as ``batch`` does)."""
+    from ..project.prelabel import FULL_DISK
+
+    report = drive(project.iter_prelabel(), quiet=quiet)
+    if report is None:
+        return None
+    for row in report.failed:
+        print(f"{PROG}: failed: {row.input}: {row.error}", file=sys.stderr)
+    if any(FULL_DISK in row.error for row in report.failed):
+        print(f"{PROG}: stopped: the disk is full; free some space and run it again", file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
+    return report
 
 
 def _own_model(args: argparse.Namespace):
@@ -109,9 +133,16 @@ def _own_model(args: argparse.Namespace):
     from ..project.folder import ProjectFolder
     from ..segmentation.model_spec import ModelSpec
 
-    if (args.device == "auto" and args.precision == "auto") or args.backbone or args.decoder:
+    if (
+        (args.device == "auto" and args.precision == "auto")
+        or getattr(args, "backbone", None)
+        or getattr(args, "decoder", None)
+    ):
         return None
-    manifest = ProjectFolder(args.folder).read_manifest()
+    try:
+        manifest = ProjectFolder(args.folder).read_manifest()
+    except ProjectError:
+        return None  # said by the opening
     if manifest is None:
         return None
     return ModelSpec.from_dict(manifest["model"]).replace(device=args.device, precision=args.precision)
@@ -121,9 +152,9 @@ def _print_status(project, queue: int) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in project.status().items())
     print(f"{project.folder.root}: {len(project.items)} images: {counts}")
     decoder = project.decoder
-    threshold = project.threshold
-    shown = ", ".join(f"{t:.2f}" for t in threshold) if isinstance(threshold, tuple) else f"{threshold:.2f}"
-    print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {shown}")
+    print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {_threshold_text(project.threshold)}")
+    for repair in project.repairs:
+        print(f"to repair: {repair}")
     print(f"feature store: {project.store_stats().describe()}")
     missing = project.missing()
     if missing:
@@ -133,6 +164,12 @@ def _print_status(project, queue: int) -> None:
         )
     for name, score in project.queue()[: max(0, queue)]:
         print(f"  {score:.3f}  {name}")
+
+
+def _threshold_text(threshold) -> str:
+    from ..learning.settings import threshold_text
+
+    return threshold_text(threshold)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -152,11 +189,11 @@ def _learn(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1; got {value}")
     settings = {k: v for k, v in {"steps": args.steps, "epochs": args.epochs}.items() if v is not None}
-    with open_project(None, _existing(args.folder)) as project:
+    with open_project(None, _existing(args.folder), model=_own_model(args)) as project:
         outcome = drive(project.iter_learn(force=args.force, **settings), quiet=False)
         print(f"{PROG}: {outcome.message} ({outcome.seconds:.1f} s)", file=sys.stderr)
         if outcome.accepted and not args.no_repredict:
-            drive(project.iter_prelabel(), quiet=False)
+            _prelabel_all(project, quiet=False)
         _print_status(project, 5)
     return 0
 
@@ -174,14 +211,14 @@ def _decoder(args: argparse.Namespace) -> int:
             scores = f"held-out IoU {before:.3f} -> {iou:.3f}" if iou is not None and before is not None else ""
             print(f"{'*' if name == current else ' '} {name:9s} {len(entry.get('images', []))} images, {scores}")
         return 0
-    with open_project(None, _existing(args.folder)) as project:
+    with open_project(None, _existing(args.folder), model=_own_model(args)) as project:
         try:
             project.use_decoder(None if args.name == "base" else args.name)
         except ProjectError as e:
             raise UsageError(str(e)) from None
-        print(f"{PROG}: using {args.name}'s decoder, threshold {project.threshold}", file=sys.stderr)
+        print(f"{PROG}: using {args.name}'s decoder, threshold {_threshold_text(project.threshold)}", file=sys.stderr)
         if not args.no_repredict:
-            drive(project.iter_prelabel(), quiet=False)
+            _prelabel_all(project, quiet=False)
         _print_status(project, 5)
     return 0
 
@@ -194,7 +231,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.auto_learn < 0:
         raise UsageError(f"--auto-learn must be 0 or more; got {args.auto_learn}")
     files = {name: path for source in args.labels for name, path in named_entries(source).items()}
-    with open_project(None, _existing(args.folder), auto_learn=args.auto_learn) as project:
+    with open_project(None, _existing(args.folder), model=_own_model(args), auto_learn=args.auto_learn) as project:
         matched = [name for name in project.names if name in files]
         if not matched:
             raise UsageError(
@@ -208,7 +245,7 @@ def _verify(args: argparse.Namespace) -> int:
                 outcome = drive(project.iter_learn(), quiet=True)
                 print(f"{PROG}: {outcome.message} ({outcome.seconds:.1f} s)", file=sys.stderr)
                 if outcome.accepted:
-                    drive(project.iter_prelabel(), quiet=True)
+                    _prelabel_all(project, quiet=True)
         _print_status(project, 5)
     return 0
 
@@ -232,6 +269,9 @@ def _drop(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ..project.open import open_project
 
+    blocked = next((p for p in args.out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"--out {args.out}: {blocked} is a file, not a folder: choose another --out")
     if args.out.exists() and not args.overwrite:
         raise UsageError(f"{args.out} already exists: choose another --out, or --overwrite to replace it")
     project = open_project(None, _existing(args.folder), read_only=True)

@@ -15,17 +15,36 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Protocol
+
+import numpy as np
 
 from ..atomic import swap_in_folder
 from ..errors import RecordError
+from ..io.inputs import InputFile
 from ..io.masks import export_masks
 from ..io.records import RECORD_NAME, read_record
 from ..segmentation.postprocess import InstanceSettings
+from .folder import ProjectFolder
 
 logger = logging.getLogger(__name__)
 
 COCO_NAME = "coco.json"
+
+
+class VerifiedSet(Protocol):
+    """What an export reads of a project (a :class:`~.project.Project` is one)."""
+
+    folder: ProjectFolder
+    names: list[str]
+    items: list[InputFile]
+    classes: list[str]
+
+    def state(self, name: str) -> str: ...
+    def missing(self) -> list[str]: ...
+    def still_there(self, name: str) -> bool: ...
+    def verified_labels(self, name: str) -> np.ndarray: ...
+    def item(self, name: str) -> InputFile: ...
 
 
 def _copy_image(source: Path, folder: Path) -> str:
@@ -36,7 +55,7 @@ def _copy_image(source: Path, folder: Path) -> str:
     return f"image{suffix}"
 
 
-def _check_target(project: Any, out: Path) -> None:
+def _check_target(project: VerifiedSet, out: Path) -> None:
     """Refuse a training-set folder that is, holds or lies in the project, or holds the images
     (an export with ``overwrite`` replaces its folder: it must never take the user's work with it).
 
@@ -64,7 +83,12 @@ def _tidy(out: Path) -> None:
 
 
 def export_project(
-    project: Any, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
+    project: VerifiedSet,
+    out: str | os.PathLike,
+    *,
+    coco: bool = False,
+    instances: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write the verified images of ``project`` (a :class:`~.project.Project`) as a training set in
     ``out`` (see the module docstring).

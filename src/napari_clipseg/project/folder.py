@@ -3,12 +3,13 @@
 The folder is the truth. An image is *verified* when ``verified/<name>/`` is a complete output
 folder (labels and record, written at once), *pre-labelled* when ``prelabels/<name>/`` is one
 (labels, probabilities and record, from the dataset machinery), *skipped* when the manifest says
-so, and *new* otherwise. The manifest (``project.json``) holds what the files cannot say: the
-images, prompts, model, options, skipped names, learnt decoders and the queue's scores. Every
-write is atomic (a temporary file renamed into place), so a crash, a kill or a full disk leaves
-the previous state; a manifest that is lost or damaged is rebuilt from what was given to open the
-project and the files. A lock (``filelock``, the operating system's advisory lock) keeps a second
-window or process from opening the folder for writing.
+so, and *new* otherwise (:mod:`.reconcile`). The manifest (``project.json``) holds what the files
+cannot say: the images, prompts, model, options, skipped names, learnt decoders and the queue's
+scores (:mod:`.manifest`). Every write is atomic (a temporary file renamed into place), so a crash,
+a kill or a full disk leaves the previous state; a manifest that is lost or damaged is rebuilt
+from what was given to open the project and the files, and only when they agree (:mod:`.open`).
+A lock (``filelock``, the operating system's advisory lock) keeps a second window or process from
+opening the folder for writing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ SCHEMA = "napari-clipseg.project"
 SCHEMA_VERSION = 2  # 2: one entry per image (generation, decoder, score); 1 is read too
 MANIFEST_NAME = "project.json"
 LOCK_NAME = ".lock"
+#: Where verified labels of an image that changed (or was dropped) are kept.
+OUTDATED = "outdated"
+#: The file of a verified image's labels (beside its record).
+VERIFIED_LABELS = "labels.tif"
 
 #: Image states, in the order an image moves through them.
 STATES = ("new", "pre-labelled", "verified", "skipped")
@@ -65,6 +70,21 @@ class ProjectFolder:
     def staging(self) -> Path:
         return self.root / ".staging"
 
+    @property
+    def outdated(self) -> Path:
+        """Where verified labels that no longer fit their image (or were dropped) are kept."""
+        return self.root / OUTDATED
+
+    def put_aside(self, folder: Path, name: str, why: str) -> Path:
+        """Move ``folder`` (an image's verified labels) to ``outdated/<name>.<time>/`` with a note
+        saying why; returns where it went. Nothing is deleted."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.outdated / f"{name}.{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder, target)
+        (target / "WHY.txt").write_text(why + "\n", encoding="utf-8")
+        return target
+
     def lock(self) -> None:
         """Take the folder for this process, or refuse at once if another holder has it.
 
@@ -94,25 +114,24 @@ class ProjectFolder:
         return self._lock is not None
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """The manifest, or None when it is missing or damaged (logged: it is rebuilt from the files)."""
+        """The manifest, or None when there is none.
+
+        Raises:
+            DamagedManifest: it cannot be read, is not a project manifest, or its fields are wrong
+                (the message says how to rebuild it).
+            ProjectError: written by a newer napari-clipseg.
+        """
         try:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            logger.warning(
-                "ignoring the damaged manifest %s (%s): rebuilding it from the folder", self.manifest_path, e
-            )
-            return None
+            raise DamagedManifest(self.manifest_path, f"it cannot be read ({e})") from None
         if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            logger.warning("ignoring %s: not a napari-clipseg project manifest; rebuilding it", self.manifest_path)
-            return None
+            raise DamagedManifest(self.manifest_path, "it is not a napari-clipseg project manifest")
         version = manifest.get("schema_version")
         if not isinstance(version, int) or isinstance(version, bool):
-            raise ProjectError(
-                f"{self.manifest_path} is damaged: schema_version is {version!r}, not a number. Fix it, or remove "
-                "the file: it is rebuilt from the folder"
-            )
+            raise DamagedManifest(self.manifest_path, f"schema_version is {version!r}, not a number")
         if version > SCHEMA_VERSION:
             raise ProjectError(f"{self.manifest_path} was written by a newer napari-clipseg (schema {version})")
         check_manifest(manifest, self.manifest_path)
@@ -146,24 +165,34 @@ FIELDS = {
 }
 
 
+class DamagedManifest(ProjectError):
+    """``project.json`` cannot be trusted; the message says what is wrong and how to rebuild it."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path, self.why = path, why
+        super().__init__(
+            f"{path} is damaged: {why}. Fix it, or rebuild it from the folder by opening the project with the "
+            "images, prompts and model it was made with (open_project(images, folder, prompts=..., model=...), "
+            "or 'napari-clipseg project prelabel FOLDER --images ... -p ... -m ...')"
+        )
+
+
 def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     """Refuse a manifest whose fields have the wrong types or whose image names could write outside
-    their folder or into another image's (ProjectError naming the field and what to do)."""
-    damaged = f"{path} is damaged"
-    remedy = "fix it, or remove the file: it is rebuilt from the folder"
+    their folder or into another image's (DamagedManifest naming the field)."""
     for key in ("prompts", "model", "options"):
         if key not in manifest:
-            raise ProjectError(f"{damaged}: it has no {key!r}; {remedy}")
+            raise DamagedManifest(path, f"it has no {key!r}")
     for key, kinds in FIELDS.items():
         if key in manifest and not isinstance(manifest[key], kinds):
-            raise ProjectError(f"{damaged}: {key!r} is {type(manifest[key]).__name__}; {remedy}")
+            raise DamagedManifest(path, f"{key!r} is {type(manifest[key]).__name__}")
     for entry in manifest.get("images", []):
         if (
             not isinstance(entry, dict)
             or not isinstance(entry.get("name"), str)
             or not isinstance(entry.get("path"), str)
         ):
-            raise ProjectError(f"{damaged}: an image entry is {entry!r} (it needs a name and a path); {remedy}")
+            raise DamagedManifest(path, f"an image entry is {entry!r} (it needs a name and a path)")
     check_names([entry["name"] for entry in manifest.get("images", [])], str(path))
 
 

@@ -2,312 +2,219 @@
 
 Every verified image is one training example per plane: its taps (from the project's store, the
 ones pre-labelling encoded, so a Learn runs no image tower for them) and its verified labels. A
-Learn starts from the *current* decoder and takes ``steps`` optimiser steps (the same
-:class:`~napari_clipseg.learning.finetune.Optimiser` and loss as ``finetune``) on batches drawn
-from all verified images but the newest, images verified since the last Learn drawn three times as
-often; so its time is flat in the number of verified images. The newest verified images (a
-quarter, one to four) are held out: the current decoder pre-labelled them and no decoder has
-trained on them. The new decoder replaces the current one only when it is better there, at the
-threshold :func:`~napari_clipseg.learning.finetune.best_threshold` keeps (it moves only on
-evidence); otherwise the current decoder stays, and that is an outcome of the loop, not an error.
-No flipped views are encoded: on the real nuclei crops they were worth no more than the images
-themselves (docs/annotation-loop.md), and each would cost a tower pass.
+Learn trains in the one training core (:func:`~napari_clipseg.learning.train.iter_train`) with
+its :class:`~napari_clipseg.learning.train.Steps` schedule, from the *current* decoder, on batches
+drawn from all verified images but the newest, images verified since the last Learn drawn
+:data:`NEW_WEIGHT` times as often; so its time is flat in the number of verified images. The
+newest verified images are held out (:func:`~napari_clipseg.learning.train.split_newest`): the
+current decoder pre-labelled them and no decoder has trained on them. The new decoder replaces the
+current one only when it is better there; otherwise the current decoder stays, and that is an
+outcome of the loop, not an error. Verified images that label nothing are refused before any
+training (a decoder learnt from them could only predict nothing).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-import time
-from collections.abc import Generator, Sequence
+import threading
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ProjectError, RecordError
+from ..io.outputs import read_output
+from ..learning.settings import FineTuneSettings, check_positive
+from ..segmentation.options import SegmentOptions
 from ..segmentation.results import Progress
+from .manifest import DecoderRecord, Threshold
+from .model import ProjectModel
+from .sources import Sources
+from .state import ImageEntry, ProjectState
 
 if TYPE_CHECKING:  # torch is imported by the first Learn, not by opening a project
-    import torch
-
     from ..learning.core import Example
-    from ..learning.finetune import FineTuneResult, FineTuneSettings
-    from .state import ImageEntry
+    from ..learning.train import FineTuneResult
 
 logger = logging.getLogger(__name__)
 
 #: Images verified since the last Learn are drawn this many times as often as the others.
 NEW_WEIGHT = 3.0
-#: At most this many of the newest verified images are held out.
-MAX_HELD_OUT = 4
 
 
 @dataclass(frozen=True)
 class LearnOutcome:
-    """What a Learn did.
+    """What a Learn did: the training core's ``result`` (accepted or refused), the decoder in use
+    after it (``decoders/NNN``; None: the base's) and its threshold, and whether the Learn before
+    it was refused too (``repeated``: say it once, not every time)."""
 
-    Attributes:
-        accepted: The new decoder is now the project's (better than the current one on the held-out images).
-        iou: The new decoder's held-out IoU (at ``threshold`` when accepted).
-        current_iou: The replaced (or kept) decoder's held-out IoU, at its threshold.
-        threshold: The threshold in use after this Learn.
-        decoder: The project-relative folder of the decoder in use after it (None: the base's).
-        training, held_out: The names trained on and held out.
-        steps: Optimiser steps taken.
-        seconds: Wall time of the Learn.
-        repeated: Refused, and the Learn before it was refused too (say it once, not every time).
-        result: The training result (accepted Learns: what was saved).
-    """
-
-    accepted: bool
-    iou: float
-    current_iou: float
-    threshold: Any
+    result: FineTuneResult
     decoder: str | None
-    training: tuple[str, ...]
-    held_out: tuple[str, ...]
-    steps: int
-    seconds: float
+    threshold: Threshold
     repeated: bool = False
-    result: FineTuneResult | None = None
 
-    @property
-    def base_iou(self) -> float:
-        """The held-out IoU before this Learn (the name ``finetune``'s results use)."""
-        return self.current_iou
-
-    @property
-    def message(self) -> str:
-        images = f"{len(self.training) + len(self.held_out)} verified images"
-        if self.accepted:
-            return (
-                f"Learnt from {images}: held-out IoU {self.current_iou:.2f} -> {self.iou:.2f} "
-                f"on {len(self.held_out)} newest, threshold {_threshold_text(self.threshold)}."
-            )
-        return (
-            f"The decoder stays as it was: what it learnt from {images} was not better on the "
-            f"{len(self.held_out)} newest (held-out IoU {self.iou:.2f}, now {self.current_iou:.2f}). "
-            "Verify a few more images; the next Learn tries again."
-        )
-
-
-def _threshold_text(threshold: Any) -> str:
-    return ", ".join(f"{t:.2f}" for t in threshold) if isinstance(threshold, tuple) else f"{threshold:.2f}"
+    accepted = property(lambda self: self.result.accepted)
+    iou = property(lambda self: self.result.iou)
+    current_iou = property(lambda self: self.result.base_iou, doc="The held-out IoU of the decoder it started from.")
+    training = property(lambda self: tuple(self.result.training))
+    held_out = property(lambda self: tuple(self.result.held_out))
+    steps = property(lambda self: self.result.steps)
+    seconds = property(lambda self: self.result.seconds)
+    message = property(lambda self: self.result.message)
 
 
 @dataclass(frozen=True)
-class VerifiedExamples:
-    """The examples of one verified image (one per plane), and when it was verified."""
+class VerifiedImage:
+    """One verified image as the Learn uses it: its examples (one per plane), when it was verified,
+    and whether it labels anything."""
 
     name: str
     examples: tuple[Example, ...]
     verified_at: int
+    labelled: bool
 
 
-def split(
-    verified: Sequence[VerifiedExamples], holdout: float
-) -> tuple[list[VerifiedExamples], list[VerifiedExamples]]:
-    """Training images and the held-out newest ones (a share ``holdout``, one to :data:`MAX_HELD_OUT`)."""
-    ordered = sorted(verified, key=lambda v: v.verified_at)
-    held = min(MAX_HELD_OUT, max(1, round(len(ordered) * holdout)))
-    return ordered[:-held], ordered[-held:]
+def learn_settings(settings: dict[str, Any]) -> tuple[FineTuneSettings, int | None]:
+    """The settings of a Learn (:class:`FineTuneSettings` fields, or ``epochs``), checked before
+    any model work; returns them and the passes asked for (None: ``steps``).
 
-
-def iter_learn_steps(
-    decoder: torch.nn.Module,
-    verified: Sequence[VerifiedExamples],
-    conditionals: torch.Tensor,
-    settings: FineTuneSettings,
-    *,
-    threshold: Any,
-    last_learn: float,
-    stop: Any,
-    epochs: int | None = None,
-) -> Generator[Progress, None, tuple[FineTuneResult, float]]:
-    """Train a copy of ``decoder`` (the current one); returns the result (state, held-out IoU at
-    the threshold it keeps, the names trained on and held out) and the current decoder's held-out IoU.
-
-    ``epochs`` asks for that many passes over the training images instead of ``settings.steps``.
+    Raises:
+        TypeError: an unknown setting; ValueError: a count below 1.
     """
-    from ..learning.core import Optimiser, best_threshold, held_out_iou, sparkline
-    from ..learning.finetune import FineTuneResult, TrainingProgress
-
-    train, held = split(verified, settings.holdout)
-    pool = [(ex, NEW_WEIGHT if v.verified_at > last_learn else 1.0) for v in train for ex in v.examples]
-    held_out = [ex for v in held for ex in v.examples]
-    current_iou = held_out_iou(decoder, held_out, conditionals, threshold)
-    candidate = copy.deepcopy(decoder).float()
-    batch = min(settings.batch_size, len(pool))
-    steps = settings.steps if epochs is None else epochs * -(-len(pool) // batch)
-    optimiser = Optimiser(candidate, settings, steps)
-    rng = np.random.default_rng(settings.seed)
-    weights = np.array([w for _, w in pool])
-    weights = weights / weights.sum()
-    losses: list[float] = []
-    report = max(1, steps // 12)
-    for step in range(1, steps + 1):
-        picked = rng.choice(len(pool), size=batch, replace=False, p=weights)
-        losses.append(optimiser.step([pool[i][0] for i in picked], conditionals, stop))
-        if step % report == 0 or step == steps:
-            stage = f"step {step} of {steps}: loss {losses[-1]:.3f} {sparkline(losses[::report])}"
-            yield TrainingProgress(step, steps, stage, losses[-1], None, unit="step")
-    scalar = not isinstance(threshold, tuple)
-    if scalar:
-        kept, iou = best_threshold(candidate, held_out, conditionals, float(threshold))
-    else:
-        kept, iou = threshold, held_out_iou(candidate, held_out, conditionals, threshold)
-    result = FineTuneResult(
-        state={k: v.detach().clone() for k, v in candidate.state_dict().items()},
-        classes=[],
-        base={},
-        settings=dataclasses.replace(settings, steps=steps),
-        base_iou=current_iou,
-        iou=iou,
-        best_epoch=0,
-        history=[{"step": (i + 1) * report, "loss": loss} for i, loss in enumerate(losses[report - 1 :: report])],
-        training=[v.name for v in train],
-        held_out=[v.name for v in held],
-        threshold=kept if scalar else None,
-        threshold_iou=iou,
-    )
-    return result, current_iou
-
-
-def keep_learnt(project: Any, result: Any, model: Any, names: list[str], learnt_at: int, accepted: bool) -> str | None:
-    """Take a Learn's result in: an accepted decoder is saved as the next ``decoders/NNN``
-    (numbered past every folder there) and becomes the current one; returns the current one."""
-    import dataclasses
-
-    from ..modeling.decoder_files import base_identity, save_decoder
-
-    with project._lock:
-        manifest = project._state.manifest
-        manifest["learnt_at"] = learnt_at
-        if accepted:
-            numbers = [int(p.name) for p in project.folder.decoders.glob("[0-9]*") if p.name.isdigit()]
-            relative = f"decoders/{max(numbers, default=0) + 1:03d}"
-            result = dataclasses.replace(result, classes=project.classes, base=base_identity(model))
-            save_decoder(result, project.folder.root / relative, durable=True)
-            entry = {
-                "folder": relative,
-                "images": names,
-                "iou": result.iou,
-                "base_iou": result.base_iou,
-                "held_out": result.held_out,
-                "threshold": result.threshold,
-            }
-            manifest["decoders"] = [*manifest.get("decoders", []), entry]
-            manifest["decoder"] = relative
-            if not isinstance(project.threshold, tuple):
-                manifest["threshold"] = result.threshold
-        project._save()
-        return manifest.get("decoder")
-
-
-def use_decoder(project: Any, name: str | None) -> None:
-    """Make the decoder ``name`` (or the base's, None) the one ``project`` uses (see
-    :meth:`~.project.Project.use_decoder`)."""
-    manifest = project._state.manifest
-    chosen = None
-    if name is not None:
-        folder = name if str(name).startswith("decoders/") else f"decoders/{name}"
-        known = {d["folder"]: d for d in manifest.get("decoders", [])}
-        if folder not in known:
-            names = ", ".join(f.split("/")[-1] for f in known) or "none yet"
-            raise ProjectError(f"{project.folder.root} has no decoder {name!r} (decoders: {names}; or the base model)")
-        chosen = known[folder]
-    with project._lock:
-        manifest["decoder"] = chosen["folder"] if chosen else None
-        if not isinstance(project.options.threshold, tuple):
-            manifest["threshold"] = chosen.get("threshold") if chosen else None
-        project._save()
+    settings = dict(settings)
+    epochs = settings.pop("epochs", None)
+    known = {f.name for f in dataclasses.fields(FineTuneSettings)} | {"epochs"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"unknown Learn setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+    if epochs is not None:
+        check_positive(epochs=epochs)
+    return dataclasses.replace(FineTuneSettings(augment=False), **settings), epochs
 
 
 class Learner:
-    """A project's learning: the examples of its verified images (made once per verification),
-    when it last learnt, and how many Learns in a row were refused."""
+    """A project's learning: the examples of its verified images (made once per verification)
+    and how many Learns in a row were refused."""
 
-    def __init__(self, learnt_at: int) -> None:
-        self.learnt_at = learnt_at  # ns: images verified later are new to the next Learn
+    def __init__(
+        self,
+        state: ProjectState,
+        model: ProjectModel,
+        sources: Sources,
+        prompts: list[Any],
+        options: SegmentOptions,
+        stop: threading.Event,
+    ) -> None:
+        self.state, self.model, self.sources, self.prompts = state, model, sources, prompts
+        self.options, self.stop = options, stop
         self.refusals = 0
-        self._examples: dict[str, tuple[int | None, VerifiedExamples]] = {}
+        self._images: dict[str, VerifiedImage] = {}
 
-    def due(self, verified: list[ImageEntry], every: int) -> bool:
+    @property
+    def classes(self) -> list[str]:
+        return [p if isinstance(p, str) else p.label for p in self.prompts]
+
+    def due(self, every: int) -> bool:
         """Whether ``every`` images were verified since the last Learn (and two are, at least)."""
-        return bool(every) and len(verified) >= 2 and sum((e.stamp or 0) > self.learnt_at for e in verified) >= every
+        verified = list(self.state.in_state("verified"))
+        learnt_at = self.state.manifest.learnt_at
+        return bool(every) and len(verified) >= 2 and sum((e.verified_at or 0) > learnt_at for e in verified) >= every
 
-    def examples(self, project: Any, entry: ImageEntry, predictor: Any) -> VerifiedExamples:
-        """The training examples of a verified image (its taps from the store when pre-labelling
-        encoded them: the same pixels, the same key)."""
-        from .training import examples_of
+    def iter_learn(self, settings: dict[str, Any]) -> Generator[Progress, None, LearnOutcome]:
+        """One Learn (see :meth:`~.project.Project.iter_learn`)."""
+        from ..learning.train import Steps, TrainingSet, iter_train, split_newest
+        from ..modeling.decoder_files import base_identity
 
-        known = self._examples.get(entry.name)
-        if known is not None and known[0] == entry.stamp:
-            return known[1]
-        labels = project.verified_labels(entry.name)
-        made = examples_of(entry.path, labels, predictor, project.options, len(project.classes))
-        examples = VerifiedExamples(entry.name, tuple(made), entry.stamp or 0)
-        self._examples[entry.name] = (entry.stamp, examples)
-        return examples
-
-    def iter_learn(self, project: Any, settings: dict[str, Any]) -> Generator[Progress, None, LearnOutcome]:
-        """One Learn of ``project`` (see :meth:`~.project.Project.iter_learn`)."""
-        from ..learning.finetune import FineTuneSettings
-
-        settings = dict(settings)
-        epochs = settings.pop("epochs", None)
-        known = {f.name for f in dataclasses.fields(FineTuneSettings)} | {"epochs"}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            names = ", ".join(sorted(known))
-            raise TypeError(f"unknown Learn setting(s) {', '.join(unknown)}; the settings are {names}")
-        chosen = dataclasses.replace(FineTuneSettings(augment=False), **settings)
-        if not all(isinstance(p, str) for p in project.prompts):
+        chosen, epochs = learn_settings(settings)
+        if not all(isinstance(p, str) for p in self.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
-        verified = [e for e in project._state.in_state("verified") if project.still_there(e.name)]
+        verified = [e for e in self.state.in_state("verified") if self.sources.still_there(e.name)]
         if len(verified) < 2:
             raise ProjectError(f"verify at least 2 images before learning ({len(verified)} verified)")
-        started = time.perf_counter()
-        predictor = project.model.predictor(project.decoder)
+        predictor = self.model.predictor(self.state.decoder_path)
+        images = yield from self._read(verified, predictor)
+        learnt_at = self.state.manifest.learnt_at
+        train, held = split_newest(sorted(images, key=lambda v: v.verified_at), chosen.holdout)
+        pool = [(ex, NEW_WEIGHT if v.verified_at > learnt_at else 1.0) for v in train for ex in v.examples]
+        data = TrainingSet(
+            pool, [ex for v in held for ex in v.examples], [v.name for v in train], [v.name for v in held]
+        )
+        steps = chosen.steps if epochs is None else epochs * -(-len(pool) // min(chosen.batch_size, len(pool)))
+        result = yield from iter_train(
+            predictor.model.decoder,
+            data,
+            predictor.embed_prompts(self.classes).clone(),
+            chosen,
+            Steps(steps),
+            threshold=self.state.threshold_of(self.state.decoder),
+            stop=self.stop,
+            describe=(self.classes, base_identity(predictor.model)),
+        )
+        self.state.commit_learn(max(v.verified_at for v in images), self._keep(result))
+        self.refusals = 0 if result.accepted else self.refusals + 1
+        current = self.state.decoder
+        return LearnOutcome(result, self.state.manifest.decoder, self.state.threshold_of(current), self.refusals >= 2)
+
+    def _read(self, verified: list[ImageEntry], predictor: Any) -> Generator[Progress, None, list[VerifiedImage]]:
+        """The verified images that can be read (a damaged one is left out, said); refused when
+        fewer than two, or when none labels anything."""
         yield Progress(0, len(verified), "reading the verified images")
-        examples = []
+        images = []
         for number, entry in enumerate(verified, start=1):
             try:
-                examples.append(self.examples(project, entry, predictor))
+                images.append(self._image(entry, predictor))
             except (RecordError, OSError, ValueError) as e:  # damaged by hand or by the disk: left out, said
                 logger.warning("left out of the Learn: the verified labels of %s cannot be read (%s)", entry.name, e)
             if number % 16 == 0:
                 yield Progress(number, len(verified), f"read {number} of {len(verified)} verified images")
-        if len(examples) < 2:
-            raise ProjectError(f"verify at least 2 readable images before learning ({len(examples)} can be read)")
-        conditionals = predictor.embed_prompts(project.classes).clone()
-        result, current_iou = yield from iter_learn_steps(
-            predictor.model.decoder,
-            examples,
-            conditionals,
-            chosen,
-            threshold=project.threshold,
-            last_learn=self.learnt_at,
-            stop=project.stop,
-            epochs=epochs,
-        )
-        accepted = bool(chosen.force or result.iou > current_iou or np.isnan(current_iou))
-        self.learnt_at = max(e.stamp or 0 for e in verified)
-        names = result.training + result.held_out
-        decoder = keep_learnt(project, result, predictor.model, names, self.learnt_at, accepted)
-        self.refusals = 0 if accepted else self.refusals + 1
-        return LearnOutcome(
-            accepted=accepted,
-            iou=float(result.iou),
-            current_iou=float(current_iou),
-            threshold=project.threshold,
-            decoder=decoder,
-            training=tuple(result.training),
-            held_out=tuple(result.held_out),
-            steps=result.settings.steps,
-            seconds=time.perf_counter() - started,
-            repeated=self.refusals >= 2,
-            result=result if accepted else None,
-        )
+        if len(images) < 2:
+            raise ProjectError(f"verify at least 2 readable images before learning ({len(images)} can be read)")
+        if not any(v.labelled for v in images):
+            raise ProjectError(
+                f"the {len(images)} verified images label nothing (every pixel is background): a decoder learnt "
+                f"from them could only predict nothing. Label the {', '.join(self.classes)} in a few images first"
+            )
+        return images
+
+    def _image(self, entry: ImageEntry, predictor: Any) -> VerifiedImage:
+        """A verified image's examples (its taps from the store when pre-labelling encoded them)."""
+        from .training import examples_of
+
+        known = self._images.get(entry.name)
+        if known is not None and known.verified_at == entry.verified_at:
+            return known
+        labels = np.asarray(read_output(self.state.folder.verified / entry.name))
+        made = examples_of(entry.path, labels, predictor, self.options, len(self.classes))
+        image = VerifiedImage(entry.name, tuple(made), entry.verified_at or 0, bool(np.any(labels > 0)))
+        self._images[entry.name] = image
+        return image
+
+    def _keep(self, result: FineTuneResult) -> DecoderRecord | None:
+        """An accepted decoder saved as the next ``decoders/NNN`` (numbered past every folder there)."""
+        from ..modeling.decoder_files import save_decoder
+
+        if not result.accepted:
+            return None
+        decoders = self.state.folder.decoders
+        numbers = [int(p.name) for p in decoders.glob("[0-9]*") if p.name.isdigit()]
+        relative = f"decoders/{max(numbers, default=0) + 1:03d}"
+        save_decoder(result, self.state.folder.root / relative, durable=True)
+        images = (*result.training, *result.held_out)
+        return DecoderRecord(relative, images, result.iou, result.base_iou, tuple(result.held_out), result.threshold)
+
+
+def find_decoder(state: ProjectState, name: str | None) -> DecoderRecord | None:
+    """The record of the decoder ``name`` (``001`` or ``decoders/001``; None: the base model's).
+
+    Raises:
+        ProjectError: the project learnt no such decoder.
+    """
+    if name is None:
+        return None
+    record = state.manifest.record(str(name))
+    if record is None:
+        names = ", ".join(d.name for d in state.manifest.decoders) or "none yet"
+        raise ProjectError(f"{state.folder.root} has no decoder {name!r} (decoders: {names}; or the base model)")
+    return record

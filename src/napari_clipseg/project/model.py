@@ -73,6 +73,10 @@ class ProjectModel:
                 self._tuned = (str(decoder), apply_decoder(model, decoder))
             return self._tuned[1]
 
+    def spec_with(self, decoder: Path | None) -> ModelSpec:
+        """The base model with the decoder in ``decoder`` (what cluster workers load)."""
+        return self.spec.replace(decoder=str(decoder)) if decoder is not None else self.spec
+
     def predictor(self, decoder: Path | None) -> ClipSegPredictor:
         """A predictor of the model with ``decoder`` that reads and fills the project's store."""
         from ..segmentation.predictor import ClipSegPredictor

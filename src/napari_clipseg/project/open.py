@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -13,16 +14,24 @@ from typing import Any
 from ..constants import DECODER_META_NAME, DEFAULT_HUB_ID
 from ..errors import ProjectError, ProjectMismatchError
 from ..io.inputs import find_inputs
+from ..io.records import RECORD_NAME
+from ..paths import is_local_path
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
-from .folder import ProjectFolder, check_names, recover_staging
+from .folder import DamagedManifest, ProjectFolder, check_names, recover_staging
+from .manifest import Manifest
 from .project import Project
+from .reconcile import load_state
+
+logger = logging.getLogger(__name__)
 
 
 def _prompt_list(prompts: Any) -> list[Any]:
-    if isinstance(prompts, str):
-        return split_prompts(prompts)
-    return list(prompts)
+    """The class prompts given (refused when there are none: a project labels at least one class)."""
+    listed = split_prompts(prompts) if isinstance(prompts, str) else list(prompts)
+    if not listed:
+        raise ProjectError("give at least one class prompt (label 1 = the first)")
+    return listed
 
 
 def _describe(prompts: list[Any]) -> list[Any]:
@@ -93,20 +102,57 @@ def _decoders_on_disk(project_folder: ProjectFolder) -> dict[str, Any]:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        relative = meta_path.parent.relative_to(project_folder.root).as_posix()
-        metrics = meta.get("metrics", {})
-        images = meta.get("images", {})
+        metrics, images = meta.get("metrics", {}), meta.get("images", {})
         decoders.append(
             {
-                "folder": relative,
+                "folder": meta_path.parent.relative_to(project_folder.root).as_posix(),
                 "images": [*images.get("training", []), *images.get("held_out", [])],
                 "iou": metrics.get("iou"),
                 "base_iou": metrics.get("base_iou"),
+                "held_out": images.get("held_out", []),
                 "threshold": meta.get("threshold"),
             }
         )
-    last = decoders[-1] if decoders else {}
-    return {"decoders": decoders, "decoder": last.get("folder"), "threshold": last.get("threshold")}
+    return {"decoders": decoders, "decoder": decoders[-1]["folder"] if decoders else None}
+
+
+def _check_rebuild(project_folder: ProjectFolder, classes: list[str], spec: ModelSpec) -> None:
+    """Before a lost or damaged manifest is rebuilt from what was given: the verified labels must
+    have been made for these classes, and the pre-labels by this model (never relabel
+    verified work silently).
+
+    Raises:
+        ProjectMismatchError: naming what differs and how to rebuild it.
+    """
+    from ..io.outputs import output_record
+    from ..io.records import class_names
+
+    def records(folder: Path):
+        for record_path in sorted(folder.glob(f"**/{RECORD_NAME}"))[:1000]:
+            try:
+                yield record_path.parent, output_record(record_path.parent) or {}
+            except Exception:  # noqa: BLE001 - an unreadable record is the state's to say
+                continue
+
+    how = "give the prompts and the model the project was made with to rebuild its manifest"
+    for place, record in records(project_folder.verified):
+        recorded = class_names(record) if record else None
+        if recorded and recorded != classes:
+            raise ProjectMismatchError(
+                f"{project_folder.root}: the verified labels of {place.name} are of {', '.join(recorded)}, "
+                f"not {', '.join(classes)}: {how}"
+            )
+
+    def same(source: str) -> bool:
+        local = is_local_path(source) and is_local_path(spec.source)
+        return source == spec.source or (local and Path(source).resolve() == Path(spec.source).resolve())
+
+    for place, record in records(project_folder.prelabels):
+        source = (record.get("model") or {}).get("source")
+        if isinstance(source, str) and not same(source):
+            raise ProjectMismatchError(
+                f"{project_folder.root}: the pre-label of {place.name} was made by {source}, not {spec.source}: {how}"
+            )
 
 
 def _never_used(project_folder: ProjectFolder, manifest: dict[str, Any]) -> bool:
@@ -177,6 +223,8 @@ def open_project(
     project_folder = ProjectFolder(root)
     new_folder = not root.exists()
     _checked_auto_learn(auto_learn)
+    if prompts is not None:
+        _prompt_list(prompts)  # refused before the folder is made
     if not read_only:
         project_folder.lock()
     try:
@@ -203,47 +251,58 @@ def _open(
     root = project_folder.root
     if not read_only:
         recover_staging(project_folder)  # before the state is read: a recovered image is verified
-    manifest = project_folder.read_manifest()
     given = _prompt_list(prompts) if prompts is not None else None
     spec = ModelSpec.of(model) if model is not None else None
-    offered = images is not None and given is not None
-    if manifest is not None and offered and not read_only and _never_used(project_folder, manifest):
-        manifest = None  # made, then nothing done with it (a first try that failed): take the new settings
-    if manifest is None:
-        if given is None or images is None or read_only:
+    offered = images is not None and given is not None and not read_only
+    try:
+        data = project_folder.read_manifest()
+    except DamagedManifest as e:
+        if not offered:
+            raise
+        logger.warning("ignoring the damaged %s (%s): rebuilding it from the folder and what was given", e.path, e.why)
+        data = None
+    if data is not None and offered and _never_used(project_folder, data):
+        data = None  # made, then nothing done with it (a first try that failed): take the new settings
+    if data is None:
+        if not offered:
             raise ProjectError(f"{root} is not a napari-clipseg project: give images and prompts to create one")
         spec = (spec or ModelSpec(DEFAULT_HUB_ID)).absolute()  # the same model from any working folder
-        manifest = {
+        _check_rebuild(project_folder, [p if isinstance(p, str) else p.label for p in given], spec)
+        data = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "images": [],
             "prompts": _describe(given),
             "model": spec.to_dict(),
             "options": (options or SegmentOptions()).to_dict(),
-            "skipped": [],
             **_decoders_on_disk(project_folder),
         }
-    _check_same(root, "prompts", manifest["prompts"], _describe(given) if given is not None else None)
-    was = ModelSpec.from_dict(manifest["model"]).absolute()
-    if spec is not None:
-        spec = spec.absolute()  # ./model/, a symbolic link to it, or its absolute path: one model
-        same_weights = was.replace(device=spec.device, precision=spec.precision)
-        if spec != same_weights:  # other weights; another device or precision is this machine's choice
-            differences = "; ".join(same_weights.differences(spec))
-            raise ProjectMismatchError(
-                f"{root} was made with another model ({differences}): use another project folder"
-            )
-        was = spec
-    _check_same(root, "options", manifest["options"], options.to_dict() if options is not None else None)
-    prompt_objects = _prompts_from(manifest["prompts"])
+    _check_same(root, "prompts", data["prompts"], _describe(given) if given is not None else None)
+    was = _same_model(root, ModelSpec.from_dict(data["model"]).absolute(), spec)
+    _check_same(root, "options", data["options"], options.to_dict() if options is not None else None)
+    prompt_objects = _prompts_from(data["prompts"])
     check_distinct([p if isinstance(p, str) else p.label for p in prompt_objects])
-    manifest["images"] = _images(images, root, manifest)
-    check_names([entry["name"] for entry in manifest["images"]], str(root))
+    data["images"] = _images(images, root, data)
+    check_names([entry["name"] for entry in data["images"]], str(root))
     if store_bytes is not None:
         from ..learning.feature_store import check_budget
 
-        manifest["store_bytes"] = check_budget(store_bytes)
-    options = SegmentOptions.from_dict(manifest["options"])
-    project = Project(project_folder, manifest, prompt_objects, was, options, read_only=read_only, compute=compute)
-    if not read_only:
-        project._save()  # the reconciled state, in this version's schema
-    return project
+        data["store_bytes"] = check_budget(store_bytes)
+    loaded = load_state(project_folder, data, Manifest.from_dict(data), read_only=read_only)
+    options = SegmentOptions.from_dict(data["options"])
+    return Project(loaded.state, prompt_objects, was, options, compute=compute, repairs=loaded.repairs)
+
+
+def _same_model(root: Path, was: ModelSpec, spec: ModelSpec | None) -> ModelSpec:
+    """The project's model, on the device and at the precision asked for (this machine's choice).
+
+    Raises:
+        ProjectMismatchError: ``spec`` names other weights than the project was made with.
+    """
+    if spec is None:
+        return was
+    spec = spec.absolute()  # ./model/, a symbolic link to it, or its absolute path: one model
+    same_weights = was.replace(device=spec.device, precision=spec.precision)
+    if spec != same_weights:
+        differences = "; ".join(same_weights.differences(spec))
+        raise ProjectMismatchError(f"{root} was made with another model ({differences}): use another project folder")
+    return spec

@@ -4,94 +4,168 @@ New images come first (file order), then pre-labels another decoder made (stale 
 most in need of review first, so the top of the queue is fresh soonest. Each chunk of
 :data:`CHUNK` images is one call of the dataset machinery
 (:func:`~napari_clipseg.datasets.api.iter_segment_dataset`); between chunks the image on screen is
-left out again and the state is saved every few seconds, so a long re-prediction never replaces
-what an annotator is looking at, and a kill loses only bookkeeping (the files stay; the state is
-reconciled from them at the next open).
+left out again. Pre-labels are written into ``.staging/incoming/`` and each is swapped into
+``prelabels/<name>`` under the state's lock when it is taken in, never while it is the image on
+screen (:attr:`Prelabeller.on_screen`, set under the same lock when an image is chosen), so a
+re-prediction never replaces what an annotator is looking at, and a pre-label is read whole
+(:mod:`.snapshot`). Labels are written at the threshold of the decoder that makes them (the one
+shown and scored). A full
+disk stops the job at once (every later image would fail the same way); every failed image is
+named with its reason (:meth:`Prelabeller.failed`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import threading
 import time
+import uuid
 from collections.abc import Generator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import swap_in_folder
+from ..io.inputs import InputFile
+from ..segmentation.options import SegmentOptions
 from ..segmentation.results import Progress, relay
+from .model import ProjectModel
+from .reconcile import DAMAGE, prelabelled
+from .state import ProjectState
 
 if TYPE_CHECKING:
     from ..datasets.report import BatchReport, Row
+    from ..datasets.settings import ComputeSettings
 
 #: Images pre-labelled per call of the dataset machinery.
 CHUNK = 8
-#: Seconds between two saves of the manifest while pre-labelling (it holds every image's entry;
-#: the folder stays the truth in between, and a kill is reconciled at the next open).
-SAVE_EVERY = 5.0
+#: What a failed row says when the disk was full.
+FULL_DISK = os.strerror(errno.ENOSPC)
 
 
-def to_prelabel(project: Any, names: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
-    """New images in file order, then pre-labels another decoder made, most in need of review first."""
-    wanted = set(project.names if names is None else names) - set(exclude)
-    current = project.decoder.name if project.decoder is not None else None
-    new, stale = [], []
-    for name in project.names:
-        entry = project.entry(name)
-        if name not in wanted or entry.state in ("verified", "skipped") or entry.missing:
-            continue
-        if entry.state == "new":
-            new.append(name)
-        elif entry.decoder != current:
-            stale.append((-(entry.score or 0.0), name))
-    return new + [name for _, name in sorted(stale)]
+class Prelabeller:
+    """Pre-labels a project's images with its model (see the module docstring).
 
+    Attributes:
+        on_screen: The image an annotator has on screen: re-predictions leave it alone.
+    """
 
-def iter_prelabel(
-    project: Any, names: Sequence[str] | None, exclude: Sequence[str]
-) -> Generator[Progress, None, BatchReport | None]:
-    """Pre-label what :func:`to_prelabel` says, here in chunks or on the project's cluster."""
-    from ..datasets.report import BatchReport
+    def __init__(
+        self,
+        state: ProjectState,
+        model: ProjectModel,
+        prompts: list[Any],
+        options: SegmentOptions,
+        compute: ComputeSettings | None,
+        stop: threading.Event,
+    ) -> None:
+        self.state, self.model, self.prompts, self.options = state, model, prompts, options
+        self.compute, self.stop = compute, stop
+        self.on_screen: str | None = None
+        self._failed: dict[str, str] = {}
 
-    started = time.perf_counter()
-    todo = to_prelabel(project, names, exclude)
-    if not todo:
-        return None
-    rows: list[Row] = []
-    if project.compute is not None and project.compute.on_cluster:
-        spec = project.current_spec()
-        if spec.precision == "auto":  # chosen here, once: workers timing alone could choose another and redo all
-            spec = spec.replace(precision=project.model.base().info.precision)
-        rows = yield from _part(project, todo, spec, 0, len(todo))
-    else:
-        predictor = project.model.predictor(project.decoder)  # one text embedding for every chunk
-        for start in range(0, len(todo), CHUNK):
-            chunk = [n for n in todo[start : start + CHUNK] if n != project.on_screen and n not in exclude]
-            if chunk:
-                rows += yield from _part(project, chunk, predictor, start, len(todo))
-    project._save()
-    report = BatchReport(rows, project.folder.prelabels, time.perf_counter() - started)
-    report.write()
-    yield Progress(len(todo), len(todo), "done")  # the whole job, also when the image on screen was left out
-    return report
+    def failed(self) -> dict[str, str]:
+        """Images whose pre-labelling failed in this session, with why (they stay new)."""
+        return dict(self._failed)
 
+    def todo(self, names: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
+        """New images in file order, then pre-labels another decoder made, most in need of review first."""
+        wanted = set(self.state.names if names is None else names) - set(exclude)
+        current = self.state.decoder
+        new, stale = [], []
+        for entry in self.state.entries():
+            if entry.name not in wanted or entry.state in ("verified", "skipped") or entry.missing:
+                continue
+            if entry.state == "new":
+                new.append(entry.name)
+            elif entry.decoder != current:
+                stale.append((-(entry.score or 0.0), entry.name))
+        return new + [name for _, name in sorted(stale)]
 
-def _part(project: Any, names: list[str], model: Any, done: int, total: int) -> Generator[Progress, None, list[Row]]:
-    from ..datasets.api import iter_segment_dataset
+    def iter_prelabel(
+        self, names: Sequence[str] | None, exclude: Sequence[str]
+    ) -> Generator[Progress, None, BatchReport | None]:
+        """Pre-label what :meth:`todo` says, here in chunks or on the project's cluster."""
+        from ..datasets.report import BatchReport
 
-    items = [project.item(name) for name in names]
-    output = {"probabilities": True, "file_format": "npy"}
-    events = iter_segment_dataset(
-        items,
-        project.prompts,
-        project.folder.prelabels,
-        model=model,
-        options=project.options,
-        compute=project.compute,
-        **output,
-    )
+        started = time.perf_counter()
+        todo = self.todo(names, exclude)
+        if not todo:
+            return None
+        shutil.rmtree(self.incoming, ignore_errors=True)  # what a killed job left: made again
+        rows: list[Row] = []
+        if self.compute is not None and self.compute.on_cluster:
+            spec = self.model.spec_with(self.state.decoder_path)
+            if spec.precision == "auto":  # chosen here, once: workers timing alone could choose another and redo all
+                spec = spec.replace(precision=self.model.base().info.precision)
+            rows = yield from self._part(todo, spec, 0, len(todo))
+        else:
+            predictor = self.model.predictor(self.state.decoder_path)  # one text embedding for every chunk
+            for start in range(0, len(todo), CHUNK):
+                chunk = [n for n in todo[start : start + CHUNK] if n != self.on_screen and n not in exclude]
+                if chunk:
+                    rows += yield from self._part(chunk, predictor, start, len(todo))
+                if any(FULL_DISK in row.error for row in rows):
+                    break  # every later image would fail the same way
+        self.state.save()
+        report = BatchReport(rows, self.state.folder.prelabels, time.perf_counter() - started)
+        report.write()
+        yield Progress(len(todo), len(todo), "done")  # the whole job, also when the image on screen was left out
+        return report
 
-    def overall(event: Progress) -> Progress:
-        return Progress(done + min(event.step, len(names)), total, event.stage)
+    def _part(self, names: list[str], model: Any, done: int, total: int) -> Generator[Progress, None, list[Row]]:
+        from ..datasets.api import iter_segment_dataset
 
-    report = yield from relay(events, overall)
-    for row in report.rows:
-        project._prelabelled(row)
-    project._save(every=SAVE_EVERY)
-    return report.rows
+        items = [InputFile(Path(self.state.entry(n).path), n) for n in names]
+        options = self.options.replace(threshold=self.state.threshold_of(self.state.decoder))
+        events = iter_segment_dataset(
+            items,
+            self.prompts,
+            self.incoming,
+            model=model,
+            options=options,
+            compute=self.compute,
+            probabilities=True,
+            file_format="npy",
+        )
+
+        def overall(event: Progress) -> Progress:
+            return Progress(done + min(event.step, len(names)), total, event.stage)
+
+        report = yield from relay(events, overall)
+        for row in report.rows:
+            self._take(row)
+        return report.rows
+
+    @property
+    def incoming(self) -> Path:
+        """Where pre-labels are written before they are taken in."""
+        return self.state.folder.staging / "incoming"
+
+    def choose(self, name: str | None) -> None:
+        """``name`` is on screen now (chosen under the state's lock: no pre-label of it is swapped in after)."""
+        with self.state.lock:
+            self.on_screen = name
+
+    def _take(self, row: Row) -> None:
+        """Take one pre-labelled image (a report row) into the state: its folder swapped in,
+        unless the annotator got there first (verified, skipped, or on screen)."""
+        if row.status == "failed":
+            self._failed[row.name] = row.error or "failed"
+            return
+        self._failed.pop(row.name, None)
+        staged, target = self.incoming / row.name, self.state.folder.prelabels / row.name
+        with self.state.lock:
+            entry = self.state.entry(row.name)
+            taken = entry.state in ("verified", "skipped") or (row.name == self.on_screen and entry.state != "new")
+            if taken or not staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
+            swap_in_folder(staged, target, self.state.folder.staging / f"old-prelabel-{uuid.uuid4().hex}")
+            try:
+                self.state.take_prelabel(prelabelled(self.state, entry))
+            except DAMAGE as e:  # written, then damaged or replaced under us: made again next time
+                self._failed[row.name] = f"its pre-label cannot be read ({e})"
+                self.state.forget_prelabel(row.name)

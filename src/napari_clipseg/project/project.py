@@ -1,22 +1,27 @@
 """The annotation loop on a folder of images: pre-label, review in the queue's order, verify, learn.
 
-:func:`open_project` creates a project or reopens it (the same folder, the same prompts and model);
-:class:`Project` is the loop engine over three small parts: the state (:mod:`.state`, an index
-in memory of what the folder holds, so a click never reads every record), the model
-(:mod:`.model`: the base weights loaded once, the current decoder, one store of taps) and the
-Learn (:mod:`.learn`: bounded in time, warm-started, kept only when better). Pre-labelling is
-the dataset machinery (:func:`~napari_clipseg.datasets.api.iter_segment_dataset`, so a dask
-cluster works too), its taps kept in the project's store, so re-predicting after a Learn runs the
-decoder alone. The ``iter_*`` methods are generators of
-:class:`~napari_clipseg.segmentation.results.Progress` for GUIs; the plain ones run them to the end.
+:func:`~.open.open_project` creates a project or reopens it; :class:`Project` is a facade over the
+loop's parts, each a small object built with the narrow collaborators it needs:
+
+- :class:`~.state.ProjectState`: the typed manifest and one entry per image, and the only writer
+  of both (its transactions, each persisted under its lock);
+- :class:`~.sources.Sources`: the image files, pinned, followed, dropped;
+- :class:`~.queue.ReviewQueue`: the order of review;
+- :class:`~.prelabel.Prelabeller`: pre-labelling and re-predicting (the dataset machinery, so a
+  dask cluster works too; taps kept in the project's store, so re-predicting is the decoder alone);
+- :class:`~.snapshot.ShownPrelabels` and :class:`~.verify.Verifier`: what the annotator saw, and
+  their labels stored against it;
+- :class:`~.learn.Learner`: the Learn, bounded in time, kept only when better;
+- :class:`~.model.ProjectModel`: the base weights loaded once, the current decoder over them.
+
+The ``iter_*`` methods are generators of :class:`~napari_clipseg.segmentation.results.Progress`
+for GUIs; the plain ones run them to the end.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,112 +30,93 @@ import numpy as np
 
 from ..errors import ProjectError
 from ..io.inputs import InputFile
-from ..io.outputs import output_record, read_output
+from ..io.outputs import read_output
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions
-from ..segmentation.postprocess import labels_from_probabilities
 from ..segmentation.results import Progress, run
-from .folder import ProjectFolder
-from .learn import Learner
+from .learn import Learner, find_decoder
+from .manifest import Threshold
 from .model import ProjectModel
-from .score import review_score
-from .sources import check_images, drop, still_there
-from .state import ImageEntry, ProjectState, ShownPrelabel, Threshold, load_state, prelabelled
+from .prelabel import Prelabeller
+from .queue import ReviewQueue
+from .snapshot import DamagedPrelabel, ShownPrelabels, read_snapshot
+from .sources import Sources
+from .state import ImageEntry, ProjectState
+from .verify import Verifier
 
 if TYPE_CHECKING:
-    from ..datasets.report import BatchReport, Row
+    from ..datasets.report import BatchReport
     from ..datasets.settings import ComputeSettings
     from ..learning.feature_store import StoreStats
+    from .folder import ProjectFolder
     from .learn import LearnOutcome
 
-#: Pre-labels remembered as shown (what ``verify`` diffs against), most recent last.
-SHOWN = 8
 
-
-class Project:
-    """An annotation project (see the module docstring); made by :func:`open_project`.
+class ProjectView:
+    """What an annotation project holds, read (:class:`Project` adds the loop's actions).
 
     Attributes:
-        folder: Where its state lives.
-        prompts: The class prompts (label ``i`` is ``prompts[i - 1]``).
-        spec: The base model; the current learnt decoder is applied over it.
-        options: How images are segmented.
+        folder, prompts, spec, options: Where its state lives; the class prompts (label ``i`` is
+            ``prompts[i - 1]``); the base model; how images are segmented.
         read_only: Opened without the lock: reading works, changing raises ProjectError.
-        auto_learn: Learn after every this many verified images (0: only when asked). In Python
-            the Learn (and the re-prediction after it) runs in :meth:`next`; the dock runs it in
-            the background.
-        on_screen: The image an annotator has on screen: re-predictions leave it alone.
+        auto_learn: Learn after every this many verified images (0: only when asked); in Python
+            in :meth:`next`, in the dock in the background.
         stop: Set it from another thread to cancel the running pre-labelling or learning.
         last_learn: The :class:`~.learn.LearnOutcome` of the last Learn (None before one).
+        repairs: What a read-only opening found to repair and left as it was, in words.
     """
 
     def __init__(
         self,
-        folder: ProjectFolder,
-        manifest: dict[str, Any],
+        state: ProjectState,
         prompts: list[Any],
         spec: ModelSpec,
         options: SegmentOptions,
         *,
-        read_only: bool = False,
         compute: ComputeSettings | None = None,
+        repairs: Sequence[str] = (),
     ) -> None:
-        self.folder, self.prompts, self.spec, self.options = folder, prompts, spec, options
-        self.read_only, self.compute, self.auto_learn = read_only, compute, 0
-        self.stop = threading.Event()
-        self.on_screen: str | None = None
+        self._state, self.prompts, self.spec, self.options = state, prompts, spec, options
+        self.folder: ProjectFolder = state.folder
+        self.read_only, self.auto_learn, self.stop = state.read_only, 0, threading.Event()
         self.last_learn: LearnOutcome | None = None
-        self._lock = threading.RLock()  # the dock verifies while a worker re-predicts
-        self._state: ProjectState = ProjectState(manifest)
-        self._state = load_state(folder, manifest, self._score_of)
-        self.model = ProjectModel(spec, folder.features, manifest.get("store_bytes"), self.stop)
-        self._shown: OrderedDict[str, ShownPrelabel] = OrderedDict()
-        self._failed: dict[str, str] = {}
-        self._saved = 0.0  # when the manifest was last written (time.monotonic)
-        self._learner = Learner(int(manifest.get("learnt_at") or 0))
-        #: What was found at open about images that changed, moved or went missing, in words.
-        self.notices: list[str] = check_images(self)
+        self.repairs = list(repairs)
+        self.model = ProjectModel(spec, self.folder.features, state.manifest.store_bytes, self.stop)
+        self.sources = Sources(state)
+        self.review = ReviewQueue(state)
+        self.prelabeller = Prelabeller(state, self.model, prompts, options, compute, self.stop)
+        self.shown = ShownPrelabels()
+        self.verifier = Verifier(state, self.sources, self.shown, self.prelabels, self.classes, options)
+        self.learner = Learner(state, self.model, self.sources, prompts, options, self.stop)
+        self.sources.check_all()
 
     # --- what the project holds -----------------------------------------------------------------
 
-    @property
-    def classes(self) -> list[str]:
-        return [p if isinstance(p, str) else p.label for p in self.prompts]
-
-    @property
-    def names(self) -> list[str]:
-        return self._state.names
-
-    @property
-    def items(self) -> list[InputFile]:
-        """The images, in file order (each with its ``name``)."""
-        return [InputFile(Path(e.path), e.name) for e in self._state.entries.values()]
+    classes = property(lambda self: [p if isinstance(p, str) else p.label for p in self.prompts])
+    names = property(lambda self: self._state.names, doc="The images' names, in file order.")
+    items = property(lambda self: [InputFile(Path(e.path), e.name) for e in self._state.entries()])
+    notices = property(lambda self: self.sources.notices, doc="What was found about images that changed, in words.")
+    compute = property(lambda self: self.prelabeller.compute)
+    on_screen = property(
+        lambda self: self.prelabeller.on_screen,
+        lambda self, name: self.prelabeller.choose(name),
+        doc="The image an annotator has on screen: re-predictions leave it alone from the moment it is set.",
+    )
+    decoder = property(
+        lambda self: self._state.decoder_path, doc="The folder of the decoder in use (None: the base's)."
+    )
+    decoders = property(lambda self: [d.to_dict() for d in self._state.manifest.decoders], doc="Every decoder learnt.")
+    learn_due = property(lambda self: not self.read_only and self.learner.due(self.auto_learn))
 
     @property
     def threshold(self) -> Threshold:
-        """The threshold pre-labels are shown at (one, or one per class): the current decoder's
-        choice, else the options'."""
-        chosen = self._state.threshold
-        value = chosen if chosen is not None else self.options.threshold
-        return tuple(float(t) for t in value) if isinstance(value, tuple | list) else float(value)
-
-    @property
-    def decoder(self) -> Path | None:
-        """The folder of the decoder in use (None: the base model's own)."""
-        current = self._state.manifest.get("decoder")
-        return self.folder.root / current if current else None
-
-    @property
-    def decoders(self) -> list[dict[str, Any]]:
-        """Every decoder learnt, oldest first: folder, images learnt from, held-out IoU, threshold."""
-        return [dict(d) for d in self._state.manifest.get("decoders", [])]
+        """The threshold of the decoder in use (one, or one per class)."""
+        return self._state.threshold_of(self._state.decoder)
 
     def item(self, name: str) -> InputFile:
-        entry = self._state.entry(name)
-        return InputFile(Path(entry.path), entry.name)
+        return InputFile(Path(self._state.entry(name).path), name)
 
     def entry(self, name: str) -> ImageEntry:
-        """The state of one image (frozen; see :class:`~.state.ImageEntry`)."""
         return self._state.entry(name)
 
     def state(self, name: str) -> str:
@@ -138,241 +124,53 @@ class Project:
         return self._state.entry(name).state
 
     def status(self) -> dict[str, int]:
-        """How many images are in each state."""
         return self._state.status()
 
     def missing(self) -> list[str]:
-        """Images whose file is gone (removed, renamed, moved): they wait, left out of the queue,
-        learning and export, until their folder is given again or they are dropped (:meth:`drop`)."""
+        """Images whose file is gone: they wait until found again or dropped (:meth:`drop`)."""
         return self._state.missing()
 
     def failed(self) -> dict[str, str]:
-        """Images whose pre-labelling failed in this session, with why (they stay new)."""
-        return dict(self._failed)
+        return self.prelabeller.failed()
 
     def store_stats(self) -> StoreStats:
-        """What the project's feature store holds (entries, bytes, budget)."""
         from ..learning.feature_store import DEFAULT_STORE_BYTES, StoreStats, folder_usage
 
         if self.model.loaded:
             return self.model.store().stats()
         entries, size = folder_usage(self.folder.features)
-        return StoreStats(entries, size, self._state.manifest.get("store_bytes") or DEFAULT_STORE_BYTES, 0, 0)
+        return StoreStats(entries, size, self._state.manifest.store_bytes or DEFAULT_STORE_BYTES, 0, 0)
 
     def queue(self) -> list[tuple[str, float]]:
-        """Pre-labelled images still to review, most in need of review first, with their scores
-        (the expected share of pixels to change: :mod:`.score`)."""
-        scored = [(e.name, self._known_score(e)) for e in self._state.in_state("pre-labelled")]
-        return sorted(scored, key=lambda pair: -pair[1])
+        """Pre-labelled images still to review, most in need first, with their scores (:mod:`.score`)."""
+        return self.review.scores()
 
-    def score(self, name: str, *, remember: bool = True) -> float:  # remember: kept for older callers
-        """The review score of a pre-labelled image (kept with its state)."""
-        return self._known_score(self._state.entry(name))
-
-    # --- the loop -------------------------------------------------------------------------------
-
-    def next(self, after: str | None = None) -> str | None:
-        """The next image to review: the top of the queue; None when every image is verified or
-        skipped. New images are pre-labelled first, and a Learn that :attr:`auto_learn` says is
-        due runs first (then the waiting images are re-predicted). ``after`` (the one on screen)
-        is left out."""
-        if not self.read_only:
-            if self.learn_due:
-                self.learn()
-            if any(e.name not in self._failed for e in self._state.in_state("new")):
-                self.prelabel()
-        return self.top(after)
+    def score(self, name: str) -> float:
+        return self.review.score_of(self._state.entry(name))
 
     def top(self, after: str | None = None) -> str | None:
-        """The top of the queue other than ``after``, now (no pre-labelling, no Learn: a pass in memory)."""
-        best, best_score = None, -1.0
-        for entry in self._state.in_state("pre-labelled"):
-            score = self._known_score(entry)
-            if entry.name != after and score > best_score:
-                best, best_score = entry.name, score
-        return best
+        return self.review.top(after)
 
-    def prelabels(self, name: str) -> np.ndarray:
-        """The current pre-labels of ``name`` at :attr:`threshold`: ``(Y, X)`` or ``(Z, Y, X)``,
-        0 = background. They are remembered as shown: :meth:`verify` counts the changes against
-        them even if a re-prediction replaces them meanwhile."""
-        probabilities = self.probabilities(name)
-        with self._lock:
-            entry = self._state.entry(name)
-            labels = labels_from_probabilities(probabilities, self.threshold, min_size=self.options.min_size)
-            model = (output_record(self.folder.prelabels / name) or {}).get("model")  # weights hash, decoder
-            self._shown[name] = ShownPrelabel(entry.generation, labels, model)
-            self._shown.move_to_end(name)
-            while len(self._shown) > SHOWN:
-                self._shown.popitem(last=False)
-        return labels
-
-    def probabilities(self, name: str) -> np.ndarray:
-        """The pre-label probabilities of ``name``: ``(P, Y, X)`` or ``(P, Z, Y, X)``."""
-        if self._state.entry(name).state == "new":
-            self.prelabel([name])
-            if name in self._failed:
-                raise ProjectError(f"{name} cannot be pre-labelled: {self._failed[name]}")
-        return np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
+    def still_there(self, name: str) -> bool:
+        return self.sources.still_there(name)
 
     def verified_labels(self, name: str) -> np.ndarray:
-        """The labels an annotator verified for ``name``."""
         if self.state(name) != "verified":
             raise ProjectError(f"{name} is not verified yet ({self.state(name)})")
         return np.asarray(read_output(self.folder.verified / name))
 
-    def verify(self, name: str, labels: np.ndarray) -> int:
-        """Store ``labels`` as the verified labels of ``name`` (replacing earlier ones); returns how
-        many pixels differ from the pre-labels the annotator was shown (:meth:`prelabels`; made
-        first when it has none), and records the model that made those.
-
-        Raises:
-            ProjectError: read-only, or labels that do not fit the image or the classes.
-        """
-        from .verify import verify
-
-        self._writable()
-        return verify(self, name, labels)
-
-    def still_there(self, name: str) -> bool:
-        """Whether the image file of ``name`` still holds the pixels its labels were made on (one
-        ``stat``); if not, it is settled now (:mod:`.sources`: re-queued, or waiting as missing),
-        said in :attr:`notices`, and False."""
-        return still_there(self, name)
-
-    def drop(self, name: str) -> None:
-        """Take ``name`` out of the project for good: its pre-label removed, its verified labels (if
-        any) kept in ``outdated/``, and never added again when its folder is searched anew.
-
-        Raises:
-            ProjectError: read-only; KeyError: no such image.
-        """
-        self._writable()
-        drop(self, name)
-
-    def skip(self, name: str) -> None:
-        """Leave ``name`` out of the queue (and of learning and export) until it is verified."""
-        self._writable()
-        with self._lock:
-            entry = self._state.entry(name)
-            if entry.state != "verified":
-                self._state.put(entry.replace(state="skipped", skipped=True))
-            self._save()
-
-    def iter_prelabel(
-        self, names: Sequence[str] | None = None, *, exclude: Sequence[str] = ()
-    ) -> Generator[Progress, None, BatchReport | None]:
-        """Pre-label what needs it: new images, and those whose pre-label another decoder made
-        (stale after a Learn: the top of the queue first), or only ``names``; never verified or
-        skipped ones, those in ``exclude`` or :attr:`on_screen`. Taps come from the project's
-        store when pre-labelling encoded them before (re-predicting is the decoder alone)."""
-        from .prelabel import iter_prelabel
-
-        self._writable()
-        self.stop.clear()  # a new job: an earlier Cancel is done
-        return (yield from iter_prelabel(self, names, exclude))
-
-    def prelabel(self, names: Sequence[str] | None = None, *, exclude: Sequence[str] = ()) -> BatchReport | None:
-        """Run :meth:`iter_prelabel` to its end."""
-        return run(self.iter_prelabel(names, exclude=exclude))
-
-    @property
-    def learn_due(self) -> bool:
-        """Whether :attr:`auto_learn` asks for a Learn now (enough images verified since the last)."""
-        return not self.read_only and self._learner.due(list(self._state.in_state("verified")), self.auto_learn)
-
-    def iter_learn(self, **settings: Any) -> Generator[Progress, None, LearnOutcome]:
-        """Learn from the verified images (:mod:`.learn`): warm-started from the current decoder,
-        ``steps`` optimiser steps (settings: :class:`~napari_clipseg.learning.finetune.FineTuneSettings`
-        fields; ``epochs=E`` asks for ``E`` passes instead), kept only when better than the current
-        decoder on the newest verified images (``force=True``: kept anyway). A refused Learn keeps
-        the current decoder and says so in its outcome; it raises nothing.
-
-        Raises:
-            ProjectError: fewer than two verified images, or example (visual) prompts.
-        """
-        self._writable()
-        self.stop.clear()
-        outcome = yield from self._learner.iter_learn(self, settings)
-        self.last_learn = outcome
-        return outcome
-
-    def learn(self, *, repredict: bool = True, **settings: Any) -> float:
-        """Learn (:meth:`iter_learn`), then re-predict the waiting images when the decoder changed;
-        returns the held-out IoU of the decoder in use (:attr:`last_learn` says what happened)."""
-        outcome = run(self.iter_learn(**settings))
-        if repredict and outcome.accepted:
-            self.prelabel()
-        return float(outcome.iou if outcome.accepted else outcome.current_iou)
-
-    def use_decoder(self, name: str | None) -> None:
-        """Go back (or forward) to a decoder this project learnt: ``"001"`` (or ``"decoders/001"``),
-        or None for the base model's; its threshold comes with it. The waiting images are then
-        stale: :meth:`prelabel` re-predicts them (the decoder alone).
-
-        Raises:
-            ProjectError: read-only, or no such decoder.
-        """
-        from .learn import use_decoder
-
-        self._writable()
-        use_decoder(self, name)
-
-    def export(
-        self, out: str | os.PathLike, *, coco: bool = False, instances: bool = False, overwrite: bool = False
-    ) -> Path:
-        """Write the verified images as a training set (:func:`~napari_clipseg.project.export.export_project`)."""
+    def export(self, out: str | os.PathLike, **options: Any) -> Path:
+        """Write the verified set as training data (:func:`~.export.export_project`)."""
         from .export import export_project
 
-        return export_project(self, out, coco=coco, instances=instances, overwrite=overwrite)
-
-    # --- the model ------------------------------------------------------------------------------
+        return export_project(self, out, **options)
 
     def current_spec(self) -> ModelSpec:
-        """The base model with the current learnt decoder (what cluster workers load)."""
-        return self.spec.replace(decoder=str(self.decoder)) if self.decoder is not None else self.spec
-
-    # --- helpers --------------------------------------------------------------------------------
-
-    def _score_of(self, name: str) -> dict[str, Any]:
-        """The review score of the pre-label on disk, at the current threshold."""
-        threshold = self.threshold
-        probabilities = np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
-        return {"score": review_score(probabilities, threshold), "score_threshold": threshold}
-
-    def _prelabelled(self, row: Row) -> None:
-        """Take one pre-labelled image (a report row) into the state."""
-        with self._lock:
-            entry = self._state.entry(row.name)
-            if row.status == "failed":
-                self._failed[row.name] = row.error or "failed"
-                return
-            self._failed.pop(row.name, None)
-            if entry.state in ("verified", "skipped"):  # verified meanwhile (the dock): nothing to take
-                return
-            self._state.put(prelabelled(self.folder, entry, self._score_of))
-
-    def _known_score(self, entry: ImageEntry) -> float:
-        if entry.score is None and entry.state == "pre-labelled":
-            with self._lock:
-                entry = entry.replace(**self._score_of(entry.name))
-                self._state.put(entry)
-        return float(entry.score or 0.0)
-
-    def _writable(self) -> None:
-        if self.read_only:
-            raise ProjectError(f"{self.folder.root} is open read-only here: nothing can be changed")
-
-    def _save(self, every: float = 0.0) -> None:
-        """Write the manifest (``every``: only when the last write is that many seconds old)."""
-        now = time.monotonic()
-        if not self.read_only and now - self._saved >= every:
-            with self._lock:
-                self.folder.write_manifest(self._state.to_manifest())
-            self._saved = now
+        return self.model.spec_with(self.decoder)
 
     def close(self) -> None:
-        """Give the folder back (another window or process may open it then)."""
+        """Give the folder back (another window or process may open it then), its state saved."""
+        self._state.save()
         self.model.forget()
         self.folder.unlock()
 
@@ -385,3 +183,92 @@ class Project:
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {state}" for state, n in self.status().items() if n)
         return f"Project({str(self.folder.root)!r}: {len(self.names)} images, {counts})"
+
+
+class Project(ProjectView):
+    """An annotation project (see the module docstring and :class:`ProjectView`); made by
+    :func:`~.open.open_project`."""
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def next(self, after: str | None = None) -> str | None:
+        """The top of the queue other than ``after``, after a Learn that is due and the new images'
+        pre-labels; None when every image is verified or skipped."""
+        if not self.read_only:
+            if self.learn_due:
+                self.learn()
+            if any(e.name not in self.failed() for e in self._state.in_state("new")):
+                self.prelabel()
+        return self.top(after)
+
+    def prelabels(self, name: str) -> np.ndarray:
+        """The pre-labels of ``name`` at its decoder's threshold, remembered as shown (what
+        :meth:`verify` counts changes against); a damaged one is made again."""
+        self._prelabelled_now(name)
+        try:
+            snapshot = read_snapshot(self._state, name, self.options.min_size)
+        except DamagedPrelabel as e:
+            if self.read_only:
+                raise ProjectError(f"{e}: open the project for writing to make it again") from None
+            self._state.forget_prelabel(name)
+            self._prelabelled_now(name)
+            snapshot = read_snapshot(self._state, name, self.options.min_size)
+        self.shown.remember(snapshot)
+        return snapshot.labels
+
+    def probabilities(self, name: str) -> np.ndarray:
+        self._prelabelled_now(name)
+        return np.asarray(read_output(self.folder.prelabels / name, "probabilities"))
+
+    def verify(self, name: str, labels: np.ndarray) -> int:
+        """Store ``labels`` as verified; returns the pixels changed against the pre-label shown."""
+        self._writable()
+        return self.verifier.verify(name, labels)
+
+    def drop(self, name: str) -> None:
+        self._writable()
+        self.sources.drop(name)
+        self.shown.forget(name)
+
+    def skip(self, name: str) -> None:
+        self._writable()
+        self._state.skip(name)
+
+    def iter_prelabel(
+        self, names: Sequence[str] | None = None, *, exclude: Sequence[str] = ()
+    ) -> Generator[Progress, None, BatchReport | None]:
+        self._writable()
+        self.stop.clear()  # a new job: an earlier Cancel is done
+        return (yield from self.prelabeller.iter_prelabel(names, exclude))
+
+    def prelabel(self, names: Sequence[str] | None = None, *, exclude: Sequence[str] = ()) -> BatchReport | None:
+        return run(self.iter_prelabel(names, exclude=exclude))
+
+    def iter_learn(self, **settings: Any) -> Generator[Progress, None, LearnOutcome]:
+        """A Learn (:mod:`.learn`); a refusal is an outcome. Raises ProjectError when it cannot run."""
+        self._writable()
+        self.stop.clear()
+        self.last_learn = yield from self.learner.iter_learn(settings)
+        return self.last_learn
+
+    def learn(self, *, repredict: bool = True, **settings: Any) -> float:
+        """Learn, then re-predict when the decoder changed; the held-out IoU of the decoder in use."""
+        outcome = run(self.iter_learn(**settings))
+        if repredict and outcome.accepted:
+            self.prelabel()
+        return float(outcome.iou if outcome.accepted else outcome.current_iou)
+
+    def use_decoder(self, name: str | None) -> None:
+        """Use the decoder ``name`` (``001``; None: the base model's); re-predict with :meth:`prelabel`."""
+        self._writable()
+        self._state.use_decoder(find_decoder(self._state, name))
+
+    def _prelabelled_now(self, name: str) -> None:
+        if self._state.entry(name).state == "new":
+            self.prelabel([name])
+            if name in self.failed():
+                raise ProjectError(f"{name} cannot be pre-labelled: {self.failed()[name]}")
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ProjectError(f"{self.folder.root} is open read-only here: nothing can be changed")

@@ -1,37 +1,34 @@
-"""A project's state in memory: the manifest's fields and one frozen entry per image.
+"""A project's state: the typed manifest and one frozen entry per image, with the only writer of both.
 
 The folder is the truth (:mod:`.folder`); this is its index, so that no click reads every record.
-:func:`load_state` builds it once, at open, from ``project.json`` and the folder: an image is
-*verified* when ``verified/<name>/`` holds its record, *pre-labelled* when ``prelabels/<name>/``
-does, *skipped* when the manifest says so, *new* otherwise. What the manifest remembers about a
-pre-label (generation, the decoder that made it, its review score) is trusted only while the
-record's modification time is the one it saw; a record written since (by a process that was
-killed before it saved the manifest) is read again. After that, only the writes that change the
-state change it: :meth:`ProjectState.put` replaces one entry and keeps the counts, so
-``status()``, ``queue()`` and ``next()`` cost a pass over entries in memory, never a file.
+:func:`load_state` (:mod:`.reconcile`) builds it once, at open. After that, only
+:class:`ProjectState`'s transactions change it (take a pre-label, commit a verify, commit a Learn,
+use a decoder, skip, drop, settle an image's file), each under the state's lock and persisted
+(``project.json``, written atomically and flushed) before it returns; taking pre-labels in, one per
+image of a long pre-labelling job, is persisted every few seconds instead (the folder stays the
+truth in between). A read-only state persists nothing and changes no file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import logging
 import os
 import shutil
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..io.records import RECORD_NAME
 from .folder import STATES, ProjectFolder
-from .sources import Pin, pin, relative_to
+from .manifest import DecoderRecord, Manifest, Threshold
+from .pins import Pin
 
-logger = logging.getLogger(__name__)
-
-Threshold = float | tuple[float, ...]
+#: Seconds between two writes of the manifest while pre-labels are taken in.
+SAVE_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,14 +40,14 @@ class ImageEntry:
         path: The image file (or zarr folder).
         state: One of :data:`~.folder.STATES`.
         skipped: Left out by the annotator (until it is verified).
-        generation: How many pre-labels were made for it in this project (0: none yet); a
-            re-prediction makes a new generation.
+        generation: How many pre-labels were taken in for it (0: none yet); a re-prediction makes
+            a new generation.
         decoder: The name of the project decoder that made its current pre-label (None: the base's).
-        score: Its review score (:mod:`.score`) at ``score_threshold``; None when not scored yet.
-        score_threshold: The threshold the score was computed at.
-        stamp: Modification time (ns) of the pre-label's record when the entry was made.
+        score: Its review score (:mod:`.score`), at the threshold of ``decoder``; None when unknown.
+        prelabel_stamp: Modification time (ns) of its pre-label's record when it was taken in.
+        verified_at: Modification time (ns) of its verified record (verified images).
         changed: Pixels the annotator changed (verified images).
-        source: What the image file held when its first pre-label was taken in (:mod:`.sources`).
+        source: What the image file held when its first pre-label was taken in (:mod:`.pins`).
         relative: Its path relative to the project folder (found there when both moved together).
         missing: Its file is gone (this session): left out of the queue, learning and export.
     """
@@ -62,8 +59,8 @@ class ImageEntry:
     generation: int = 0
     decoder: str | None = None
     score: float | None = None
-    score_threshold: Threshold | None = None
-    stamp: int | None = None
+    prelabel_stamp: int | None = None
+    verified_at: int | None = None
     changed: int | None = None
     source: Pin | None = None
     relative: str | None = None
@@ -74,182 +71,237 @@ class ImageEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """What ``project.json`` keeps of it (the state itself is read from the folder)."""
-        out = {"name": self.name, "path": self.path}
         optional = {
             "skipped": self.skipped or None,
             "generation": self.generation or None,
             "decoder": self.decoder,
             "score": self.score,
-            "score_threshold": list(self.score_threshold)
-            if isinstance(self.score_threshold, tuple)
-            else self.score_threshold,
-            "stamp": self.stamp,
+            "prelabel_stamp": self.prelabel_stamp,
+            "verified_at": self.verified_at,
+            "changed": self.changed,
             "source": self.source.to_dict() if self.source is not None else None,
             "relative": self.relative,
         }
-        return {**out, **{k: v for k, v in optional.items() if v is not None}}
+        return {"name": self.name, "path": self.path, **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> ImageEntry:
-        threshold = entry.get("score_threshold")
+        number = lambda key: int(entry[key]) if isinstance(entry.get(key), int | float) else None  # noqa: E731
+        stamp = number("prelabel_stamp") if "prelabel_stamp" in entry else number("stamp")  # schema 2's name
         return cls(
             name=str(entry["name"]),
             path=str(entry["path"]),
             skipped=bool(entry.get("skipped", False)),
-            generation=int(entry.get("generation") or 0),
-            decoder=entry.get("decoder"),
-            score=float(entry["score"]) if entry.get("score") is not None else None,
-            score_threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
-            stamp=int(entry["stamp"]) if entry.get("stamp") is not None else None,
+            generation=number("generation") or 0,
+            decoder=entry.get("decoder") if isinstance(entry.get("decoder"), str) else None,
+            score=float(entry["score"]) if isinstance(entry.get("score"), int | float) else None,
+            prelabel_stamp=stamp,
+            verified_at=number("verified_at"),
+            changed=number("changed"),
             source=Pin.from_dict(entry.get("source")),
             relative=entry.get("relative") if isinstance(entry.get("relative"), str) else None,
         )
 
 
-@dataclass(frozen=True)
-class ShownPrelabel:
-    """The pre-label an annotator was given: its generation, labels and the model that made it."""
-
-    generation: int
-    labels: np.ndarray
-    model: dict[str, Any] | None
+#: The fields of an entry that follow its image file (:mod:`.sources`).
+SOURCE_FIELDS = frozenset({"path", "source", "relative", "missing"})
 
 
-@dataclass
-class ProjectState:
-    """The manifest's fields (``manifest``: prompts, model, options, decoders, the current decoder
-    and threshold, ...) and the images' entries, in file order; see the module docstring."""
+class StateView:
+    """The manifest and the images' entries, in file order, as read (:class:`ProjectState` changes them)."""
 
-    manifest: dict[str, Any]
-    entries: dict[str, ImageEntry] = field(default_factory=dict)
-    counts: Counter = field(default_factory=Counter)
+    def __init__(
+        self, folder: ProjectFolder, manifest: Manifest, entries: Iterable[ImageEntry], *, read_only: bool = False
+    ) -> None:
+        from ..segmentation.options import SegmentOptions
 
-    def __post_init__(self) -> None:
-        self.counts = Counter(entry.state for entry in self.entries.values())
+        self.folder, self.read_only = folder, read_only
+        self.lock = threading.RLock()  # the dock verifies while a worker re-predicts
+        self._manifest = manifest
+        self._entries = {entry.name: entry for entry in entries}
+        self._counts = Counter(entry.state for entry in self._entries.values())
+        self._base_threshold = SegmentOptions.from_dict(manifest.options).threshold
+        self._saved = 0.0
+        self._held = 0
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
 
     @property
     def names(self) -> list[str]:
-        return list(self.entries)
+        return list(self._entries)
+
+    def entries(self) -> list[ImageEntry]:
+        return list(self._entries.values())
 
     def entry(self, name: str) -> ImageEntry:
         try:
-            return self.entries[name]
+            return self._entries[name]
         except KeyError:
-            example = ", ".join(list(self.entries)[:3])
+            example = ", ".join(list(self._entries)[:3])
             raise KeyError(f"no image named {name!r} in this project (e.g. {example})") from None
 
-    def put(self, entry: ImageEntry) -> None:
-        """Replace (or add) one entry, keeping the counts."""
-        old = self.entries.get(entry.name)
-        if old is not None:
-            self.counts[old.state] -= 1
-        self.entries[entry.name] = entry
-        self.counts[entry.state] += 1
-
-    def remove(self, name: str) -> ImageEntry:
-        """Take one entry out, keeping the counts."""
-        entry = self.entries.pop(name)
-        self.counts[entry.state] -= 1
-        return entry
-
     def status(self) -> dict[str, int]:
-        return {state: self.counts.get(state, 0) for state in STATES}
+        return {state: self._counts.get(state, 0) for state in STATES}
 
-    def in_state(self, state: str) -> Iterable[ImageEntry]:
+    def in_state(self, state: str) -> Iterator[ImageEntry]:
         """The entries in ``state`` whose image is there (a missing one waits, left out of the loop)."""
-        return (entry for entry in self.entries.values() if entry.state == state and not entry.missing)
+        return (e for e in list(self._entries.values()) if e.state == state and not e.missing)
 
     def missing(self) -> list[str]:
-        return [entry.name for entry in self.entries.values() if entry.missing]
+        return [entry.name for entry in self._entries.values() if entry.missing]
 
     @property
-    def threshold(self) -> Threshold | None:
-        value = self.manifest.get("threshold")
-        return tuple(value) if isinstance(value, list) else value
+    def decoder(self) -> str | None:
+        """The name of the decoder in use (``001``; None: the base model's)."""
+        record = self._manifest.record(self._manifest.decoder)
+        return record.name if record is not None else None
+
+    @property
+    def decoder_path(self) -> Path | None:
+        """The folder of the decoder in use (None: the base model's)."""
+        return self.folder.root / self._manifest.decoder if self._manifest.decoder else None
+
+    def threshold_of(self, decoder: str | None) -> Threshold:
+        """The threshold of the decoder named ``decoder`` (None: the base model's, the options')."""
+        record = self._manifest.record(decoder)
+        chosen = record.threshold if record is not None and record.threshold is not None else self._base_threshold
+        return tuple(float(t) for t in chosen) if isinstance(chosen, tuple | list) else float(chosen)
+
+
+class ProjectState(StateView):
+    """The project's state and the only writer of it: its transactions (module docstring)."""
+
+    # --- transactions ---------------------------------------------------------------------------
+
+    def take_prelabel(self, entry: ImageEntry) -> ImageEntry:
+        """Take in the pre-label on disk: ``entry`` is what :func:`~.reconcile.prelabelled` made of
+        it (its new generation, decoder, record time and score). A verified or skipped image keeps
+        its state (the annotator came first)."""
+        with self.lock:
+            now = self.entry(entry.name)
+            if now.state in ("verified", "skipped"):
+                return now
+            self._put(entry)
+            self.save(every=SAVE_EVERY)
+            return entry
+
+    def rescore(self, name: str, score: float) -> None:
+        """Remember the review score of a pre-label (computed on demand)."""
+        with self.lock:
+            self._put(self.entry(name).replace(score=score))
+
+    def forget_prelabel(self, name: str) -> None:
+        """The pre-label of ``name`` is damaged: its files (the project's own output) are removed
+        and the image is new again (pre-labelled anew when asked for)."""
+        with self.lock:
+            shutil.rmtree(self.folder.prelabels / name, ignore_errors=True)
+            entry = self.entry(name)
+            if entry.state == "pre-labelled":
+                self._put(entry.replace(state="new", prelabel_stamp=None, score=None))
+            self.save()
+
+    def commit_verify(self, name: str, changed: int, verified_at: int) -> ImageEntry:
+        with self.lock:
+            entry = self.entry(name).replace(state="verified", skipped=False, changed=changed, verified_at=verified_at)
+            self._put(entry)
+            self.save()
+            return entry
+
+    def commit_learn(self, learnt_at: int, decoder: DecoderRecord | None) -> None:
+        """A Learn ran until ``learnt_at``; ``decoder`` (an accepted one) is now the one in use."""
+        with self.lock:
+            changes: dict[str, Any] = {"learnt_at": learnt_at}
+            if decoder is not None:
+                changes.update(decoders=(*self._manifest.decoders, decoder), decoder=decoder.folder)
+            self._manifest = self._manifest.replace(**changes)
+            self.save()
+
+    def use_decoder(self, decoder: DecoderRecord | None) -> None:
+        with self.lock:
+            self._manifest = self._manifest.replace(decoder=decoder.folder if decoder is not None else None)
+            self.save()
+
+    def skip(self, name: str) -> None:
+        with self.lock:
+            entry = self.entry(name)
+            if entry.state != "verified":
+                self._put(entry.replace(state="skipped", skipped=True))
+            self.save()
+
+    def drop(self, name: str) -> None:
+        """Take ``name`` out for good (its files are :mod:`.sources`' to move first)."""
+        with self.lock:
+            entry = self._entries.pop(self.entry(name).name)
+            self._counts[entry.state] -= 1
+            if name not in self._manifest.dropped:
+                self._manifest = self._manifest.replace(dropped=(*self._manifest.dropped, name))
+            self.save()
+
+    def settle_source(self, name: str, **changes: Any) -> ImageEntry:
+        """Follow an image's file (:data:`SOURCE_FIELDS`: moved, pinned, gone, found again)."""
+        if not set(changes) <= SOURCE_FIELDS:
+            raise TypeError(f"only {', '.join(sorted(SOURCE_FIELDS))} follow the file; got {', '.join(changes)}")
+        with self.lock:
+            entry = self.entry(name).replace(**changes)
+            self._put(entry)
+            self.save()
+            return entry
+
+    def requeue(self, name: str, source: Pin, relative: str | None) -> None:
+        """The file of ``name`` holds other pixels (its labels are :mod:`.sources`' to move first):
+        back to new (or skipped), pinned to what it holds now."""
+        with self.lock:
+            entry = self.entry(name)
+            state = "skipped" if entry.skipped else "new"
+            self._put(
+                entry.replace(
+                    state=state, source=source, relative=relative, missing=False, prelabel_stamp=None, score=None
+                ).replace(changed=None, verified_at=None)
+            )
+            self.save()
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Persist once, at the end, what the transactions inside change (opening: every image checked)."""
+        with self.lock:
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+                if not self._held:
+                    self.save()
+
+    def save(self, every: float = 0.0) -> None:
+        """Write the manifest (``every``: only when the last write is that many seconds old)."""
+        now = time.monotonic()
+        if self.read_only or self._held or now - self._saved < every:
+            return
+        with self.lock:
+            self.folder.write_manifest(self.to_manifest())
+        self._saved = now
 
     def to_manifest(self) -> dict[str, Any]:
         """The ``project.json`` content (without the schema header)."""
-        manifest = {k: v for k, v in self.manifest.items() if k not in ("images", "skipped", "scores")}
-        return {**manifest, "images": [entry.to_dict() for entry in self.entries.values()]}
+        return {**self._manifest.to_dict(), "images": [entry.to_dict() for entry in self._entries.values()]}
+
+    def _put(self, entry: ImageEntry) -> None:
+        old = self._entries.get(entry.name)
+        if old is not None:
+            self._counts[old.state] -= 1
+        self._entries[entry.name] = entry
+        self._counts[entry.state] += 1
 
 
-def _stamp(path: Path) -> int | None:
+def record_time(path: str | os.PathLike) -> int | None:
+    """Modification time (ns) of a record file; None when there is none."""
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
         return None
-
-
-def prelabel_facts(folder: ProjectFolder, name: str) -> dict[str, Any]:
-    """What the pre-label folder of ``name`` says about its making: the decoder's name (None: the
-    base's) and its record's modification time."""
-    from ..io.outputs import output_record
-
-    record = output_record(folder.prelabels / name) or {}
-    decoder = (record.get("model") or {}).get("decoder") or {}
-    return {"decoder": decoder.get("name"), "stamp": _stamp(folder.prelabels / name / RECORD_NAME)}
-
-
-def prelabelled(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> ImageEntry:
-    """``entry`` with the pre-label on disk taken in: its decoder and record time, a new generation
-    when the record is not the one the entry saw, and its review score (``on_score(name)``)."""
-    facts = prelabel_facts(folder, entry.name)
-    generation = entry.generation + (facts["stamp"] != entry.stamp)
-    entry = entry.replace(state="pre-labelled", generation=generation, **facts)
-    if entry.source is None:  # its first pre-label: pin the pixels it was made from (:mod:`.sources`)
-        entry = entry.replace(source=pin(entry.path), relative=relative_to(entry.path, folder.root))
-    return entry.replace(**on_score(entry.name))
-
-
-def reconcile(folder: ProjectFolder, entry: ImageEntry, on_score: Any) -> ImageEntry:
-    """The entry as the folder has it now (see the module docstring); ``on_score(name)`` scores a
-    pre-label whose score is unknown or stale."""
-    if _stamp(folder.verified / entry.name / RECORD_NAME) is not None:
-        return entry.replace(state="verified", skipped=False)
-    if entry.skipped:
-        return entry.replace(state="skipped")
-    stamp = _stamp(folder.prelabels / entry.name / RECORD_NAME)
-    if stamp is None:
-        return entry.replace(state="new", stamp=None, score=None)
-    entry = entry.replace(state="pre-labelled")
-    if stamp != entry.stamp or entry.score is None:
-        try:
-            entry = prelabelled(folder, entry, on_score)
-        except Exception as e:  # noqa: BLE001 - a damaged pre-label (the project's own output) is made again
-            logger.warning("the pre-label of %s cannot be read (%s): it is made again", entry.name, e)
-            shutil.rmtree(folder.prelabels / entry.name, ignore_errors=True)
-            return entry.replace(state="new", stamp=None, score=None)
-    return entry
-
-
-def load_state(folder: ProjectFolder, manifest: dict[str, Any], on_score: Any) -> ProjectState:
-    """The state of the project in ``folder`` from its manifest (new or read; schema 1 or 2)."""
-    skipped = set(manifest.get("skipped", []))  # schema 1 kept skipped names in a list
-    entries = {}
-    for raw in manifest.get("images", []):
-        entry = ImageEntry.from_dict(raw)
-        if entry.name in skipped:
-            entry = entry.replace(skipped=True)
-        entries[entry.name] = reconcile(folder, entry, on_score)
-    return ProjectState(manifest, entries)
-
-
-def checked_labels(name: str, labels: Any, shape: tuple[int, ...], classes: list[str]) -> np.ndarray:
-    """An annotator's labels for ``name`` as stored (uint8, or uint16 past 255 classes).
-
-    Raises:
-        ProjectError: not integers, values outside ``0..len(classes)``, or another shape than ``shape``.
-    """
-    from ..errors import ProjectError
-
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "biu":
-        raise ProjectError(f"{name}: labels must be integers (0 = background); got {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() > len(classes)):
-        raise ProjectError(
-            f"{name}: label values must lie in 0..{len(classes)} ({', '.join(classes)}); "
-            f"got {labels.min()}..{labels.max()}"
-        )
-    if tuple(labels.shape) != tuple(shape):
-        raise ProjectError(f"{name}: labels of shape {labels.shape} do not fit the image ({shape})")
-    return labels.astype(np.uint8 if len(classes) < 256 else np.uint16)

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from ..learning.finetune import Example, example_from_features
+from ..learning.core import Example, example_from_features
 from ..segmentation.options import SegmentOptions
 
 
 def examples_of(
     path: str | os.PathLike, labels: np.ndarray, predictor: Any, options: SegmentOptions, n_classes: int
 ) -> list[Example]:
-    """One :class:`~napari_clipseg.learning.finetune.Example` per plane of the image at ``path``."""
+    """One :class:`~napari_clipseg.learning.core.Example` per plane of the image at ``path``."""
     from ..datasets.steps import input_options
     from ..io.inputs import open_image
     from ..segmentation.pipeline import plan_planes
