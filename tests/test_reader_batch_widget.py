@@ -3,6 +3,8 @@ dock's "Pre-label a folder" run in the worker with progress and cancel."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 import napari_clipseg as ncs
@@ -74,8 +76,17 @@ def test_cancel_a_folder_run_keeps_finished_images(widget, tmp_path, dialogs, me
     dialogs.folders += [str(folder), str(tmp_path / "out")]
     widget._folder_btn.native.click()
     qtbot.waitUntil(lambda: len(list((tmp_path / "out").glob("*/clipseg.json"))) >= 1, timeout=TIMEOUT)
-    widget.cancel()
+    # Hold the image tower until the Cancel is pressed, so that no machine finishes the folder first.
+    release = threading.Event()
+    blocks = widget._runner.predictor.model.towers.visual.transformer.resblocks
+    hooks = [block.register_forward_hook(lambda *_: release.wait(TIMEOUT / 1000)) for block in blocks]
+    try:
+        widget.cancel()
+    finally:
+        release.set()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+    for hook in hooks:
+        hook.remove()
     assert "images finished before keep their pre-labels" in messages[-1][1]
     done = list((tmp_path / "out").glob("*/clipseg.json"))
     assert 1 <= len(done) < 30 and not list((tmp_path / "out").glob("*/labels.tif.*"))
