@@ -147,3 +147,25 @@ def test_probabilities_against_an_alpha_matte(tmp_path, tiny_model):
 
     probability = np.asarray(read_output(tmp_path / "out" / "img", "probabilities"))[0]
     assert report.images[0] == pytest.approx({"image": "img", **matting_errors(probability, alpha)})
+
+
+def test_boundary_iou_and_object_corrections_by_hand():
+    from napari_clipseg.evaluation.effort import boundary_iou, object_corrections, objects
+
+    truth = np.zeros((20, 40), int)
+    truth[2:10, 2:10], truth[2:10, 10:18], truth[12:18, 25:35] = 1, 2, 3  # two touching objects and one apart
+    merged = np.zeros_like(truth)
+    merged[2:10, 2:18], merged[15:19, 0:3] = 1, 2  # the touching pair as one, the third missed, one spurious
+    found = object_corrections(merged, truth)
+    assert (found.add, found.delete, found.split, found.merge) == (1, 1, 1, 0) and found.cost == 10 + 1 + 5
+    halves = truth.copy()
+    halves[12:18, 30:35] = 4  # the third object in two pieces
+    assert object_corrections(halves, truth).to_dict() == {"add": 0, "delete": 0, "split": 0, "merge": 1, "cost": 5}
+    assert object_corrections(truth, truth).cost == 0
+    assert object_corrections(objects(truth > 0), truth).split == 1  # a perfect class mask of touching objects
+    square = np.zeros((12, 12), int)
+    square[2:10, 2:10] = 1
+    ragged = square.copy()
+    ragged[2, 2:10:2] = 0  # an edge repainted here and there: a small change in IoU, a large one at the edge
+    assert boundary_iou(square, square, 1) == 1.0
+    assert boundary_iou(ragged, square, 1) < class_scores(ragged, square, 1)["iou"]

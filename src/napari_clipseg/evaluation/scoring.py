@@ -20,7 +20,8 @@ import numpy as np
 
 from ..io.inputs import named_entries
 from ..io.records import RECORD_NAME, class_names, object_table, read_record
-from .metrics import SEMANTIC_KEYS, changed_fraction, class_scores, coco_ap, instance_ap, matting_errors, summarise
+from .effort import effort
+from .metrics import SEMANTIC_KEYS, class_scores, coco_ap, instance_ap, matting_errors, summarise
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def _pair(name: str, prediction: Side, truth: Side, truth_kind: str | None = Non
     summary = {
         "image": name,
         **summarise(rows, SEMANTIC_KEYS),
-        "changed_fraction": changed_fraction(p_labels, t_labels),
+        **effort(p_labels, t_labels, corrected_instances=truth.instances),
     }
     if prediction.instances is not None and truth.instances is not None:
         summary.update(
