@@ -175,8 +175,20 @@ def test_written_files_get_ordinary_permissions(tmp_path):
         (["batch", "missing/", "-p", "x", "--out", "out", "-m", "demo"], "missing"),
         (["segment", "--sample", "cell", "-p", "x", "-o", "o.tif", "-m", "someone/uncached"], "HF_HUB_OFFLINE=1"),
         (["finetune", "--images", "i", "--masks", "m", "--out", "d", "-m", "./demo/modle"], "does not exist"),
+        (
+            ["finetune", "--images", "i", "--masks", "m", "--out", "d", "-m", "demo", "--max-steps", "0"],
+            "max_steps must",
+        ),
     ],
-    ids=["threshold", "model-typo", "missing-image", "missing-input", "hub-offline", "finetune-model-typo"],
+    ids=[
+        "threshold",
+        "model-typo",
+        "missing-image",
+        "missing-input",
+        "hub-offline",
+        "finetune-model-typo",
+        "finetune-steps",
+    ],
 )
 def test_argument_and_path_errors_come_before_torch_is_imported(tmp_path, argv, message):
     """A typo costs a second: every argument and named path is checked before torch (and the

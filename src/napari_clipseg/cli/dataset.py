@@ -82,6 +82,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=defaults.patience,
         help=f"stop after this many epochs without improvement (default {defaults.patience})",
     )
+    ft.add_argument(
+        "--max-steps",
+        type=int,
+        default=defaults.max_steps,
+        help=f"at most this many optimiser steps, whatever the number of images (default {defaults.max_steps})",
+    )
     ft.add_argument("--holdout", type=float, default=0.25, help="share of images held out to check (default 0.25)")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--ignore-value", type=int, help="label value of pixels nobody looked at (left out)")
@@ -208,6 +214,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         settings = FineTuneSettings(
             epochs=args.epochs,
             patience=args.patience,
+            max_steps=args.max_steps,
             holdout=args.holdout,
             seed=args.seed,
             ignore_value=args.ignore_value,

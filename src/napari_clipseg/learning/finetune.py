@@ -169,7 +169,7 @@ def iter_finetune(
             data,
             conditionals,
             settings,
-            Epochs(settings.epochs, settings.patience),
+            Epochs(settings.epochs, settings.patience, settings.max_steps),
             threshold=settings.threshold,
             stop=predictor.stop,
             describe=(list(classes), base_identity(predictor.model)),

@@ -20,6 +20,9 @@ class FineTuneSettings:
     batch_size: int = 4
     #: Optimiser steps of a bounded Learn (the annotation project's; ``epochs`` there asks for passes instead).
     steps: int = 48
+    #: At most this many optimiser steps in fine-tuning from files (its passes stop there too), so
+    #: its time is bounded whatever the number of images, as a project's Learn is.
+    max_steps: int = 240
     #: Largest gradient norm (steadies the first steps from a decoder that never saw these images).
     clip_norm: float = 1.0
     holdout: float = 0.25
@@ -32,7 +35,13 @@ class FineTuneSettings:
     force: bool = False
 
     def __post_init__(self) -> None:
-        check_positive(epochs=self.epochs, patience=self.patience, batch_size=self.batch_size, steps=self.steps)
+        check_positive(
+            epochs=self.epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            steps=self.steps,
+            max_steps=self.max_steps,
+        )
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"holdout must lie in (0, 1); got {self.holdout}")
         if self.learning_rate <= 0:

@@ -40,10 +40,12 @@ MAX_HELD_OUT = 4
 
 @dataclass(frozen=True)
 class Epochs:
-    """Passes over the training examples, stopping after ``patience`` passes without a better held-out IoU."""
+    """Passes over the training examples, stopping after ``patience`` passes without a better
+    held-out IoU, or when ``max_steps`` optimiser steps are taken (a bound in time)."""
 
     epochs: int
     patience: int
+    max_steps: int
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,15 @@ def _by_epochs(
     when no pass beat the start: the outcome then says refused, unless forced)."""
     examples = [ex for ex, _ in data.pool]
     size = settings.batch_size
-    optimiser = Optimiser(candidate, settings, schedule.epochs * -(-len(examples) // size))
+    planned = min(schedule.epochs * -(-len(examples) // size), schedule.max_steps)
+    epochs = -(-planned // -(-len(examples) // size))
+    optimiser = Optimiser(candidate, settings, planned)
     best_iou, best_epoch, best_state, history = base_iou, 0, None, []
     order_rng = np.random.default_rng(settings.seed)
-    for epoch in range(1, schedule.epochs + 1):
+    for epoch in range(1, epochs + 1):
         order = [examples[j] for j in order_rng.permutation(len(examples))]
-        losses = [optimiser.step(order[i : i + size], conditionals, stop) for i in range(0, len(order), size)]
+        starts = range(0, len(order), size)
+        losses = [optimiser.step(order[i : i + size], conditionals, stop) for i in starts if optimiser.done < planned]
         loss = float(np.mean(losses))
         iou = held_out_iou(candidate, data.held_out, conditionals, threshold)
         history.append({"epoch": epoch, "loss": loss, "iou": iou})
@@ -243,7 +248,7 @@ def _by_epochs(
             f"epoch {epoch}: loss {loss:.3f} {sparkline([h['loss'] for h in history])}, "
             f"held-out IoU {iou:.3f} {sparkline(ious, 0, 1)}"
         )
-        yield TrainingProgress(epoch, schedule.epochs, stage, loss, iou)
+        yield TrainingProgress(epoch, epochs, stage, loss, iou)
         if epoch - best_epoch >= schedule.patience:
             break
     if best_state is not None:
