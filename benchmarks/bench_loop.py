@@ -79,10 +79,16 @@ def _rank_correlation(project, truth: dict, waiting: list[str]) -> float | None:
     return None if np.isnan(rho) else float(rho)
 
 
-def run_strategy(images: Path, truth: dict, model: ncs.ModelSpec, strategy: str, k: int) -> dict:
-    """Verify every image once, as its ground truth, in the queue's order; learn as ``strategy`` says."""
+def run_strategy(
+    images: Path, truth: dict, model: ncs.ModelSpec, strategy: str, k: int, ids: dict | None = None
+) -> dict:
+    """Verify every image once, as its ground truth, in the queue's order; learn as ``strategy``
+    says. Counts the annotator's work on each pre-label shown: changed pixels, boundary IoU and
+    object corrections (against the truth's instance ids, ``ids``, when it has them)."""
+    from napari_clipseg.evaluation.effort import effort
+
     started, cpu = time.perf_counter(), time.process_time()
-    changed, steps = 0, []
+    changed, steps, objects_cost, bands = 0, [], 0.0, []
     every = {"a_base": 0, "b_every_k": k, "c_auto_learn": 1}[strategy]
     with tempfile.TemporaryDirectory() as folder:
         prompt = "nucleus" if "nuclei" in images.name else "disc"
@@ -106,10 +112,15 @@ def run_strategy(images: Path, truth: dict, model: ncs.ModelSpec, strategy: str,
                         "rank_correlation": _rank_correlation(project, truth, waiting),
                     }
                 )
+            worked = effort(project.prelabels(name), truth[name][1], corrected_instances=(ids or {}).get(name))
+            objects_cost += worked["objects_cost"]
+            bands.append(worked["boundary_iou"])
             changed += project.verify(name, truth[name][1])
         project.close()
     return {
         "changed_pixels": int(changed),
+        "object_cost": objects_cost,
+        "boundary_iou": float(np.nanmean(bands)),
         "cpu_s": time.process_time() - cpu,
         "wall_s": time.perf_counter() - started,
         "base_rank_correlation": base_rho,
@@ -117,7 +128,7 @@ def run_strategy(images: Path, truth: dict, model: ncs.ModelSpec, strategy: str,
     }
 
 
-def bench_dataset(name: str, data: dict, model: ncs.ModelSpec, k: int) -> dict:
+def bench_dataset(name: str, data: dict, model: ncs.ModelSpec, k: int, ids: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / name
         images.mkdir()
@@ -125,12 +136,18 @@ def bench_dataset(name: str, data: dict, model: ncs.ModelSpec, k: int) -> dict:
             np.save(images / f"{image_name}.npy", image)
         results = {}
         for strategy in ("a_base", "b_every_k", "c_auto_learn"):
-            results[strategy] = run_strategy(images, data, model, strategy, k)
+            results[strategy] = run_strategy(images, data, model, strategy, k, ids)
             done = results[strategy]
-            print(f"{name} {strategy}: {done['changed_pixels']} px, {done['cpu_s']:.0f} s CPU", flush=True)
+            print(
+                f"{name} {strategy}: {done['changed_pixels']} px, object cost {done['object_cost']:.0f}, "
+                f"boundary IoU {done['boundary_iou']:.3f}, {done['cpu_s']:.0f} s CPU",
+                flush=True,
+            )
     base = max(results["a_base"]["changed_pixels"], 1)
+    base_objects = max(results["a_base"]["object_cost"], 1)
     for result in results.values():
         result["share_of_base"] = result["changed_pixels"] / base
+        result["object_cost_share_of_base"] = result["object_cost"] / base_objects
         rhos = [s["rank_correlation"] for s in result["learn_steps"] if s["rank_correlation"] is not None]
         result["mean_rank_correlation_after_learn"] = float(np.mean(rhos)) if rhos else None
     pixels = sum(truth.size for _, truth in data.values())
@@ -163,6 +180,8 @@ def holdout_test(nuclei: dict, model: ncs.ModelSpec, n_train: int) -> dict:
     import tifffile
     from skimage.filters import threshold_otsu
 
+    from napari_clipseg.evaluation.effort import effort
+
     names = sorted(nuclei)
     order = np.random.default_rng(1).permutation(len(names))
     train = [names[i] for i in order[:n_train]]
@@ -189,9 +208,17 @@ def holdout_test(nuclei: dict, model: ncs.ModelSpec, n_train: int) -> dict:
                 otsu = (image > threshold_otsu(image)).astype(np.uint8)
                 for key, predicted in (("otsu", otsu), ("base", base[name]), ("learnt", project.prelabels(name))):
                     iou = class_scores(predicted, truth, 1)["iou"]
-                    rows[key].append((iou, _instance_f1(predicted, ids[name])))
+                    worked = effort(predicted, truth, corrected_instances=ids[name])
+                    scores = (iou, _instance_f1(predicted, ids[name]), worked["boundary_iou"], worked["objects_cost"])
+                    rows[key].append(scores)
     summary = {
-        k: {"iou": float(np.mean([r[0] for r in v])), "f1": float(np.mean([r[1] for r in v]))} for k, v in rows.items()
+        k: {
+            "iou": float(np.mean([r[0] for r in v])),
+            "f1": float(np.mean([r[1] for r in v])),
+            "boundary_iou": float(np.nanmean([r[2] for r in v])),
+            "object_cost": float(np.sum([r[3] for r in v])),
+        }
+        for k, v in rows.items()
     }
     return {"train": train, "test": test, "learns": learns, "scores": summary}
 
@@ -213,8 +240,8 @@ def _nuclei_ids(crop: int = 128) -> dict[str, np.ndarray]:
 def _print(name: str, result: dict) -> None:
     print(f"\n{name}: {result['images']} images, {result['pixels']} pixels, learn every {result['k']}")
     print(
-        f"{'strategy':15s} {'changed px':>11s} {'of (a)':>7s} {'CPU s':>7s} {'Learns (kept)':>13s} {'s/Learn':>8s}"
-        "  remaining IoU after each Learn; rho"
+        f"{'strategy':15s} {'changed px':>11s} {'of (a)':>7s} {'objects':>8s} {'of (a)':>7s} {'edge IoU':>8s} "
+        f"{'CPU s':>7s} {'Learns (kept)':>13s} {'s/Learn':>8s}  remaining IoU after each Learn; rho"
     )
     for strategy, r in result["strategies"].items():
         steps = r["learn_steps"]
@@ -224,7 +251,8 @@ def _print(name: str, result: dict) -> None:
         learns = f"{len(steps)} ({sum(s['kept'] for s in steps)})"
         per = f"{np.mean([s['seconds'] for s in steps]):.1f}" if steps else "-"
         print(
-            f"{strategy:15s} {r['changed_pixels']:11d} {r['share_of_base']:7.2f} {r['cpu_s']:7.0f} {learns:>13s} "
+            f"{strategy:15s} {r['changed_pixels']:11d} {r['share_of_base']:7.2f} {r['object_cost']:8.0f} "
+            f"{r['object_cost_share_of_base']:7.2f} {r['boundary_iou']:8.3f} {r['cpu_s']:7.0f} {learns:>13s} "
             f"{per:>8s}  {ious}; {rho_text}"
         )
 
@@ -251,7 +279,11 @@ def main() -> None:
         nuclei = stardist_nuclei() if "stardist_nuclei" in wanted else None
         if nuclei is not None:
             datasets["stardist_nuclei"] = dict(list(nuclei.items())[: args.images])
-        results = {name: bench_dataset(name, data, model, args.k) for name, data in datasets.items()}
+        ids = _nuclei_ids() if nuclei is not None else {}
+        results = {
+            name: bench_dataset(name, data, model, args.k, ids if name == "stardist_nuclei" else None)
+            for name, data in datasets.items()
+        }
         if args.holdout_test and nuclei is not None:
             results["held_out_test"] = holdout_test(nuclei, model, args.holdout_test)
         chosen = ncs.load_model(source, dtype=args.precision).info.precision
@@ -260,7 +292,10 @@ def main() -> None:
             scores = result["scores"]
             print(f"\nheld-out test: learnt from {len(result['train'])} crops, scored on {len(result['test'])}")
             for key, value in scores.items():
-                print(f"  {key:7s} IoU {value['iou']:.3f}  instance F1 {value['f1']:.3f}")
+                print(
+                    f"  {key:7s} IoU {value['iou']:.3f}  boundary IoU {value['boundary_iou']:.3f}  "
+                    f"instance F1 {value['f1']:.3f}  object cost {value['object_cost']:.0f}"
+                )
             continue
         _print(name, result)
     path = write_results(

@@ -109,12 +109,12 @@ def test_per_class_thresholds_work_in_the_queue_and_next(images, tmp_path, spec)
 def test_a_refused_learn_keeps_the_decoder_and_raises_nothing(project, images):
     _, truth = images
     _verify(project, truth, ["disc0", "disc1", "disc2"])
-    iou = project.learn(steps=1, learning_rate=1e-12)
+    iou = project.learn(steps=1, learning_rate=1e-12, refiner=False)  # the decoder alone: it cannot improve
     outcome = project.last_learn
     assert not outcome.accepted and project.decoder is None and project.decoders == []
     assert iou == pytest.approx(outcome.current_iou) and "stays as it was" in outcome.message
     assert not outcome.repeated
-    project.learn(steps=1, learning_rate=1e-12)
+    project.learn(steps=1, learning_rate=1e-12, refiner=False)
     assert project.last_learn.repeated  # said once: a GUI need not say it again
 
 
@@ -125,7 +125,7 @@ def test_a_learn_replaces_the_decoder_only_when_better_than_the_current_one(proj
     assert project.last_learn.accepted and first > 0.6
     decoder = project.decoder
     project.verify("disc5", truth["disc5"])
-    project.learn(steps=1, learning_rate=1e-12, seed=3)  # cannot be better: it does not change
+    project.learn(steps=1, learning_rate=1e-12, seed=3, refiner=False)  # cannot be better: it does not change
     assert project.decoder == decoder and len(project.decoders) == 1
     assert project.last_learn.current_iou == pytest.approx(project.last_learn.iou, abs=1e-6)
 
@@ -212,7 +212,7 @@ def test_the_cli_lists_the_decoders_and_goes_back_to_one(images, tmp_path, tiny_
     with ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=ncs.ModelSpec(str(tiny_model_dir))) as p:
         _verify(p, truth, ["disc0", "disc1", "disc2"])
         for seed in (0, 1):
-            ncs.run(p.iter_learn(steps=5, force=True, seed=seed))
+            ncs.run(p.iter_learn(steps=5, force=True, seed=seed, refiner=False))
         assert p.decoder.name == "002"
     capsys.readouterr()
     assert main(["project", "decoder", str(tmp_path / "p")]) == 0

@@ -58,7 +58,7 @@ def test_a_prelabel_is_shown_written_and_recorded_at_its_decoders_threshold(proj
     project.prelabel()
     for name in ("disc0", "disc1"):
         project.verify(name, truth[name])
-    project.learn(repredict=False, force=True, learning_rate=TINY_LEARNING_RATE)
+    project.learn(repredict=False, force=True, learning_rate=TINY_LEARNING_RATE, refiner=False)
     assert project.threshold == 0.9 and project.entry("disc2").decoder is None  # stale: the base made it
     probabilities = project.probabilities("disc2")
     np.testing.assert_array_equal(project.prelabels("disc2"), labels_from_probabilities(probabilities, 0.4))

@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="keep the new decoder even if it is not better than the current one"
     )
     learn.add_argument("--no-repredict", action="store_true", help="only learn; re-predict later")
+    learn.add_argument(
+        "--no-refiner", action="store_true", help="learn the decoder alone (no pixel refiner at the image's pixels)"
+    )
     add_device_options(learn)
     decoder = actions.add_parser("decoder", help="list the decoders learnt, or go back to one (then re-predict)")
     decoder.add_argument("folder", type=Path)
@@ -189,6 +192,7 @@ def _learn(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1; got {value}")
     settings = {k: v for k, v in {"steps": args.steps, "epochs": args.epochs}.items() if v is not None}
+    settings["refiner"] = not args.no_refiner
     with open_project(None, _existing(args.folder), model=_own_model(args)) as project:
         outcome = drive(project.iter_learn(force=args.force, **settings), quiet=False)
         print(f"{PROG}: {outcome.message} ({outcome.seconds:.1f} s)", file=sys.stderr)
@@ -209,7 +213,10 @@ def _decoder(args: argparse.Namespace) -> int:
             name = Path(entry["folder"]).name
             iou, before = entry.get("iou"), entry.get("base_iou")
             scores = f"held-out IoU {before:.3f} -> {iou:.3f}" if iou is not None and before is not None else ""
-            print(f"{'*' if name == current else ' '} {name:9s} {len(entry.get('images', []))} images, {scores}")
+            what = "decoder + pixel refiner" if entry.get("refiner") else "decoder"
+            print(
+                f"{'*' if name == current else ' '} {name:9s} {what}, {len(entry.get('images', []))} images, {scores}"
+            )
         return 0
     with open_project(None, _existing(args.folder), model=_own_model(args)) as project:
         try:

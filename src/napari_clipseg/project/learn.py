@@ -37,6 +37,7 @@ from .state import ImageEntry, ProjectState
 if TYPE_CHECKING:  # torch is imported by the first Learn, not by opening a project
     from ..learning.core import Example
     from ..learning.train import FineTuneResult
+    from .refine import PixelLearner, PixelOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -46,23 +47,35 @@ NEW_WEIGHT = 3.0
 
 @dataclass(frozen=True)
 class LearnOutcome:
-    """What a Learn did: the training core's ``result`` (accepted or refused), the decoder in use
-    after it (``decoders/NNN``; None: the base's) and its threshold, and whether the Learn before
-    it was refused too (``repeated``: say it once, not every time)."""
+    """What a Learn did: the training core's ``result`` (the decoder, accepted or refused), what the
+    pixel refiner found (``pixels``; None when none was learnt), whether a new decoder version was
+    kept (``accepted``), the decoder in use after it (``decoders/NNN``; None: the base's) and its
+    threshold, and whether the Learn before it was refused too (``repeated``: say it once)."""
 
     result: FineTuneResult
+    accepted: bool
     decoder: str | None
     threshold: Threshold
+    pixels: PixelOutcome | None = None
     repeated: bool = False
 
-    accepted = property(lambda self: self.result.accepted)
-    iou = property(lambda self: self.result.iou)
-    current_iou = property(lambda self: self.result.base_iou, doc="The held-out IoU of the decoder it started from.")
+    iou = property(lambda self: self.pixels.refined_iou if self._refined else self.result.iou)
+    current_iou = property(lambda self: self.pixels.current_iou if self._refined else self.result.base_iou)
     training = property(lambda self: tuple(self.result.training))
     held_out = property(lambda self: tuple(self.result.held_out))
     steps = property(lambda self: self.result.steps)
     seconds = property(lambda self: self.result.seconds)
-    message = property(lambda self: self.result.message)
+    _refined = property(lambda self: self.pixels is not None and self.pixels.kept and self.accepted)
+
+    @property
+    def message(self) -> str:
+        if not self._refined:
+            return self.result.message
+        images = len(self.training) + len(self.held_out)
+        return (
+            f"Learnt from {images} verified images: decoder + pixel refiner: held-out IoU {self.current_iou:.2f} -> "
+            f"{self.iou:.2f} on the {len(self.held_out)} newest (the decoder alone {self.pixels.plain_iou:.2f})."
+        )
 
 
 @dataclass(frozen=True)
@@ -76,22 +89,24 @@ class VerifiedImage:
     labelled: bool
 
 
-def learn_settings(settings: dict[str, Any]) -> tuple[FineTuneSettings, int | None]:
-    """The settings of a Learn (:class:`FineTuneSettings` fields, or ``epochs``), checked before
-    any model work; returns them and the passes asked for (None: ``steps``).
+def learn_settings(settings: dict[str, Any]) -> tuple[FineTuneSettings, int | None, bool]:
+    """The settings of a Learn (:class:`FineTuneSettings` fields, ``epochs``, ``refiner``), checked
+    before any model work; returns them, the passes asked for (None: ``steps``) and whether a
+    pixel refiner is learnt too (:mod:`.refine`; on unless ``refiner=False``).
 
     Raises:
         TypeError: an unknown setting; ValueError: a count below 1.
     """
     settings = dict(settings)
     epochs = settings.pop("epochs", None)
-    known = {f.name for f in dataclasses.fields(FineTuneSettings)} | {"epochs"}
+    refiner = bool(settings.pop("refiner", True))
+    known = {f.name for f in dataclasses.fields(FineTuneSettings)} | {"epochs", "refiner"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise TypeError(f"unknown Learn setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
     if epochs is not None:
         check_positive(epochs=epochs)
-    return dataclasses.replace(FineTuneSettings(augment=False), **settings), epochs
+    return dataclasses.replace(FineTuneSettings(augment=False), **settings), epochs, refiner
 
 
 class Learner:
@@ -106,9 +121,10 @@ class Learner:
         prompts: list[Any],
         options: SegmentOptions,
         stop: threading.Event,
+        pixels: PixelLearner,
     ) -> None:
         self.state, self.model, self.sources, self.prompts = state, model, sources, prompts
-        self.options, self.stop = options, stop
+        self.options, self.stop, self.pixels = options, stop, pixels
         self.refusals = 0
         self._images: dict[str, VerifiedImage] = {}
 
@@ -127,7 +143,7 @@ class Learner:
         from ..learning.train import Steps, TrainingSet, iter_train, split_newest
         from ..modeling.decoder_files import base_identity
 
-        chosen, epochs = learn_settings(settings)
+        chosen, epochs, with_refiner = learn_settings(settings)
         if not all(isinstance(p, str) for p in self.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
         verified = [e for e in self.state.in_state("verified") if self.sources.still_there(e.name)]
@@ -148,14 +164,24 @@ class Learner:
             predictor.embed_prompts(self.classes).clone(),
             chosen,
             Steps(steps),
-            threshold=self.state.threshold_of(self.state.decoder),
+            threshold=self.state.decoder_threshold(self.state.decoder),
             stop=self.stop,
             describe=(self.classes, base_identity(predictor.model)),
         )
-        self.state.commit_learn(max(v.verified_at for v in images), self._keep(result))
-        self.refusals = 0 if result.accepted else self.refusals + 1
-        current = self.state.decoder
-        return LearnOutcome(result, self.state.manifest.decoder, self.state.threshold_of(current), self.refusals >= 2)
+        pixels = None
+        if with_refiner:
+            yield Progress(0, 1, "learning the pixel refiner")
+            current = self.state.decoder_threshold(self.state.decoder)
+            pairs = [[(v.name, self.state.entry(v.name).path) for v in part] for part in (train, held)]
+            decoder_state = result.state if result.accepted else None
+            threshold = result.threshold if result.accepted else current
+            pixels = self.pixels.learn(decoder_state, self.state.decoder_path, *pairs, threshold, current)
+        record = self._keep(result, pixels, predictor.model.decoder)
+        self.state.commit_learn(max(v.verified_at for v in images), record)
+        self.refusals = 0 if record is not None else self.refusals + 1
+        threshold = self.state.threshold_of(self.state.decoder)
+        decoder = self.state.manifest.decoder
+        return LearnOutcome(result, record is not None, decoder, threshold, pixels, self.refusals >= 2)
 
     def _read(self, verified: list[ImageEntry], predictor: Any) -> Generator[Progress, None, list[VerifiedImage]]:
         """The verified images that can be read (a damaged one is left out, said); refused when
@@ -191,18 +217,27 @@ class Learner:
         self._images[entry.name] = image
         return image
 
-    def _keep(self, result: FineTuneResult) -> DecoderRecord | None:
-        """An accepted decoder saved as the next ``decoders/NNN`` (numbered past every folder there)."""
+    def _keep(self, result: FineTuneResult, pixels: PixelOutcome | None, current: Any) -> DecoderRecord | None:
+        """A new decoder version (the decoder learnt if it was accepted, else the one in use, with
+        the refiner if it was kept) saved as the next ``decoders/NNN``, when it is better."""
         from ..modeling.decoder_files import save_decoder
 
-        if not result.accepted:
+        kept = pixels is not None and pixels.kept
+        better_pixels = kept and pixels.refined_iou > pixels.current_iou
+        if not (result.accepted or better_pixels):
             return None
-        decoders = self.state.folder.decoders
-        numbers = [int(p.name) for p in decoders.glob("[0-9]*") if p.name.isdigit()]
+        if not result.accepted:  # the decoder in use, now with a refiner
+            state = {k: v.detach().clone() for k, v in current.state_dict().items()}
+            own = self.state.decoder_threshold(self.state.decoder)
+            result = dataclasses.replace(result, state=state, accepted=True, iou=result.base_iou, threshold=own)
+        numbers = [int(p.name) for p in self.state.folder.decoders.glob("[0-9]*") if p.name.isdigit()]
         relative = f"decoders/{max(numbers, default=0) + 1:03d}"
         save_decoder(result, self.state.folder.root / relative, durable=True)
-        images = (*result.training, *result.held_out)
-        return DecoderRecord(relative, images, result.iou, result.base_iou, tuple(result.held_out), result.threshold)
+        if kept:
+            pixels.refiner.save(self.state.folder.root / relative)
+        images, held = (*result.training, *result.held_out), tuple(result.held_out)
+        ious = (pixels.refined_iou, pixels.current_iou) if kept else (result.iou, result.base_iou)
+        return DecoderRecord(relative, images, *ious, held, result.threshold, kept)
 
 
 def find_decoder(state: ProjectState, name: str | None) -> DecoderRecord | None:

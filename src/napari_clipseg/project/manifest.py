@@ -29,7 +29,8 @@ def _json_threshold(value: Threshold | None) -> Any:
 @dataclass(frozen=True)
 class DecoderRecord:
     """A decoder a project learnt: its folder (``decoders/NNN``), the images it learnt from, its
-    held-out IoU and that of the decoder it replaced, the images held out, and its threshold."""
+    held-out IoU and that of the decoder it replaced, the images held out, its threshold, and
+    whether a pixel refiner is kept with it (then its maps are the refiner's, at 0.5)."""
 
     folder: str
     images: tuple[str, ...] = ()
@@ -37,6 +38,7 @@ class DecoderRecord:
     base_iou: float | None = None
     held_out: tuple[str, ...] = ()
     threshold: Threshold | None = None
+    refiner: bool = False
 
     @property
     def name(self) -> str:
@@ -51,6 +53,7 @@ class DecoderRecord:
             "base_iou": self.base_iou,
             "held_out": list(self.held_out),
             "threshold": _json_threshold(self.threshold),
+            "refiner": self.refiner,
         }
 
     @classmethod
@@ -63,6 +66,7 @@ class DecoderRecord:
             base_iou=number(data.get("base_iou")),
             held_out=tuple(str(n) for n in data.get("held_out") or ()),
             threshold=as_threshold(data.get("threshold")),
+            refiner=bool(data.get("refiner", False)),
         )
 
 

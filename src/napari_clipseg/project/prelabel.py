@@ -32,6 +32,7 @@ from ..segmentation.options import SegmentOptions
 from ..segmentation.results import Progress, relay
 from .model import ProjectModel
 from .reconcile import DAMAGE, prelabelled
+from .refine import refine_folder
 from .state import ProjectState
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class Prelabeller:
         from ..datasets.api import iter_segment_dataset
 
         items = [InputFile(Path(self.state.entry(n).path), n) for n in names]
-        options = self.options.replace(threshold=self.state.threshold_of(self.state.decoder))
+        options = self.options.replace(threshold=self.state.decoder_threshold(self.state.decoder))
         events = iter_segment_dataset(
             items,
             self.prompts,
@@ -134,7 +135,11 @@ class Prelabeller:
             return Progress(done + min(event.step, len(names)), total, event.stage)
 
         report = yield from relay(events, overall)
+        refiner = self.model.refiner(self.state.decoder_path)  # the decoder's pixel refiner, if it has one
         for row in report.rows:
+            if refiner is not None and row.status == "done":
+                yield Progress(done + min(len(names), report.rows.index(row) + 1), total, "refining at the pixels")
+                refine_folder(self.incoming / row.name, refiner, self.state.entry(row.name).path, self.options)
             self._take(row)
         return report.rows
 

@@ -39,6 +39,7 @@ from .manifest import Threshold
 from .model import ProjectModel
 from .prelabel import Prelabeller
 from .queue import ReviewQueue
+from .refine import PixelLearner
 from .snapshot import DamagedPrelabel, ShownPrelabels, read_snapshot
 from .sources import Sources
 from .state import ImageEntry, ProjectState
@@ -87,7 +88,8 @@ class ProjectView:
         self.prelabeller = Prelabeller(state, self.model, prompts, options, compute, self.stop)
         self.shown = ShownPrelabels()
         self.verifier = Verifier(state, self.sources, self.shown, self.prelabels, self.classes, options)
-        self.learner = Learner(state, self.model, self.sources, prompts, options, self.stop)
+        pixels = PixelLearner(self.model, options, self.classes, self.verified_labels, self.stop)
+        self.learner = Learner(state, self.model, self.sources, prompts, options, self.stop, pixels)
         self.sources.check_all()
 
     # --- what the project holds -----------------------------------------------------------------

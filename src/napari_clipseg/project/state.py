@@ -29,6 +29,8 @@ from .pins import Pin
 
 #: Seconds between two writes of the manifest while pre-labels are taken in.
 SAVE_EVERY = 5.0
+#: The threshold of a refined map (:mod:`.refine`).
+REFINED_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,16 @@ class StateView:
         return self.folder.root / self._manifest.decoder if self._manifest.decoder else None
 
     def threshold_of(self, decoder: str | None) -> Threshold:
-        """The threshold of the decoder named ``decoder`` (None: the base model's, the options')."""
+        """The threshold of the pre-labels the decoder named ``decoder`` makes (None: the base
+        model's): its own, or the refiner's when one is kept with it (its maps are the refiner's)."""
+        record = self._manifest.record(decoder)
+        if record is None or not record.refiner:
+            return self.decoder_threshold(decoder)
+        base = self._base_threshold
+        return (REFINED_THRESHOLD,) * len(base) if isinstance(base, tuple | list) else REFINED_THRESHOLD
+
+    def decoder_threshold(self, decoder: str | None) -> Threshold:
+        """The threshold of the decoder's own maps (None: the base model's, the options')."""
         record = self._manifest.record(decoder)
         chosen = record.threshold if record is not None and record.threshold is not None else self._base_threshold
         return tuple(float(t) for t in chosen) if isinstance(chosen, tuple | list) else float(chosen)

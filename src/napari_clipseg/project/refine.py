@@ -1,0 +1,202 @@
+"""The pixel refiner in a project: learnt in each Learn, applied to every pre-label of its decoder.
+
+A Learn (:mod:`.learn`) first trains the decoder; then :class:`PixelLearner` learns a refiner on
+top of the decoder that will be in use (the new one if it was kept, else the current one), from
+the newest :data:`TRAIN_IMAGES` training images' decoder maps at the image's resolution and their
+verified labels. It is kept only when decoder + refiner beats the decoder alone on the held-out
+newest verified images at the image's resolution, and it is stored in the decoder's folder
+(``decoders/NNN/refiner.*``). Pre-labelling refines each new pre-label of that decoder before it
+is taken in (:func:`refine_folder`), and the record names it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation.metrics import class_scores, mean_ignoring_nan
+from ..io.records import RECORD_NAME
+from ..segmentation.options import SegmentOptions
+from ..segmentation.postprocess import labels_from_probabilities
+from ..segmentation.refiner import PixelRefiner
+from .model import ProjectModel
+from .state import REFINED_THRESHOLD
+
+logger = logging.getLogger(__name__)
+
+#: At most this many of the newest training images teach the refiner (its time stays flat).
+TRAIN_IMAGES = 12
+
+
+@dataclass(frozen=True)
+class Planes:
+    """An image as pre-labelling reads it: its data, the planes segmented, and their value range."""
+
+    image: Any
+    data: Any
+    planes: list[tuple[int, ...]]
+    value_range: tuple[float, float] | None
+    options: SegmentOptions
+
+    @property
+    def channels(self) -> int:
+        index = self.planes[0]
+        plane = np.asarray(self.data[index])
+        return plane.shape[-1] if plane.ndim == 3 else 1
+
+
+def planes_of(path: str | os.PathLike, options: SegmentOptions) -> Planes:
+    """The planes of the image at ``path``, read as pre-labelling reads them (one value range)."""
+    from ..constants import DEFAULT_PERCENTILES
+    from ..datasets.steps import input_options
+    from ..io.inputs import open_image
+    from ..segmentation.pipeline import plan_planes
+    from ..segmentation.transforms import intensity_range
+
+    opened = open_image(path)
+    options = input_options(options, opened)
+    geometry = plan_planes(opened.data, options)
+    value_range = options.intensity or intensity_range(geometry.data, DEFAULT_PERCENTILES)
+    return Planes(opened.data, geometry.data, list(geometry.planes), value_range, options)
+
+
+def refined(refiner: PixelRefiner, planes: Planes, probabilities: np.ndarray) -> np.ndarray:
+    """The refined probabilities of a whole image (``(P, ...)`` like ``probabilities``)."""
+    out = np.array(probabilities, dtype=np.float32)
+    for index in planes.planes:
+        where = (slice(None), *index)
+        out[where] = refiner.refine_plane(np.asarray(planes.data[index]), out[where], planes.value_range)
+    return out
+
+
+def refine_folder(folder: Path, refiner: PixelRefiner, path: str | os.PathLike, options: SegmentOptions) -> None:
+    """Refine the pre-label written in ``folder`` (labels, probabilities, record) in place."""
+    record = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
+    files = record["files"]
+    probabilities = refined(refiner, planes_of(path, options), np.load(folder / files["probabilities"]))
+    labels = labels_from_probabilities(probabilities, REFINED_THRESHOLD, min_size=options.min_size)
+    np.save(folder / files["probabilities"], probabilities.astype(np.load(folder / files["probabilities"]).dtype))
+    np.save(folder / files["labels"], labels.astype(np.load(folder / files["labels"]).dtype))
+    decoder = (record.get("model") or {}).get("decoder")
+    if isinstance(decoder, dict):
+        decoder["refiner"] = {"file": "refiner.safetensors", "threshold": REFINED_THRESHOLD}
+    record.setdefault("options", {})["threshold"] = REFINED_THRESHOLD
+    (folder / RECORD_NAME).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class PixelOutcome:
+    """What learning the refiner found on the held-out images (image resolution, mean IoU)."""
+
+    refiner: PixelRefiner | None
+    plain_iou: float  # the decoder alone
+    refined_iou: float  # decoder + the new refiner
+    current_iou: float  # the decoder in use now, with its refiner if it has one
+
+    @property
+    def kept(self) -> bool:
+        return self.refiner is not None
+
+
+class PixelLearner:
+    """Learns a project's refiner (see the module docstring).
+
+    Args:
+        model: The project's model (base, store, the current decoder and its refiner).
+        options: How images are segmented.
+        classes: The class names.
+        labels_of: The verified labels of an image, by name.
+        stop: Cancels.
+    """
+
+    def __init__(
+        self,
+        model: ProjectModel,
+        options: SegmentOptions,
+        classes: list[str],
+        labels_of: Callable[[str], np.ndarray],
+        stop: threading.Event,
+    ) -> None:
+        self.model, self.options, self.classes, self.labels_of, self.stop = model, options, classes, labels_of, stop
+
+    def learn(
+        self,
+        decoder_state: dict[str, Any] | None,
+        current: Path | None,
+        train: Sequence[tuple[str, str]],
+        held: Sequence[tuple[str, str]],
+        decoder_threshold: Any,
+        current_threshold: Any,
+    ) -> PixelOutcome:
+        """Learn on ``train`` and judge on ``held`` (``(name, path)`` pairs) the refiner of the decoder
+        with ``decoder_state`` (None: the current one, in ``current``)."""
+        from ..learning.pixels import learn_refiner, sample_plane
+
+        predictor = self._predictor(decoder_state, current)
+        rng = np.random.default_rng(0)
+        samples, channels = [], 1
+        for name, path in list(train)[-TRAIN_IMAGES:]:
+            planes, probabilities = self._maps(predictor, path)
+            labels, channels = self.labels_of(name), planes.channels
+            for index in planes.planes:
+                where = (slice(None), *index)
+                samples.append(
+                    sample_plane(
+                        np.asarray(planes.data[index]), probabilities[where], labels[index], len(self.classes), rng,
+                        planes.value_range,
+                    )
+                )  # fmt: skip
+        refiner = learn_refiner(samples, self.classes, channels, self.stop)
+        current_refiner = self.model.refiner(current)
+        current_predictor = self.model.predictor(current)
+        plain, with_refiner, now = [], [], []
+        for name, path in held:
+            labels = self.labels_of(name)
+            planes, probabilities = self._maps(predictor, path)
+            plain.append(_iou(labels_from_probabilities(probabilities, decoder_threshold), labels))
+            refined_labels = labels_from_probabilities(refined(refiner, planes, probabilities), REFINED_THRESHOLD)
+            with_refiner.append(_iou(refined_labels, labels))
+            maps = self._maps(current_predictor, path)[1]
+            if current_refiner is not None:
+                now.append(
+                    _iou(labels_from_probabilities(refined(current_refiner, planes, maps), REFINED_THRESHOLD), labels)
+                )
+            else:
+                now.append(_iou(labels_from_probabilities(maps, current_threshold), labels))
+        scores = [float(mean_ignoring_nan(v)) for v in (plain, with_refiner, now)]
+        return PixelOutcome(refiner if scores[1] > scores[0] else None, *scores)
+
+    def _predictor(self, decoder_state: dict[str, Any] | None, current: Path | None) -> Any:
+        if decoder_state is None:
+            return self.model.predictor(current)
+        from ..segmentation.predictor import ClipSegPredictor
+
+        base = self.model.base()
+        decoder = copy.deepcopy(base.decoder)
+        decoder.load_state_dict(decoder_state)
+        predictor = ClipSegPredictor(base.with_decoder(decoder.eval()), cache_bytes=0, store=self.model.store())
+        predictor.stop = self.stop
+        return predictor
+
+    def _maps(self, predictor: Any, path: str) -> tuple[Planes, np.ndarray]:
+        """The decoder's probabilities of an image at its resolution (as pre-labelling makes them)."""
+        from ..segmentation.pipeline import iter_segment
+        from ..segmentation.results import run
+
+        planes = planes_of(path, self.options)
+        result = run(iter_segment(planes.image, self.classes, predictor, planes.options))
+        return planes, np.asarray(result.probabilities, dtype=np.float32)
+
+
+def _iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    values = [v for v in np.unique(truth) if v > 0] or [1]
+    return float(mean_ignoring_nan([class_scores(predicted, truth, int(v))["iou"] for v in values]))

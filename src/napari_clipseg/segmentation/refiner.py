@@ -1,0 +1,161 @@
+"""The pixel refiner: *where*, at the image's own pixels (docs/annotation-loop.md, "The pixel refiner").
+
+CLIPSeg decides *what* on a 22 × 22 grid of tokens; its edges are the transposed convolution's
+guess. The refiner is a small classifier at the image's resolution whose inputs are the image's
+multi-scale filter features (intensity, edges, texture at :data:`SIGMAS`; per channel:
+scikit-image's ``multiscale_basic_features``) and the decoder's probabilities with smoothed
+versions of them (auto-context, as ilastik's), and whose output is the probability of each class.
+It is a torch head (two hidden layers of :data:`HIDDEN`), saved as safetensors beside the decoder
+it was learnt on, so loading it never runs a pickle.
+
+A plane is refined in strips of :data:`STRIP` rows with :data:`MARGIN` rows on each side (more
+than the widest filter reaches), so a strip's features are those of the whole plane (no seams)
+and the features of a huge plane are never all in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..constants import DEFAULT_PERCENTILES
+from ..errors import RecordError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Scales of the image's filter features (pixels).
+SIGMAS = (1.0, 2.0, 4.0, 8.0)
+#: Scales at which the decoder's probabilities are smoothed (auto-context).
+CONTEXT_SIGMAS = (2.0, 6.0)
+#: Rows of a strip, and rows read on each side of it (beyond 4 sigma of the widest filter).
+STRIP, MARGIN = 256, 40
+#: Width of the head's hidden layers.
+HIDDEN = 32
+WEIGHTS_NAME, META_NAME = "refiner.safetensors", "refiner.json"
+SCHEMA = "napari-clipseg.refiner"
+
+
+class RefinerError(RecordError):
+    """A refiner file that cannot be used (damaged, or made for other classes or channels)."""
+
+
+def unit_range(plane: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """``(Y, X)`` or ``(Y, X, C)`` as float32 in [0, 1] (the whole image's range: planes on one scale)."""
+    from .transforms import intensity_range
+
+    plane = np.asarray(plane, dtype=np.float32)
+    value_range = value_range or intensity_range(plane, DEFAULT_PERCENTILES) or (0.0, 255.0 if plane.max() > 1 else 1.0)
+    low, high = value_range
+    return np.clip((plane - low) / max(high - low, 1e-6), 0, 1)
+
+
+def pixel_features(plane: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """``(Y, X, F)`` features of a plane in [0, 1] (``(Y, X)`` or ``(Y, X, C)``) and the decoder's
+    ``(P, Y, X)`` probabilities there."""
+    from skimage.feature import multiscale_basic_features
+    from skimage.filters import gaussian
+
+    channel_axis = -1 if plane.ndim == 3 else None
+    image = multiscale_basic_features(
+        plane, sigma_min=SIGMAS[0], sigma_max=SIGMAS[-1], num_sigma=len(SIGMAS), channel_axis=channel_axis
+    )
+    context = []
+    for p in np.asarray(probabilities, dtype=np.float32):
+        context += [p] + [gaussian(p, sigma=s, preserve_range=True) for s in CONTEXT_SIGMAS]
+    return np.concatenate([image.astype(np.float32), np.stack(context, axis=-1)], axis=-1)
+
+
+def feature_count(channels: int, classes: int) -> int:
+    """How many features a pixel has (image features per channel, three per class)."""
+    return channels * len(SIGMAS) * 4 + classes * (1 + len(CONTEXT_SIGMAS))
+
+
+def make_head(features: int, classes: int) -> torch.nn.Module:
+    """The classifier: standardised features -> two hidden layers -> background and each class."""
+    import torch
+
+    head = torch.nn.Sequential(
+        torch.nn.Linear(features, HIDDEN),
+        torch.nn.ReLU(),
+        torch.nn.Linear(HIDDEN, HIDDEN),
+        torch.nn.ReLU(),
+        torch.nn.Linear(HIDDEN, classes + 1),
+    )
+    head.register_buffer("mean", torch.zeros(features))
+    head.register_buffer("scale", torch.ones(features))
+    return head
+
+
+@dataclass
+class PixelRefiner:
+    """A learnt refiner: its head, the classes it outputs, and the image channels it was learnt on."""
+
+    head: Any
+    classes: list[str]
+    channels: int
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """``(P, ...)`` class probabilities of ``(..., F)`` features."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32).reshape(-1, features.shape[-1]))
+            x = (x - self.head.mean) / self.head.scale
+            out = torch.softmax(self.head(x), dim=1)[:, 1:].numpy()
+        return np.moveaxis(out.reshape(*features.shape[:-1], len(self.classes)), -1, 0)
+
+    def refine_plane(self, plane: np.ndarray, probabilities: np.ndarray, value_range: Any = None) -> np.ndarray:
+        """The refined ``(P, Y, X)`` probabilities of one plane, strip by strip (module docstring)."""
+        plane = unit_range(plane, value_range)
+        channels = plane.shape[-1] if plane.ndim == 3 else 1
+        if channels != self.channels:
+            raise RefinerError(f"this pixel refiner was learnt on {self.channels} channel(s); the image has {channels}")
+        rows = plane.shape[0]
+        out = np.empty((len(self.classes), *plane.shape[:2]), dtype=np.float32)
+        for start in range(0, rows, STRIP):
+            low, high = max(0, start - MARGIN), min(rows, start + STRIP + MARGIN)
+            features = pixel_features(plane[low:high], np.asarray(probabilities)[:, low:high])
+            inner = slice(start - low, start - low + min(STRIP, rows - start))
+            out[:, start : start + STRIP] = self.probabilities(features[inner])
+        return out
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """``refiner.safetensors`` and ``refiner.json`` in ``folder`` (beside its decoder)."""
+        import safetensors.torch
+
+        state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
+        safetensors.torch.save_file(state, str(Path(folder) / WEIGHTS_NAME))
+        meta = {"schema": SCHEMA, "schema_version": 1, "classes": self.classes, "channels": self.channels}
+        meta |= {"sigmas": list(SIGMAS), "context_sigmas": list(CONTEXT_SIGMAS), "hidden": HIDDEN}
+        (Path(folder) / META_NAME).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def load_refiner(folder: str | os.PathLike) -> PixelRefiner | None:
+    """The refiner kept beside the decoder in ``folder``; None when it has none.
+
+    Raises:
+        RefinerError: a damaged file, or one written for other features (what to do is said).
+    """
+    folder = Path(folder)
+    if not (folder / META_NAME).exists() and not (folder / WEIGHTS_NAME).exists():
+        return None
+    damaged = f"the pixel refiner in {folder} is damaged or incomplete"
+    try:
+        import safetensors.torch
+
+        meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+        state = safetensors.torch.load_file(str(folder / WEIGHTS_NAME))
+        classes, channels = list(meta["classes"]), int(meta["channels"])
+        if meta.get("schema") != SCHEMA or tuple(meta.get("sigmas", ())) != SIGMAS:
+            raise ValueError("written for other features")
+        head = make_head(feature_count(channels, len(classes)), len(classes))
+        head.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - whatever broke, the message says what to do
+        raise RefinerError(f"{damaged} ({e}): learn again, or remove {WEIGHTS_NAME} and {META_NAME}") from None
+    return PixelRefiner(head.eval(), classes, channels)

@@ -1,0 +1,118 @@
+"""The pixel refiner (issue 33): learnt in the loop, kept only when better, stored and loaded with its
+decoder, named in the records, and exact across strips, channels and planes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY_LEARNING_RATE
+from napari_clipseg.evaluation.metrics import class_scores
+from napari_clipseg.segmentation import refiner as refiner_module
+from napari_clipseg.segmentation.refiner import (
+    PixelRefiner,
+    RefinerError,
+    feature_count,
+    load_refiner,
+    make_head,
+    pixel_features,
+)
+
+
+def _verify(project, truth, names):
+    project.prelabel()
+    for name in names:
+        project.verify(name, truth[name])
+
+
+def test_a_learn_keeps_a_refiner_when_it_is_better_and_the_waiting_images_get_it(project, images):
+    _, truth = images
+    before = {}
+    project.prelabel()
+    for name in ("disc6", "disc7"):
+        before[name] = class_scores(project.prelabels(name), truth[name], 1)["iou"]
+    _verify(project, truth, [f"disc{i}" for i in range(5)])
+    project.learn(steps=20, learning_rate=TINY_LEARNING_RATE)
+    outcome = project.last_learn
+    assert outcome.accepted and outcome.pixels.kept and outcome.pixels.refined_iou > outcome.pixels.plain_iou
+    assert "decoder + pixel refiner" in outcome.message
+    folder = project.decoder
+    assert (folder / "refiner.safetensors").is_file() and project.decoders[-1]["refiner"] is True
+    assert project.threshold == 0.5  # its maps are the refiner's
+    for name in ("disc6", "disc7"):
+        record = json.loads((project.folder.prelabels / name / "clipseg.json").read_text())
+        assert record["model"]["decoder"]["name"] == folder.name
+        assert record["model"]["decoder"]["refiner"]["file"] == "refiner.safetensors"  # every record names it
+        after = class_scores(project.prelabels(name), truth[name], 1)["iou"]
+        assert after > before[name] + 0.3 and after > 0.7
+
+
+def test_a_refiner_that_is_not_better_is_not_kept(project, images, monkeypatch):
+    from napari_clipseg.learning import pixels
+
+    _, truth = images
+    _verify(project, truth, ["disc0", "disc1", "disc2"])
+
+    def useless(samples, classes, channels, stop, seed=0):  # predicts the background everywhere
+        head = make_head(feature_count(channels, len(classes)), len(classes))
+        for parameter in head.parameters():
+            parameter.data.zero_()
+        head[-1].bias.data[0] = 10.0
+        return PixelRefiner(head.eval(), list(classes), channels)
+
+    monkeypatch.setattr(pixels, "learn_refiner", useless)
+    project.learn(steps=2, learning_rate=1e-12)
+    outcome = project.last_learn
+    assert outcome.pixels is not None and not outcome.pixels.kept
+    assert not list(project.folder.decoders.glob("*/refiner.*"))
+
+
+def test_a_damaged_refiner_is_said_clearly(project, images):
+    from napari_clipseg.errors import ProjectError
+
+    _, truth = images
+    _verify(project, truth, [f"disc{i}" for i in range(4)])
+    project.learn(steps=5, learning_rate=TINY_LEARNING_RATE, repredict=False)
+    assert project.decoders[-1]["refiner"]
+    (project.decoder / "refiner.safetensors").write_bytes(b"not safetensors")
+    project.model.forget()
+    with pytest.raises(RefinerError, match=r"pixel refiner in .* is damaged .* learn again"):
+        project.prelabel()
+    assert isinstance(RefinerError("x"), ValueError) and not isinstance(RefinerError("x"), ProjectError)
+
+
+def test_strips_give_the_whole_planes_features_and_channels_are_checked(monkeypatch):
+    rng = np.random.default_rng(0)
+    plane = rng.random((300, 40, 3)).astype(np.float32)
+    probabilities = rng.random((2, 300, 40)).astype(np.float32)
+    head = make_head(feature_count(3, 2), 2)
+    refiner = PixelRefiner(head.eval(), ["a", "b"], channels=3)
+    whole = refiner.probabilities(pixel_features(plane, probabilities))
+    monkeypatch.setattr(refiner_module, "STRIP", 64)  # strips of 64 rows with 40 rows on each side
+    np.testing.assert_allclose(refiner.refine_plane(plane, probabilities, (0.0, 1.0)), whole, atol=1e-5)
+    with pytest.raises(RefinerError, match="learnt on 3 channel"):
+        refiner.refine_plane(plane[..., 0], probabilities, (0.0, 1.0))
+
+
+def test_a_refiner_is_saved_and_loaded_safely(tmp_path):
+    head = make_head(feature_count(1, 1), 1)
+    PixelRefiner(head, ["disc"], 1).save(tmp_path)
+    loaded = load_refiner(tmp_path)
+    assert loaded.classes == ["disc"] and loaded.channels == 1
+    features = np.random.default_rng(1).random((5, 5, feature_count(1, 1))).astype(np.float32)
+    np.testing.assert_allclose(loaded.probabilities(features), PixelRefiner(head, ["disc"], 1).probabilities(features))
+    assert load_refiner(tmp_path / "nothing-here") is None
+
+
+def test_a_stack_is_refined_plane_by_plane(tmp_path):
+    from napari_clipseg.project.refine import Planes, refined
+
+    rng = np.random.default_rng(2)
+    stack = rng.random((3, 32, 32)).astype(np.float32)
+    maps = rng.random((1, 3, 32, 32)).astype(np.float32)
+    refiner = PixelRefiner(make_head(feature_count(1, 1), 1).eval(), ["x"], 1)
+    out = refined(refiner, Planes(stack, stack, [(0,), (1,), (2,)], (0.0, 1.0), None), maps)
+    for z in range(3):
+        np.testing.assert_allclose(out[:, z], refiner.refine_plane(stack[z], maps[:, z], (0.0, 1.0)), atol=1e-6)
