@@ -187,3 +187,20 @@ def test_a_dropped_alias_is_gone_and_the_core_has_one_outcome():
     assert not hasattr(errors, "TrainingRefusedError") and not hasattr(core, "_held_out_iou")
     assert not hasattr(finetune, "_Example")
     assert finetune.FineTuneResult is train.FineTuneResult
+
+
+def test_a_full_disk_stops_prelabelling_and_says_so(project, images, small_disk, capsys):
+    import os
+    import shutil
+
+    from napari_clipseg.cli import main
+
+    project.close()
+    (small_disk / "filler").write_bytes(b"x" * (120 << 10))  # nearly full, for real
+    shutil.rmtree(project.folder.staging, ignore_errors=True)
+    os.symlink(small_disk, project.folder.staging)  # pre-labels are written there first
+    assert main(["project", "prelabel", str(project.folder.root)]) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err.lower() and "Traceback" not in err  # said once, at the first write
+    reopened = ncs.open_project(None, project.folder.root, read_only=True)
+    assert reopened.status()["new"] == len(images[1])  # nothing half-taken in

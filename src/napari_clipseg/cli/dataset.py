@@ -59,6 +59,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=["labels", "matte"],
         help="what a float ground-truth image holds (integer images and batch outputs are labels)",
     )
+    _add_finetune(sub)
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
     ft = sub.add_parser("finetune", help="fine-tune the decoder on corrected masks (CPU, minutes)")
     ft.add_argument("--images", nargs="+", required=True, help="image files, folders or globs")
     ft.add_argument("--masks", nargs="+", required=True, help="corrected label images or batch outputs (by name)")

@@ -162,6 +162,7 @@ FIELDS = {
     "threshold": (int, float, list, type(None)),
     "store_bytes": (int, type(None)),
     "learnt_at": (int, type(None)),
+    "learns": (list, type(None)),
 }
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,13 +60,14 @@ class LearnOutcome:
     threshold: Threshold
     pixels: PixelOutcome | None = None
     repeated: bool = False
+    elapsed: float = 0.0  # the whole Learn (the decoder's training, then the refiner's), seconds
 
     iou = property(lambda self: self.pixels.refined_iou if self._refined else self.result.iou)
     current_iou = property(lambda self: self.pixels.current_iou if self._refined else self.result.base_iou)
     training = property(lambda self: tuple(self.result.training))
     held_out = property(lambda self: tuple(self.result.held_out))
     steps = property(lambda self: self.result.steps)
-    seconds = property(lambda self: self.result.seconds)
+    seconds = property(lambda self: self.elapsed or self.result.seconds)
     _refined = property(lambda self: self.pixels is not None and self.pixels.kept and self.accepted)
 
     @property
@@ -143,6 +146,7 @@ class Learner:
         from ..learning.train import Steps, TrainingSet, iter_train, split_newest
         from ..modeling.decoder_files import base_identity
 
+        started = time.perf_counter()
         chosen, epochs, with_refiner = learn_settings(settings)
         if not all(isinstance(p, str) for p in self.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
@@ -177,11 +181,21 @@ class Learner:
             threshold = result.threshold if result.accepted else current
             pixels = self.pixels.learn(decoder_state, self.state.decoder_path, *pairs, threshold, current)
         record = self._keep(result, pixels, predictor.model.decoder)
-        self.state.commit_learn(max(v.verified_at for v in images), record)
         self.refusals = 0 if record is not None else self.refusals + 1
-        threshold = self.state.threshold_of(self.state.decoder)
-        decoder = self.state.manifest.decoder
-        return LearnOutcome(result, record is not None, decoder, threshold, pixels, self.refusals >= 2)
+        decoder, previous = (record.folder if record else self.state.manifest.decoder), self.state.decoder
+        outcome = LearnOutcome(result, record is not None, decoder, None, pixels, self.refusals >= 2)
+        log = {
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "verified": len(images),
+            "kept": record.folder if record else None,
+            "refiner": bool(record and record.refiner),
+            "iou": outcome.iou,
+            "current_iou": outcome.current_iou,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        self.state.commit_learn(max(v.verified_at for v in images), record, log)
+        threshold = self.state.threshold_of(self.state.decoder) if record else self.state.threshold_of(previous)
+        return dataclasses.replace(outcome, threshold=threshold, elapsed=log["seconds"])
 
     def _read(self, verified: list[ImageEntry], predictor: Any) -> Generator[Progress, None, list[VerifiedImage]]:
         """The verified images that can be read (a damaged one is left out, said); refused when

@@ -83,6 +83,8 @@ class Manifest:
             later are new to the next Learn.
         dropped: Names taken out for good (never added again).
         store_bytes: The feature store's budget (None: the default).
+        learns: The learning log: one entry per Learn, kept or refused (when, how many images
+            were verified, the held-out IoU before and after, seconds, the version kept).
     """
 
     prompts: list[Any]
@@ -94,6 +96,7 @@ class Manifest:
     learnt_at: int = 0
     dropped: tuple[str, ...] = ()
     store_bytes: int | None = None
+    learns: tuple[dict[str, Any], ...] = ()
 
     def replace(self, **changes: Any) -> Manifest:
         return dataclasses.replace(self, **changes)
@@ -115,6 +118,7 @@ class Manifest:
             "learnt_at": self.learnt_at or None,
             "dropped": list(self.dropped),
             "store_bytes": self.store_bytes,
+            "learns": list(self.learns),
         }
 
     @classmethod
@@ -141,4 +145,5 @@ class Manifest:
             learnt_at=int(data.get("learnt_at") or 0),
             dropped=tuple(str(n) for n in data.get("dropped") or ()),
             store_bytes=data.get("store_bytes"),
+            learns=tuple(e for e in data.get("learns") or () if isinstance(e, dict)),
         )

@@ -222,10 +222,11 @@ class ProjectState(StateView):
             self.save()
             return entry
 
-    def commit_learn(self, learnt_at: int, decoder: DecoderRecord | None) -> None:
-        """A Learn ran until ``learnt_at``; ``decoder`` (an accepted one) is now the one in use."""
+    def commit_learn(self, learnt_at: int, decoder: DecoderRecord | None, log: dict[str, Any]) -> None:
+        """A Learn ran until ``learnt_at`` (``log``: its entry in the learning log); ``decoder`` (a
+        version kept) is now the one in use."""
         with self.lock:
-            changes: dict[str, Any] = {"learnt_at": learnt_at}
+            changes: dict[str, Any] = {"learnt_at": learnt_at, "learns": (*self._manifest.learns, log)}
             if decoder is not None:
                 changes.update(decoders=(*self._manifest.decoders, decoder), decoder=decoder.folder)
             self._manifest = self._manifest.replace(**changes)
