@@ -189,18 +189,24 @@ def test_a_dropped_alias_is_gone_and_the_core_has_one_outcome():
     assert finetune.FineTuneResult is train.FineTuneResult
 
 
-def test_a_full_disk_stops_prelabelling_and_says_so(project, images, small_disk, capsys):
+def test_a_full_disk_stops_prelabelling_and_says_so(project, images, small_disk, monkeypatch, capsys):
     import os
     import shutil
 
     from napari_clipseg.cli import main
+    from napari_clipseg.project import prelabel
 
+    monkeypatch.setattr(prelabel, "CHUNK", 2)
     project.close()
     (small_disk / "filler").write_bytes(b"x" * (120 << 10))  # nearly full, for real
     shutil.rmtree(project.folder.staging, ignore_errors=True)
     os.symlink(small_disk, project.folder.staging)  # pre-labels are written there first
     assert main(["project", "prelabel", str(project.folder.root)]) == 1
     err = capsys.readouterr().err
-    assert "no space left" in err.lower() and "Traceback" not in err  # said once, at the first write
+    assert "Traceback" not in err and "no space left" in err.lower()
+    failed = [line for line in err.splitlines() if line.startswith("napari-clipseg: failed: ")]
+    if failed:  # the images were tried: the first chunk only, each named, then the job stopped
+        assert len(failed) == 2 and all("No space left on device" in line for line in failed)
+        assert "stopped: the disk is full" in err
     reopened = ncs.open_project(None, project.folder.root, read_only=True)
     assert reopened.status()["new"] == len(images[1])  # nothing half-taken in

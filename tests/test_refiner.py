@@ -116,3 +116,26 @@ def test_a_stack_is_refined_plane_by_plane(tmp_path):
     out = refined(refiner, Planes(stack, stack, [(0,), (1,), (2,)], (0.0, 1.0), None), maps)
     for z in range(3):
         np.testing.assert_allclose(out[:, z], refiner.refine_plane(stack[z], maps[:, z], (0.0, 1.0)), atol=1e-6)
+
+
+def test_a_decoder_loaded_anywhere_brings_its_refiner(project, images, spec, tmp_path):
+    """The Segment mode, ``segment`` and ``batch`` load a project's decoder with its refiner: the
+    same pipeline refines their planes as it refined the project's pre-labels."""
+    import napari_clipseg as ncs
+    from napari_clipseg.cli.args import _decoder_threshold
+
+    folder, truth = images
+    _verify(project, truth, [f"disc{i}" for i in range(5)])
+    project.learn(steps=20, learning_rate=TINY_LEARNING_RATE)
+    assert project.decoders[-1]["refiner"]
+    model = spec.replace(decoder=str(project.decoder)).load()
+    assert model.pixel_refiner is not None and model.info.to_dict()["decoder"]["refiner"]["threshold"] == 0.5
+    image = np.load(folder / "disc7.npy")
+    labels = ncs.segment(image, ["disc"], model=model, threshold=0.5)
+    np.testing.assert_array_equal(labels, project.prelabels("disc7"))
+    assert _decoder_threshold(str(project.decoder)) == 0.5  # the CLI's default for --decoder
+    report = ncs.segment_dataset([folder / "disc6.npy"], ["disc"], tmp_path / "out", model=model, threshold=0.5)
+    assert report.ok
+    record = json.loads((tmp_path / "out" / "disc6" / "clipseg.json").read_text())
+    assert record["model"]["decoder"]["refiner"]["file"] == "refiner.safetensors"
+    assert ncs.segment(image, ["something else"], model=model).shape == image.shape[:2]  # other classes: no refiner

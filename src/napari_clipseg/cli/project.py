@@ -124,7 +124,7 @@ def _prelabel_all(project, quiet: bool):
         return None
     for row in report.failed:
         print(f"{PROG}: failed: {row.input}: {row.error}", file=sys.stderr)
-    if any(FULL_DISK in row.error for row in report.failed):
+    if any(row.error.startswith(FULL_DISK) for row in report.failed):
         print(f"{PROG}: stopped: the disk is full; free some space and run it again", file=sys.stderr)
     print(report.summary(), file=sys.stderr)
     return report

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from ..modeling.clipseg import ClipSeg
     from ..segmentation.model_spec import ModelSpec
     from ..segmentation.predictor import ClipSegPredictor
-    from ..segmentation.refiner import PixelRefiner
 
 
 class ProjectModel:
@@ -41,7 +40,6 @@ class ProjectModel:
         self._base: ClipSeg | None = None
         self._store: FeatureStore | None = None
         self._tuned: tuple[str, ClipSeg] | None = None
-        self._refiners: dict[str, PixelRefiner | None] = {}
 
     @property
     def loaded(self) -> bool:
@@ -70,9 +68,10 @@ class ProjectModel:
         with self._lock:
             if self._tuned is None or self._tuned[0] != str(decoder):
                 from ..modeling.decoder_files import apply_decoder
+                from ..segmentation.refiner import attach_refiner
 
                 model = base.with_decoder(copy.deepcopy(base.decoder))
-                self._tuned = (str(decoder), apply_decoder(model, decoder))
+                self._tuned = (str(decoder), attach_refiner(apply_decoder(model, decoder), decoder))
             return self._tuned[1]
 
     def spec_with(self, decoder: Path | None) -> ModelSpec:
@@ -87,23 +86,7 @@ class ProjectModel:
         predictor.stop = self.stop
         return predictor
 
-    def refiner(self, decoder: Path | None) -> PixelRefiner | None:
-        """The pixel refiner kept with the decoder in ``decoder`` (None: it has none, or the base's).
-
-        Raises:
-            RefinerError: its files are damaged (the message says what to do).
-        """
-        if decoder is None:
-            return None
-        from ..segmentation.refiner import load_refiner
-
-        with self._lock:
-            if str(decoder) not in self._refiners:
-                self._refiners[str(decoder)] = load_refiner(decoder)
-            return self._refiners[str(decoder)]
-
     def forget(self) -> None:
         """Drop what is loaded (closing the project)."""
         with self._lock:
             self._base = self._store = self._tuned = None
-            self._refiners = {}

@@ -9,13 +9,14 @@ left out again. Pre-labels are written into ``.staging/incoming/`` and each is s
 screen (:attr:`Prelabeller.on_screen`, set under the same lock when an image is chosen), so a
 re-prediction never replaces what an annotator is looking at, and a pre-label is read whole
 (:mod:`.snapshot`). Labels are written at the threshold of the decoder that makes them (the one
-shown and scored). A full
+shown and scored); a decoder's pixel refiner, when it has one, refines them in the pipeline. A full
 disk stops the job at once (every later image would fail the same way); every failed image is
 named with its reason (:meth:`Prelabeller.failed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -32,7 +33,6 @@ from ..segmentation.options import SegmentOptions
 from ..segmentation.results import Progress, relay
 from .model import ProjectModel
 from .reconcile import DAMAGE, prelabelled
-from .refine import refine_folder
 from .state import ProjectState
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 CHUNK = 8
 #: What a failed row says when the disk was full.
 FULL_DISK = os.strerror(errno.ENOSPC)
+#: Free bytes below which a failed write is taken for a full disk.
+LOW_SPACE = 1 << 20
 
 
 class Prelabeller:
@@ -107,7 +109,7 @@ class Prelabeller:
                 chunk = [n for n in todo[start : start + CHUNK] if n != self.on_screen and n not in exclude]
                 if chunk:
                     rows += yield from self._part(chunk, predictor, start, len(todo))
-                if any(FULL_DISK in row.error for row in rows):
+                if any(row.error.startswith(FULL_DISK) for row in rows):
                     break  # every later image would fail the same way
         self.state.save()
         report = BatchReport(rows, self.state.folder.prelabels, time.perf_counter() - started)
@@ -119,7 +121,7 @@ class Prelabeller:
         from ..datasets.api import iter_segment_dataset
 
         items = [InputFile(Path(self.state.entry(n).path), n) for n in names]
-        options = self.options.replace(threshold=self.state.decoder_threshold(self.state.decoder))
+        options = self.options.replace(threshold=self.state.threshold_of(self.state.decoder))
         events = iter_segment_dataset(
             items,
             self.prompts,
@@ -135,13 +137,23 @@ class Prelabeller:
             return Progress(done + min(event.step, len(names)), total, event.stage)
 
         report = yield from relay(events, overall)
-        refiner = self.model.refiner(self.state.decoder_path)  # the decoder's pixel refiner, if it has one
-        for row in report.rows:
-            if refiner is not None and row.status == "done":
-                yield Progress(done + min(len(names), report.rows.index(row) + 1), total, "refining at the pixels")
-                refine_folder(self.incoming / row.name, refiner, self.state.entry(row.name).path, self.options)
+        rows = [self._said(row) for row in report.rows]
+        for row in rows:
             self._take(row)
-        return report.rows
+        return rows
+
+    def _said(self, row: Row) -> Row:
+        """A failed row as a person reads it: a full disk named as such, whatever the writer said
+        (numpy's "9216 requested and 8064 written" is a full disk too)."""
+        if row.status != "failed" or row.error.startswith(FULL_DISK):
+            return row
+        try:
+            full = (
+                shutil.disk_usage(self.incoming if self.incoming.exists() else self.state.folder.root).free < LOW_SPACE
+            )
+        except OSError:
+            full = False
+        return dataclasses.replace(row, error=f"{FULL_DISK} ({row.error})") if full else row
 
     @property
     def incoming(self) -> Path:

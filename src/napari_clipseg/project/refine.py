@@ -5,14 +5,14 @@ top of the decoder that will be in use (the new one if it was kept, else the cur
 the newest :data:`TRAIN_IMAGES` training images' decoder maps at the image's resolution and their
 verified labels. It is kept only when decoder + refiner beats the decoder alone on the held-out
 newest verified images at the image's resolution, and it is stored in the decoder's folder
-(``decoders/NNN/refiner.*``). Pre-labelling refines each new pre-label of that decoder before it
-is taken in (:func:`refine_folder`), and the record names it.
+(``decoders/NNN/refiner.*``). Loading that decoder attaches it
+(:func:`~napari_clipseg.segmentation.refiner.attach_refiner`), so the pipeline refines every
+pre-label it makes, here or on a cluster's workers, and the record names it.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import threading
@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.metrics import class_scores, mean_ignoring_nan
-from ..io.records import RECORD_NAME
 from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import labels_from_probabilities
 from ..segmentation.refiner import PixelRefiner
@@ -76,21 +75,6 @@ def refined(refiner: PixelRefiner, planes: Planes, probabilities: np.ndarray) ->
         where = (slice(None), *index)
         out[where] = refiner.refine_plane(np.asarray(planes.data[index]), out[where], planes.value_range)
     return out
-
-
-def refine_folder(folder: Path, refiner: PixelRefiner, path: str | os.PathLike, options: SegmentOptions) -> None:
-    """Refine the pre-label written in ``folder`` (labels, probabilities, record) in place."""
-    record = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
-    files = record["files"]
-    probabilities = refined(refiner, planes_of(path, options), np.load(folder / files["probabilities"]))
-    labels = labels_from_probabilities(probabilities, REFINED_THRESHOLD, min_size=options.min_size)
-    np.save(folder / files["probabilities"], probabilities.astype(np.load(folder / files["probabilities"]).dtype))
-    np.save(folder / files["labels"], labels.astype(np.load(folder / files["labels"]).dtype))
-    decoder = (record.get("model") or {}).get("decoder")
-    if isinstance(decoder, dict):
-        decoder["refiner"] = {"file": "refiner.safetensors", "threshold": REFINED_THRESHOLD}
-    record.setdefault("options", {})["threshold"] = REFINED_THRESHOLD
-    (folder / RECORD_NAME).write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -156,8 +140,7 @@ class PixelLearner:
                     )
                 )  # fmt: skip
         refiner = learn_refiner(samples, self.classes, channels, self.stop)
-        current_refiner = self.model.refiner(current)
-        current_predictor = self.model.predictor(current)
+        current_predictor = self.model.predictor(current)  # its maps as shown (refined when it has a refiner)
         plain, with_refiner, now = [], [], []
         for name, path in held:
             labels = self.labels_of(name)
@@ -165,25 +148,23 @@ class PixelLearner:
             plain.append(_iou(labels_from_probabilities(probabilities, decoder_threshold), labels))
             refined_labels = labels_from_probabilities(refined(refiner, planes, probabilities), REFINED_THRESHOLD)
             with_refiner.append(_iou(refined_labels, labels))
-            maps = self._maps(current_predictor, path)[1]
-            if current_refiner is not None:
-                now.append(
-                    _iou(labels_from_probabilities(refined(current_refiner, planes, maps), REFINED_THRESHOLD), labels)
-                )
-            else:
-                now.append(_iou(labels_from_probabilities(maps, current_threshold), labels))
+            shown = labels_from_probabilities(self._maps(current_predictor, path)[1], current_threshold)
+            now.append(_iou(shown, labels))
         scores = [float(mean_ignoring_nan(v)) for v in (plain, with_refiner, now)]
         return PixelOutcome(refiner if scores[1] > scores[0] else None, *scores)
 
     def _predictor(self, decoder_state: dict[str, Any] | None, current: Path | None) -> Any:
-        if decoder_state is None:
-            return self.model.predictor(current)
+        """A predictor of the decoder alone (``decoder_state``, else the one in ``current``): no refiner."""
         from ..segmentation.predictor import ClipSegPredictor
 
-        base = self.model.base()
-        decoder = copy.deepcopy(base.decoder)
-        decoder.load_state_dict(decoder_state)
-        predictor = ClipSegPredictor(base.with_decoder(decoder.eval()), cache_bytes=0, store=self.model.store())
+        model = self.model.with_decoder(current)
+        if decoder_state is not None:
+            decoder = copy.deepcopy(model.decoder)
+            decoder.load_state_dict(decoder_state)
+            model = model.with_decoder(decoder.eval())
+        plain = copy.copy(model)
+        plain.pixel_refiner = None
+        predictor = ClipSegPredictor(plain, cache_bytes=0, store=self.model.store())
         predictor.stop = self.stop
         return predictor
 

@@ -164,6 +164,10 @@ class ModelSpec:
             stop=stop,
             decoder=self.decoder,
         )
+        if self.decoder is not None:  # a decoder learnt in a project may keep a pixel refiner beside it
+            from .refiner import attach_refiner
+
+            attach_refiner(model, self.decoder)
         return with_chosen_precision(model, self.precision, stop)
 
 

@@ -38,6 +38,7 @@ from .options import SegmentOptions, check_distinct
 from .postprocess import label_dtype
 from .predictor import ClipSegPredictor
 from .prompts import Prompts, clean_prompts, prompt_label
+from .refiner import refiner_of
 from .results import Progress, SegmentationResult, relay, run
 from .tiling import Box, Stitcher, tile_boxes
 from .transforms import MIN_SIDE, check_dtype, guess_rgb, intensity_range
@@ -190,8 +191,10 @@ def _segment_planes(
     options: SegmentOptions,
     mode: str,
     value_range: tuple[float, float] | None,
+    classes: list[str],
 ) -> Generator[Progress, None, np.ndarray]:
-    """Probabilities ``(P, *spatial)`` of the planes to segment (the others hold 0)."""
+    """Probabilities ``(P, *spatial)`` of the planes to segment (the others hold 0), refined at
+    the pixels when the model carries a refiner for ``classes``."""
     planes, data = geometry.planes, geometry.data
     n_values = conditionals.shape[0] * int(np.prod(geometry.spatial))
     probabilities = np.zeros(
@@ -199,6 +202,7 @@ def _segment_planes(
     )
     batches = [planes[i : i + options.batch_size] for i in range(0, len(planes), options.batch_size)]
     groups = batches if mode == "whole" else [[index] for index in planes]
+    refiner = refiner_of(predictor.model, classes)
     done = 0
     for group in groups:
         try:
@@ -224,7 +228,10 @@ def _segment_planes(
             where = f"plane {group[0]}" + (f" to {group[-1]}" if len(group) > 1 else "") if group[0] else "image"
             raise PlaneError(f"{where}: {e}") from e
         for index, plane_logits in zip(group, logits, strict=True):
-            probabilities[(slice(None), *index)] = torch.sigmoid(plane_logits).numpy()
+            where = (slice(None), *index)
+            probabilities[where] = torch.sigmoid(plane_logits).numpy()
+            if refiner is not None:  # where, at the image's own pixels (:mod:`.refiner`)
+                probabilities[where] = refiner.refine_plane(np.asarray(data[index]), probabilities[where], value_range)
         done += len(group)
         yield Progress(done, len(planes), f"plane {done} of {len(planes)}" if group[0] else "decoded")
     return probabilities
@@ -264,7 +271,7 @@ def iter_segment(
     value_range = options.intensity or intensity_range(geometry.data, predictor.percentiles)
     yield Progress(0, len(geometry.planes), f"encoding {len(prompts)} prompt(s)")
     conditionals = predictor.embed_prompts(prompts)
-    probabilities = yield from _segment_planes(geometry, conditionals, predictor, options, mode, value_range)
+    probabilities = yield from _segment_planes(geometry, conditionals, predictor, options, mode, value_range, names)
     labels = np.zeros(geometry.spatial, label_dtype(len(names)))
     result = SegmentationResult(names, probabilities, labels, options, mode, geometry.planes)
     result.relabel(threshold, options.min_size)

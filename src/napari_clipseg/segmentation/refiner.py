@@ -10,7 +10,9 @@ it was learnt on, so loading it never runs a pickle.
 
 A plane is refined in strips of :data:`STRIP` rows with :data:`MARGIN` rows on each side (more
 than the widest filter reaches), so a strip's features are those of the whole plane (no seams)
-and the features of a huge plane are never all in memory at once.
+and the features of a huge plane are never all in memory at once. A model loaded with a decoder
+folder that holds a refiner carries it (:func:`attach_refiner`), and the one pipeline refines
+every plane with it (Segment mode, ``segment``, ``batch``, a project's workers).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ STRIP, MARGIN = 256, 40
 #: Width of the head's hidden layers.
 HIDDEN = 32
 WEIGHTS_NAME, META_NAME = "refiner.safetensors", "refiner.json"
+#: The threshold of refined maps: the head's probabilities are calibrated, so the likeliest class wins.
+THRESHOLD = 0.5
 SCHEMA = "napari-clipseg.refiner"
 
 
@@ -159,3 +163,26 @@ def load_refiner(folder: str | os.PathLike) -> PixelRefiner | None:
     except Exception as e:  # noqa: BLE001 - whatever broke, the message says what to do
         raise RefinerError(f"{damaged} ({e}): learn again, or remove {WEIGHTS_NAME} and {META_NAME}") from None
     return PixelRefiner(head.eval(), classes, channels)
+
+
+def attach_refiner(model: Any, folder: str | os.PathLike) -> Any:
+    """Give ``model`` the refiner kept beside its decoder in ``folder`` (if any), named in
+    ``model.info`` (so every record says it); :func:`refiner_of` finds it for the pipeline.
+
+    Raises:
+        RefinerError: its files are damaged.
+    """
+    import dataclasses
+
+    refiner = load_refiner(folder)
+    model.pixel_refiner = refiner
+    if refiner is not None:
+        decoder = {**(model.info.decoder or {}), "refiner": {"file": WEIGHTS_NAME, "threshold": THRESHOLD}}
+        model.info = dataclasses.replace(model.info, decoder=decoder)
+    return model
+
+
+def refiner_of(model: Any, classes: list[str]) -> PixelRefiner | None:
+    """The refiner a model carries for these classes (None: none, or one learnt for others)."""
+    refiner = getattr(model, "pixel_refiner", None)
+    return refiner if refiner is not None and refiner.classes == list(classes) else None
