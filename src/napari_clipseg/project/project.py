@@ -86,10 +86,6 @@ class ProjectView:
         self.sources = Sources(state)
         self.review = ReviewQueue(state)
         self.prelabeller = Prelabeller(state, self.model, prompts, options, compute, self.stop)
-        self.shown = ShownPrelabels()
-        self.verifier = Verifier(state, self.sources, self.shown, self.prelabels, self.classes, options)
-        pixels = PixelLearner(self.model, options, self.classes, self.verified_labels, self.stop)
-        self.learner = Learner(state, self.model, self.sources, prompts, options, self.stop, pixels)
         self.sources.check_all()
 
     # --- what the project holds -----------------------------------------------------------------
@@ -108,7 +104,6 @@ class ProjectView:
         lambda self: self._state.decoder_path, doc="The folder of the decoder in use (None: the base's)."
     )
     decoders = property(lambda self: [d.to_dict() for d in self._state.manifest.decoders], doc="Every decoder learnt.")
-    learn_due = property(lambda self: not self.read_only and self.learner.due(self.auto_learn))
 
     @property
     def threshold(self) -> Threshold:
@@ -190,6 +185,18 @@ class ProjectView:
 class Project(ProjectView):
     """An annotation project (see the module docstring and :class:`ProjectView`); made by
     :func:`~.open.open_project`."""
+
+    def __init__(self, state: ProjectState, prompts: list[Any], spec: ModelSpec, options: SegmentOptions, **kw: Any):
+        super().__init__(state, prompts, spec, options, **kw)
+        self.shown = ShownPrelabels()
+        self.verifier = Verifier(state, self.sources, self.shown, self.prelabels, self.classes, options)
+        pixels = PixelLearner(self.model, options, self.classes, self.verified_labels, self.stop)
+        self.learner = Learner(state, self.model, self.sources, prompts, options, self.stop, pixels)
+
+    learn_due = property(
+        lambda self: not self.read_only and self.learner.due(self.auto_learn),
+        doc="Whether :attr:`auto_learn` asks for a Learn now (enough images verified since the last).",
+    )
 
     # --- the loop -------------------------------------------------------------------------------
 
