@@ -15,12 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import tifffile
+from figures import save_panels
 
 import napari_clipseg as ncs
 from napari_clipseg.evaluation.metrics import class_scores
@@ -63,15 +60,7 @@ def main() -> None:
         (f"decoder alone (IoU {iou(decoder):.2f})", decoder, "viridis", 1),
         (f"decoder + pixel refiner (IoU {iou(refined):.2f})", refined, "viridis", 1),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(11, 3.1), dpi=100)
-    for ax, (title, data, cmap, top) in zip(axes, panels, strict=True):
-        ax.imshow(data, cmap=cmap, interpolation="nearest", vmin=0, vmax=top)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    out = Path(__file__).parent / "images" / "refiner-nuclei.png"
-    fig.savefig(out)
-    print(out)
+    save_panels(panels, "refiner-nuclei.png", (11, 3.1))
 
 
 if __name__ == "__main__":
