@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,43 +28,12 @@ from ..segmentation.postprocess import labels_from_probabilities
 from ..segmentation.refiner import PixelRefiner
 from .model import ProjectModel
 from .state import REFINED_THRESHOLD
+from .training import Planes, planes_of
 
 logger = logging.getLogger(__name__)
 
 #: At most this many of the newest training images teach the refiner (its time stays flat).
 TRAIN_IMAGES = 12
-
-
-@dataclass(frozen=True)
-class Planes:
-    """An image as pre-labelling reads it: its data, the planes segmented, and their value range."""
-
-    image: Any
-    data: Any
-    planes: list[tuple[int, ...]]
-    value_range: tuple[float, float] | None
-    options: SegmentOptions
-
-    @property
-    def channels(self) -> int:
-        index = self.planes[0]
-        plane = np.asarray(self.data[index])
-        return plane.shape[-1] if plane.ndim == 3 else 1
-
-
-def planes_of(path: str | os.PathLike, options: SegmentOptions) -> Planes:
-    """The planes of the image at ``path``, read as pre-labelling reads them (one value range)."""
-    from ..constants import DEFAULT_PERCENTILES
-    from ..datasets.steps import input_options
-    from ..io.inputs import open_image
-    from ..segmentation.pipeline import plan_planes
-    from ..segmentation.transforms import intensity_range
-
-    opened = open_image(path)
-    options = input_options(options, opened)
-    geometry = plan_planes(opened.data, options)
-    value_range = options.intensity or intensity_range(geometry.data, DEFAULT_PERCENTILES)
-    return Planes(opened.data, geometry.data, list(geometry.planes), value_range, options)
 
 
 def refined(refiner: PixelRefiner, planes: Planes, probabilities: np.ndarray) -> np.ndarray:
@@ -129,7 +97,8 @@ class PixelLearner:
         rng = np.random.default_rng(0)
         samples, channels = [], 1
         for name, path in list(train)[-TRAIN_IMAGES:]:
-            planes, probabilities = self._maps(predictor, path)
+            planes = planes_of(path, self.options)
+            probabilities = self._maps(predictor, planes)
             labels, channels = self.labels_of(name), planes.channels
             for index in planes.planes:
                 where = (slice(None), *index)
@@ -140,16 +109,20 @@ class PixelLearner:
                     )
                 )  # fmt: skip
         refiner = learn_refiner(samples, self.classes, channels, self.stop)
-        current_predictor = self.model.predictor(current)  # its maps as shown (refined when it has a refiner)
+        # the maps shown now: those of the decoder in use (refined when it has a refiner); the plain
+        # maps already are, when the decoder was kept as it is and has no refiner
+        in_use = self.model.with_decoder(current)
+        same = decoder_state is None and getattr(in_use, "pixel_refiner", None) is None
+        current_predictor = None if same else self.model.predictor(current)
         plain, with_refiner, now = [], [], []
         for name, path in held:
-            labels = self.labels_of(name)
-            planes, probabilities = self._maps(predictor, path)
+            labels, planes = self.labels_of(name), planes_of(path, self.options)
+            probabilities = self._maps(predictor, planes)
             plain.append(_iou(labels_from_probabilities(probabilities, decoder_threshold), labels))
             refined_labels = labels_from_probabilities(refined(refiner, planes, probabilities), REFINED_THRESHOLD)
             with_refiner.append(_iou(refined_labels, labels))
-            shown = labels_from_probabilities(self._maps(current_predictor, path)[1], current_threshold)
-            now.append(_iou(shown, labels))
+            shown = probabilities if current_predictor is None else self._maps(current_predictor, planes)
+            now.append(_iou(labels_from_probabilities(shown, current_threshold), labels))
         scores = [float(mean_ignoring_nan(v)) for v in (plain, with_refiner, now)]
         return PixelOutcome(refiner if scores[1] > scores[0] else None, *scores)
 
@@ -168,14 +141,13 @@ class PixelLearner:
         predictor.stop = self.stop
         return predictor
 
-    def _maps(self, predictor: Any, path: str) -> tuple[Planes, np.ndarray]:
+    def _maps(self, predictor: Any, planes: Planes) -> np.ndarray:
         """The decoder's probabilities of an image at its resolution (as pre-labelling makes them)."""
         from ..segmentation.pipeline import iter_segment
         from ..segmentation.results import run
 
-        planes = planes_of(path, self.options)
         result = run(iter_segment(planes.image, self.classes, predictor, planes.options))
-        return planes, np.asarray(result.probabilities, dtype=np.float32)
+        return np.asarray(result.probabilities, dtype=np.float32)
 
 
 def _iou(predicted: np.ndarray, truth: np.ndarray) -> float:
