@@ -1,8 +1,8 @@
 """Learning the pixel refiner (:mod:`napari_clipseg.segmentation.refiner`) from verified images.
 
-Each verified plane gives :data:`SAMPLES` pixels: half drawn from the bands of :data:`BAND`
-pixels around the verified labels' boundaries (where annotators correct), half spread evenly over
-the classes (the background included), so a small class and the edges weigh as much as the bulk.
+Each verified plane gives :data:`SAMPLES` pixels: half drawn from the thick boundaries of the
+verified labels (the pixels on both sides of every edge, where annotators correct), half spread
+evenly over the classes (the background included), so a small class and the edges weigh as much as the bulk.
 The head trains with Adam on a class-balanced cross-entropy for :data:`STEPS` steps of
 :data:`BATCH` pixels: about a second on a CPU, whatever the number of images.
 """
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ..errors import RunCancelled
-from ..segmentation.refiner import PixelRefiner, feature_count, make_head, pixel_features, unit_range
+from ..segmentation.refiner import PixelRefiner, feature_count, in_unit_range, make_head, pixel_features
 
-#: Pixels sampled per verified plane, the boundary band's width, and the training schedule.
-SAMPLES, BAND = 6000, 2
+#: Pixels sampled per verified plane, and the training schedule.
+SAMPLES = 6000
 STEPS, BATCH, RATE = 300, 2048, 1e-2
 #: Largest side of a plane's window that features are computed on while learning.
 WINDOW = 1024
@@ -46,10 +46,12 @@ def sample_plane(
 
     labels = np.asarray(labels)
     window = tuple(slice(0, min(n, WINDOW)) for n in labels.shape)  # a bound on memory for huge planes
-    features = pixel_features(unit_range(plane, value_range)[window], np.asarray(probabilities)[(slice(None), *window)])
+    features = pixel_features(
+        in_unit_range(plane, value_range)[window], np.asarray(probabilities)[(slice(None), *window)]
+    )
     labels = labels[window].astype(np.int64)
     flat = labels.ravel()
-    band = np.flatnonzero(find_boundaries(labels, mode="thick") if BAND else np.zeros_like(labels, bool))
+    band = np.flatnonzero(find_boundaries(labels, mode="thick"))
     picked = [rng.choice(band, size=min(len(band), SAMPLES // 2), replace=False)] if len(band) else []
     present = [v for v in range(classes + 1) if np.any(flat == v)]
     for value in present:

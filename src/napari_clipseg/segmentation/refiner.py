@@ -49,14 +49,12 @@ class RefinerError(RecordError):
     """A refiner file that cannot be used (damaged, or made for other classes or channels)."""
 
 
-def unit_range(plane: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """``(Y, X)`` or ``(Y, X, C)`` as float32 in [0, 1] (the whole image's range: planes on one scale)."""
-    from .transforms import intensity_range
+def in_unit_range(plane: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+    """A plane in [0, 1] as the model input scales it (``value_range``: the whole image's, so planes
+    and strips share one scale; None where the dtype fixes it: :func:`~.transforms.intensity_range`)."""
+    from .transforms import normalize_intensity
 
-    plane = np.asarray(plane, dtype=np.float32)
-    value_range = value_range or intensity_range(plane, DEFAULT_PERCENTILES) or (0.0, 255.0 if plane.max() > 1 else 1.0)
-    low, high = value_range
-    return np.clip((plane - low) / max(high - low, 1e-6), 0, 1)
+    return normalize_intensity(plane, DEFAULT_PERCENTILES, value_range)
 
 
 def pixel_features(plane: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -116,7 +114,7 @@ class PixelRefiner:
 
     def refine_plane(self, plane: np.ndarray, probabilities: np.ndarray, value_range: Any = None) -> np.ndarray:
         """The refined ``(P, Y, X)`` probabilities of one plane, strip by strip (module docstring)."""
-        plane = unit_range(plane, value_range)
+        plane = in_unit_range(plane, value_range)
         channels = plane.shape[-1] if plane.ndim == 3 else 1
         if channels != self.channels:
             raise RefinerError(f"this pixel refiner was learnt on {self.channels} channel(s); the image has {channels}")
