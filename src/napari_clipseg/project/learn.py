@@ -182,7 +182,7 @@ class Learner:
             pixels = self.pixels.learn(decoder_state, self.state.decoder_path, *pairs, threshold, current)
         record = self._keep(result, pixels, predictor.model.decoder)
         self.refusals = 0 if record is not None else self.refusals + 1
-        decoder, previous = (record.folder if record else self.state.manifest.decoder), self.state.decoder
+        decoder = record.folder if record else self.state.manifest.decoder
         outcome = LearnOutcome(result, record is not None, decoder, None, pixels, self.refusals >= 2)
         log = {
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -194,7 +194,7 @@ class Learner:
             "seconds": round(time.perf_counter() - started, 2),
         }
         self.state.commit_learn(max(v.verified_at for v in images), record, log)
-        threshold = self.state.threshold_of(self.state.decoder) if record else self.state.threshold_of(previous)
+        threshold = self.state.threshold_of(self.state.decoder)  # the one in use now, kept or not
         return dataclasses.replace(outcome, threshold=threshold, elapsed=log["seconds"])
 
     def _read(self, verified: list[ImageEntry], predictor: Any) -> Generator[Progress, None, list[VerifiedImage]]:

@@ -269,11 +269,8 @@ class ProjectState(StateView):
         with self.lock:
             entry = self.entry(name)
             state = "skipped" if entry.skipped else "new"
-            self._put(
-                entry.replace(
-                    state=state, source=source, relative=relative, missing=False, prelabel_stamp=None, score=None
-                ).replace(changed=None, verified_at=None)
-            )
+            changes = {"source": source, "relative": relative, "missing": False, "prelabel_stamp": None, "score": None}
+            self._put(entry.replace(state=state, changed=None, verified_at=None, **changes))
             self.save()
 
     # --- persistence ----------------------------------------------------------------------------
