@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ProjectError, ProjectMismatchError, UsageError
+from ..learning.settings import threshold_text
 from .args import (
     PROG,
     add_device_options,
@@ -155,7 +156,7 @@ def _print_status(project, queue: int) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in project.status().items())
     print(f"{project.folder.root}: {len(project.items)} images: {counts}")
     decoder = project.decoder
-    print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {_threshold_text(project.threshold)}")
+    print(f"decoder: {decoder.name if decoder else 'the base model'}, threshold {threshold_text(project.threshold)}")
     for repair in project.repairs:
         print(f"to repair: {repair}")
     print(f"feature store: {project.store_stats().describe()}")
@@ -167,12 +168,6 @@ def _print_status(project, queue: int) -> None:
         )
     for name, score in project.queue()[: max(0, queue)]:
         print(f"  {score:.3f}  {name}")
-
-
-def _threshold_text(threshold) -> str:
-    from ..learning.settings import threshold_text
-
-    return threshold_text(threshold)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -223,7 +218,7 @@ def _decoder(args: argparse.Namespace) -> int:
             project.use_decoder(None if args.name == "base" else args.name)
         except ProjectError as e:
             raise UsageError(str(e)) from None
-        print(f"{PROG}: using {args.name}'s decoder, threshold {_threshold_text(project.threshold)}", file=sys.stderr)
+        print(f"{PROG}: using {args.name}'s decoder, threshold {threshold_text(project.threshold)}", file=sys.stderr)
         if not args.no_repredict:
             _prelabel_all(project, quiet=False)
         _print_status(project, 5)

@@ -15,7 +15,6 @@ from ..constants import DECODER_META_NAME, DEFAULT_HUB_ID
 from ..errors import ProjectError, ProjectMismatchError
 from ..io.inputs import find_inputs
 from ..io.records import RECORD_NAME
-from ..paths import is_local_path
 from ..segmentation.model_spec import ModelSpec
 from ..segmentation.options import SegmentOptions, check_distinct, split_prompts
 from .folder import DamagedManifest, ProjectFolder, check_names, recover_staging
@@ -143,13 +142,9 @@ def _check_rebuild(project_folder: ProjectFolder, classes: list[str], spec: Mode
                 f"not {', '.join(classes)}: {how}"
             )
 
-    def same(source: str) -> bool:
-        local = is_local_path(source) and is_local_path(spec.source)
-        return source == spec.source or (local and Path(source).resolve() == Path(spec.source).resolve())
-
     for place, record in records(project_folder.prelabels):
         source = (record.get("model") or {}).get("source")
-        if isinstance(source, str) and not same(source):
+        if isinstance(source, str) and ModelSpec(source).absolute().source != spec.source:  # spec is absolute
             raise ProjectMismatchError(
                 f"{project_folder.root}: the pre-label of {place.name} was made by {source}, not {spec.source}: {how}"
             )
