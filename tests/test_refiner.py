@@ -66,6 +66,7 @@ def test_a_refiner_that_is_not_better_is_not_kept(project, images, monkeypatch):
     project.learn(steps=2, learning_rate=1e-12)
     outcome = project.last_learn
     assert outcome.pixels is not None and not outcome.pixels.kept
+    assert outcome.message.count("pixel refiner was not better") == 1  # said once, with its IoU
     assert not list(project.folder.decoders.glob("*/refiner.*"))
 
 

@@ -73,7 +73,13 @@ class LearnOutcome:
     @property
     def message(self) -> str:
         if not self._refined:
-            return self.result.message
+            refused = self.pixels is not None and not self.pixels.kept
+            return self.result.message + (
+                f" The pixel refiner was not better on them (IoU {self.pixels.refined_iou:.2f}, the decoder alone "
+                f"{self.pixels.plain_iou:.2f}): the decoder's own map is kept."
+                if refused
+                else ""
+            )
         images = len(self.training) + len(self.held_out)
         return (
             f"Learnt from {images} verified images: decoder + pixel refiner: held-out IoU {self.current_iou:.2f} -> "
