@@ -135,7 +135,7 @@ def test_export_writes_the_verified_set_all_or_none(project, images, tmp_path, t
     for name in ("disc0", "disc3"):
         project.verify(name, truth[name])
     out = project.export(tmp_path / "set", coco=True, instances=True)
-    assert sorted(p.name for p in out.iterdir()) == ["coco.json", "disc0", "disc3"]
+    assert sorted(p.name for p in out.iterdir()) == [".napari-clipseg-export.json", "coco.json", "disc0", "disc3"]
     assert sorted(p.name for p in (out / "disc0").iterdir()) == [
         "01_disc.tif",
         "clipseg.json",

@@ -12,6 +12,7 @@ import pytest
 
 import napari_clipseg as ncs
 from napari_clipseg.errors import ProjectError
+from napari_clipseg.project.export import MARK, choose_export_folder
 
 
 def test_names_that_would_nest_are_refused_and_leave_nothing(tmp_path, spec):
@@ -117,9 +118,15 @@ def test_a_damaged_prelabel_is_made_again_and_clear_messages(project, images, tm
     root = str(project.folder.root)
     assert main(["project", "status", root, "--queue", "-3"]) == 2 and "--queue must be 0" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
-    assert main(["project", "export", root, "--out", str(tmp_path / "taken")]) == 2
-    assert "already exists" in capsys.readouterr().err
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    for overwrite in ([], ["--overwrite"]):  # a folder with other files: refused, --overwrite or not
+        assert main(["project", "export", root, "--out", str(tmp_path / "taken"), *overwrite]) == 1
+        assert "did not write (notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     assert main(["project", "export", root, "--out", str(tmp_path / "set"), "--coco"]) == 0
+    assert main(["project", "export", root, "--out", str(tmp_path / "set")]) == 2  # an earlier export: asks
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["project", "export", root, "--out", str(tmp_path / "set"), "--coco", "--overwrite"]) == 0
     coco = json.loads((tmp_path / "set" / "coco.json").read_text())
     assert [i["file_name"] for i in coco["images"]] == ["disc0/image.npy"]  # the file a COCO reader opens
     assert (tmp_path / "set" / "disc0" / "image.npy").is_file()
@@ -178,10 +185,36 @@ def test_an_export_killed_midway_or_at_its_swap_leaves_the_earlier_set(project, 
     project.verify("disc1", truth["disc1"])
     with pytest.raises(FileExistsError):  # the old set is back, so it is not replaced without overwrite
         project.export(tmp_path / "set")
-    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["disc0"]
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == [MARK, "disc0"]
     assert project.export(tmp_path / "set", overwrite=True).is_dir()
-    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["disc0", "disc1"]
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == [MARK, "disc0", "disc1"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".set")) == []
+
+
+def test_an_export_never_takes_what_it_did_not_write(project, images, tmp_path):
+    _, truth = images
+    project.verify("disc0", truth["disc0"])
+    (tmp_path / "empty").mkdir()
+    assert (project.export(tmp_path / "empty") / "disc0" / "labels.tif").is_file()  # an empty folder is new
+    (tmp_path / "empty" / "notes.txt").write_text("mine")  # the annotator's file beside an earlier export
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"did not write \(notes.txt\).*nothing was changed"):
+            project.export(tmp_path / "empty", overwrite=overwrite)
+    assert (tmp_path / "empty" / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.tif").write_bytes(b"x")
+    (mine / MARK).write_text(json.dumps({"project": str(tmp_path / "another-project"), "entries": ["a.tif"]}))
+    assert project.export(tmp_path / "set").is_dir()
+    # what the dock does with a picked folder: a new set inside one with other files, or the earlier set
+    assert choose_export_folder(project, tmp_path / "new") == (tmp_path / "new", False)
+    assert choose_export_folder(project, tmp_path / "set") == (tmp_path / "set", True)  # this project's set
+    inside = mine / f"{project.folder.root.name}-training-set"
+    assert choose_export_folder(project, mine) == (inside, False)  # another project's set: not replaced
+    project.export(inside)
+    assert choose_export_folder(project, mine) == (inside, True)
+    (inside / "notes.txt").write_text("mine")
+    assert choose_export_folder(project, mine) == (mine / f"{inside.name}-2", False)
 
 
 def test_a_full_disk_during_a_learn_is_said_as_such_and_keeps_the_decoder(project, images, small_disk):
@@ -201,7 +234,7 @@ def test_a_damaged_verified_record_is_said_and_its_labels_never_overwritten(proj
     for name in ("disc0", "disc1", "disc2"):
         project.verify(name, truth[name])
     (project.folder.verified / "disc1" / "clipseg.json").write_text("{ damaged")
-    assert sorted(p.name for p in project.export(tmp_path / "set").iterdir()) == ["disc0", "disc2"]
+    assert sorted(p.name for p in project.export(tmp_path / "set").iterdir()) == [MARK, "disc0", "disc2"]
     assert "verified labels of disc1 cannot be read" in caplog.text
     project.learn(steps=1, force=True, repredict=False)  # learns from the two it can read
     assert "left out of the Learn: the verified labels of disc1" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import napari_clipseg as ncs
@@ -120,3 +122,36 @@ def test_learn_as_i_go_learns_in_the_background_and_leaves_the_image_on_screen(
     assert project.status()["verified"] == 3 and panel.current == on_screen
     for name in [n for n in project.names if project.state(n) == "verified"]:
         np.testing.assert_array_equal(project.verified_labels(name), truth[name])
+
+
+def test_export_from_the_dock_never_destroys_and_says_every_outcome(widget, qtbot, tmp_path, messages, dialogs):
+    panel, _ = _open(widget, qtbot, tmp_path, auto_learn=False)
+    for _ in range(2):
+        _click(qtbot, panel, panel.next_btn)
+
+    def export(folder: Path, answer: bool | None = None) -> str:
+        dialogs.folders.append(str(folder))  # what a real folder dialog returns: a folder that exists
+        if answer is not None:
+            dialogs.answers.append(answer)
+        panel.export_btn.native.click()
+        qtbot.waitUntil(lambda: not panel._disk.busy, timeout=TIMEOUT)
+        assert panel.status.value == messages[-1][1]  # said whole in the Annotate mode's own status box
+        return messages[-1][1]
+
+    (tmp_path / "empty").mkdir()
+    assert export(tmp_path / "empty").startswith(f"Exported 2 verified images to {tmp_path / 'empty'}")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir() if p.is_dir()) == sorted(
+        n for n in panel.project.names if panel.project.state(n) == "verified"
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the annotator's")
+    made = mine / "images-training-set"  # a new set inside a folder that holds other files
+    assert export(mine).startswith(f"Exported 2 verified images to {made}")
+    assert export(mine, answer=False) == "Export cancelled: nothing was changed."
+    assert "holds an earlier export of this project" in dialogs.questions[-1]
+    assert export(mine, answer=True).startswith(f"Exported 2 verified images to {made}")  # replaced, as asked
+    assert (mine / "notes.txt").read_text() == "the annotator's"
+    assert sorted(p.name for p in mine.iterdir()) == ["images-training-set", "notes.txt"]
+    assert not any(level == "error" for level, _ in messages), messages
+    assert panel.status.native.height() == panel.status.native.minimumHeight()  # a fixed height

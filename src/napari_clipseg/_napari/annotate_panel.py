@@ -9,7 +9,9 @@ thread, so a click never waits for the disk. With "Learn as I go" (on by default
 image starts a Learn in the background (a few seconds: warm-started, bounded in steps, kept only
 when better), then the images not verified yet are re-predicted by the decoder alone, never the
 one on screen, while the annotator keeps working; Learn does the same on request. Export writes
-the verified set as training data.
+the verified set as training data, never over what it did not write. Every outcome (a Learn kept
+or refused, an export, a warning at opening, an error) is said in this mode's own status box,
+whole, at a fixed height, and as a napari notification.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, PushButton, TextEdit
 
+from .annotate_export import ExportTrainingSet
 from .annotate_learn import LearnAsYouGo
 from .annotate_view import (
     LABELS_LAYER,
@@ -32,7 +35,7 @@ from .annotate_view import (
     View,
     read_view,
 )
-from .dock_fit import show_text
+from .dock_fit import fixed_text_box, show_text
 from .job_control import JobControl, JobSlot
 from .jobs import reported
 
@@ -54,7 +57,7 @@ class AnnotatePanel(Container):
         model: The dock's model spec (used when a project is created).
         prompts: The dock's prompts text (the classes of a new project).
         dialogs: The widget's modal questions.
-        say: ``(message, level)``: the dock's status and napari notifications.
+        notify: ``(message, level)``: a napari notification (this mode's status box says it too).
         loader: ``loader(spec, stop)`` loads the project's model (the dock's, so both modes share one).
         slot: The dock's job slot (one job at a time in both modes).
     """
@@ -65,12 +68,13 @@ class AnnotatePanel(Container):
         model: Callable[[], ModelSpec],
         prompts: Callable[[], str],
         dialogs: Dialogs,
-        say: Callable[[str, str], None],
+        notify: Callable[[str, str], None],
         loader: Callable[..., Any] | None = None,
         slot: JobSlot | None = None,
     ) -> None:
         super().__init__(labels=False)
-        self._viewer, self._model, self._prompts, self._dialogs, self._say = viewer, model, prompts, dialogs, say
+        self._viewer, self._model, self._prompts, self._dialogs = viewer, model, prompts, dialogs
+        self._notify = notify
         self._loader = loader
         self.project: Project | None = None
         self.current: str | None = None
@@ -78,18 +82,19 @@ class AnnotatePanel(Container):
         self._counted = 0.0
         self._disk = DiskSteps(lambda text: self._say(text, "error"), lambda: self._set_status("Saving…"))
         self._layers = AnnotateLayers(viewer)
+        self._export = ExportTrainingSet(dialogs, lambda: self.native, self._disk, self._say)
         self._verified_text = ""
         self._create()
         self._jobs = JobControl(
             ProjectStopper(lambda: self.project),
             (self.learn_btn, self.cancel_btn),
             self.progress,
-            say,
+            self._say,
             self._set_status,
             lambda: "cpu",
             slot,
         )
-        self._learning = LearnAsYouGo(self._jobs, lambda: self.project, say, self._set_status, self._show_counts)
+        self._learning = LearnAsYouGo(self._jobs, lambda: self.project, self._say, self._set_status, self._show_counts)
         self._connect()
 
     def _create(self) -> None:
@@ -111,7 +116,7 @@ class AnnotatePanel(Container):
         )
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
-        self.status = Label(value="")
+        self.status = TextEdit(value="")
         self.export_btn = PushButton(text="Export training set…")
         paths = Container(labels=True, widgets=[self.images, self.folder])
         self.extend(
@@ -129,8 +134,9 @@ class AnnotatePanel(Container):
                 self.export_btn,
             ]
         )
-        for label in (self.counts, self.image_name, self.status):
+        for label in (self.counts, self.image_name):
             label.native.setWordWrap(True)
+        fixed_text_box(self.status, lines=4)  # whole messages, and the Export button never moves
         for part in [self, *self]:  # compact, like the rest of the dock
             if isinstance(part, Container):
                 part.margins = (0, 0, 0, 0)
@@ -284,8 +290,8 @@ class AnnotatePanel(Container):
 
     def _arrive(self, view: View | None, back_in_history: bool = False) -> None:
         """Show what :func:`read_view` read (main thread); then a Learn, when one is due."""
-        if self._verified_text:
-            self._set_status(self._verified_text)
+        self._set_status(self._verified_text or "Ready.")  # never a stale "Saving…"
+        self._verified_text = ""
         if back_in_history and self._history:
             self._history.pop()
             if self._history:
@@ -327,21 +333,8 @@ class AnnotatePanel(Container):
             self._learning.if_due()
 
     def export(self, _value: Any = None) -> None:
-        if self.project is None:
-            return
-        start = str(self.project.folder.root.parent)
-        out = self._dialogs.choose_folder(self.native, "Export the verified images to (a new folder)", start)
-        if not out:
-            return
-        overwrite = Path(out).exists() and any(Path(out).iterdir())
-        if overwrite and not self._dialogs.confirm(self.native, f"Replace everything in {out}?"):
-            return
-        try:
-            written = self.project.export(out, coco=True, instances=True, overwrite=overwrite)
-        except (OSError, ValueError) as e:
-            self._say(str(e), "error")
-            return
-        self._say(f"Exported {self.project.status()['verified']} verified images to {written}.", "info")
+        if self.project is not None:
+            self._export.run(self.project)
 
     def cancel(self, _value: Any = None) -> None:
         self._jobs.cancel()
@@ -367,9 +360,14 @@ class AnnotatePanel(Container):
             text += f", {len(failed)} failed ({', '.join(sorted(failed)[:2])}{' …' if len(failed) > 2 else ''})"
         show_text(self.counts, text + ".")
 
+    def _say(self, message: str, level: str = "info") -> None:
+        """``message`` in this mode's status box and as a napari notification."""
+        self._set_status(message)
+        self._notify(message, level)
+
     def _set_status(self, text: str) -> None:
-        """The status line; the counts follow at most once a second."""
-        show_text(self.status, text)
+        """The status box (whole, scrolling beyond its fixed height); the counts follow at most once a second."""
+        self.status.value, self.status.tooltip = text, text
         if time.monotonic() - self._counted >= 1.0:
             self._show_counts()
 

@@ -99,8 +99,9 @@ class DiskSteps:
     def busy(self) -> bool:
         return self._worker is not None
 
-    def run(self, step: Callable[[], Any], done: Callable[[Any], None]) -> None:
-        """``step()`` in a worker thread, then ``done(result)`` on the main thread (ignored while busy)."""
+    def run(self, step: Callable[[], Any], done: Callable[[Any], None], failed: str = "") -> None:
+        """``step()`` in a worker thread, then ``done(result)`` on the main thread (ignored while
+        busy); a failure is said after ``failed``."""
         from ..errors import ProjectError
 
         if self._worker is not None:
@@ -109,7 +110,7 @@ class DiskSteps:
             try:
                 result = step()
             except (ProjectError, OSError, ValueError) as e:
-                self._error(str(e))
+                self._error(f"{failed}{e}")
                 return
             done(result)
             return
@@ -117,7 +118,7 @@ class DiskSteps:
 
         worker = create_worker(step, _ignore_errors=True)
         worker.returned.connect(done)
-        worker.errored.connect(lambda e: self._error(str(e)))
+        worker.errored.connect(lambda e: self._error(f"{failed}{e}"))
         worker.finished.connect(self._finished)
         self._worker = worker
         self._started()

@@ -66,3 +66,15 @@ def show_text(label: Any, text: str) -> None:
     label.value, label.tooltip = text, text
     native = label.native
     native.setMinimumHeight(native.heightForWidth(max(native.width(), DOCK_WIDTH - 20)))
+
+
+def fixed_text_box(box: Any, lines: int) -> None:
+    """Make a magicgui ``TextEdit`` a read-only status box ``lines`` lines high: a message is
+    shown whole (wrapped, scrolling past its height) and the rows below it never move."""
+    native = box.native
+    native.setReadOnly(True)
+    native.setFrameShape(native.Shape.NoFrame)
+    native.viewport().setAutoFillBackground(False)
+    margins = native.contentsMargins()
+    height = native.fontMetrics().lineSpacing() * lines + 2 * native.document().documentMargin()
+    native.setFixedHeight(int(height) + margins.top() + margins.bottom())

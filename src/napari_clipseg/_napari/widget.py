@@ -55,8 +55,6 @@ from .settings import Settings, load_settings, save_settings  # noqa: E402
 if TYPE_CHECKING:
     import napari
 
-    from ..segmentation.model_spec import ModelSpec
-
 
 class ClipSegWidget(Container):
     """Segment the selected image from text prompts or an example (see the module docstring)."""
@@ -115,10 +113,10 @@ class ClipSegWidget(Container):
         )
         self._annotate = AnnotatePanel(
             self._viewer,
-            lambda: self._model.spec(),
+            self._model.spec,
             lambda: self._prompts.value,
             self.dialogs,
-            self._say,
+            self._notify,
             loader=self._runner.model,  # one model for both modes
             slot=self._slot,
         )
@@ -254,6 +252,10 @@ class ClipSegWidget(Container):
     def _say(self, message: str, level: str = "info") -> None:
         """Show ``message`` in the widget (wrapped, in full) and as a napari notification."""
         self._set_status(message)
+        self._notify(message, level)
+
+    @staticmethod
+    def _notify(message: str, level: str = "info") -> None:
         {"info": show_info, "warning": show_warning, "error": show_error}[level](message)
 
     # --- running --------------------------------------------------------------------------------
@@ -296,7 +298,7 @@ class ClipSegWidget(Container):
             return
         request = self._request()
         if request is not None:
-            job = partial(self._runner.job, self._model_key(), request)
+            job = partial(self._runner.job, self._model.spec(), request)
             on_result = lambda value: self._on_result(*value, request=request)  # noqa: E731
             self._jobs.start(job, on_result, "Cancelled: no layer was changed.")
 
@@ -309,7 +311,7 @@ class ClipSegWidget(Container):
         if isinstance(chosen, str):
             self._say(chosen, "warning")
         elif chosen is not None:
-            job = partial(self._runner.batch_job, self._model_key(), chosen.inputs, chosen.out_dir, chosen.settings)
+            job = partial(self._runner.batch_job, self._model.spec(), chosen.inputs, chosen.out_dir, chosen.settings)
             on_result = lambda report: self._say(*report_message(report))  # noqa: E731
             self._jobs.start(job, on_result, "Cancelled: images finished before keep their pre-labels.")
 
@@ -330,11 +332,8 @@ class ClipSegWidget(Container):
 
             self._say(*offer_decoder(self.dialogs, self.native, result, use))
 
-        job = partial(self._runner.finetune_job, self._model_key(), *found)
+        job = partial(self._runner.finetune_job, self._model.spec(), *found)
         self._jobs.start(job, on_result, "Cancelled: no decoder was made.")
-
-    def _model_key(self) -> ModelSpec:
-        return self._model.spec()
 
     @property
     def is_running(self) -> bool:

@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, required=True, help="the training-set folder to write")
     export.add_argument("--coco", action="store_true", help="also write coco.json (instances)")
     export.add_argument("--instances", action="store_true", help="also write instance labels per image")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export of this project")
 
 
 def _existing(folder: Path) -> Path:
@@ -274,10 +274,11 @@ def _export(args: argparse.Namespace) -> int:
     blocked = next((p for p in args.out.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise UsageError(f"--out {args.out}: {blocked} is a file, not a folder: choose another --out")
-    if args.out.exists() and not args.overwrite:
-        raise UsageError(f"{args.out} already exists: choose another --out, or --overwrite to replace it")
     project = open_project(None, _existing(args.folder), read_only=True)
-    out = project.export(args.out, coco=args.coco, instances=args.instances, overwrite=args.overwrite)
+    try:
+        out = project.export(args.out, coco=args.coco, instances=args.instances, overwrite=args.overwrite)
+    except FileExistsError as e:  # an earlier export of this project
+        raise UsageError(f"{e} (--overwrite)") from None
     print(f"{PROG}: wrote {project.status()['verified']} verified image(s) to {out}", file=sys.stderr)
     return 0
 

@@ -3,12 +3,18 @@
 ``out/<name>/`` holds the image file as it was (copied), ``labels.tif`` (value ``i`` = class ``i``),
 one mask per class, ``instances.tif`` when asked, and ``clipseg.json`` (the record, with the
 project's entry: changed pixels, the decoder the pre-label came from). The whole set is written
-beside ``out`` and renamed into place at the end, so an interrupted export leaves nothing, and an
-existing ``out`` is only replaced with ``overwrite``.
+beside ``out`` and renamed into place at the end, so an interrupted export leaves nothing.
+
+An export never destroys what it did not write: ``out`` may be new or an empty folder; a folder
+that holds an earlier export of this project (recognised by the :data:`MARK` file it wrote, listing
+what it wrote, and nothing else beside it) is replaced only with ``overwrite``; any other folder is
+refused, ``overwrite`` or not. :func:`choose_export_folder` turns a folder a person picked into
+one an export may write (a new ``<project>-training-set`` inside a folder that holds other files).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -30,6 +36,8 @@ from .folder import ProjectFolder
 logger = logging.getLogger(__name__)
 
 COCO_NAME = "coco.json"
+#: What an export writes into its set to recognise it later: the project, and the entries it wrote.
+MARK = ".napari-clipseg-export.json"
 
 
 class VerifiedSet(Protocol):
@@ -71,6 +79,62 @@ def _check_target(project: VerifiedSet, out: Path) -> None:
             raise ValueError(f"{out} holds the project's images (e.g. {item.path}): export to another folder")
 
 
+def _not_written(project: VerifiedSet, out: Path) -> list[str]:
+    """The entries of the folder ``out`` that no export of this project wrote (all of them when its
+    :data:`MARK` is missing, damaged or another project's)."""
+    entries = sorted(entry.name for entry in out.iterdir())
+    try:
+        mark = json.loads((out / MARK).read_text(encoding="utf-8"))
+        ours = mark["project"] == str(project.folder.root.resolve())
+        written = {*mark["entries"], MARK} if ours else set()
+    except (OSError, ValueError, TypeError, KeyError):
+        written = set()
+    return [entry for entry in entries if entry not in written]
+
+
+def is_earlier_export(project: VerifiedSet, out: Path) -> bool:
+    """Whether the folder ``out`` holds an export of this project and nothing it did not write."""
+    return (out / MARK).is_file() and not _not_written(project, out)
+
+
+def _check_contents(project: VerifiedSet, out: Path, overwrite: bool) -> None:
+    """Refuse a folder with anything an export did not write; ask for ``overwrite`` before an earlier one.
+
+    Raises:
+        ValueError: ``out`` is a file, or holds other files (named), whatever ``overwrite`` says.
+        FileExistsError: ``out`` holds an earlier export of this project and ``overwrite`` is False.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out} is a file: export to a new or empty folder")
+    if not any(out.iterdir()):
+        return
+    other = _not_written(project, out)
+    if other:
+        raise ValueError(
+            f"{out} holds files this project's export did not write ({', '.join(other[:3])}"
+            f"{' …' if len(other) > 3 else ''}): export to a new or empty folder; nothing was changed"
+        )
+    if not overwrite:
+        raise FileExistsError(f"{out} holds an earlier export of this project: allow replacing it, or choose another")
+
+
+def choose_export_folder(project: VerifiedSet, chosen: str | os.PathLike) -> tuple[Path, bool]:
+    """The folder to export to when a person picked ``chosen``, and whether it holds an earlier
+    export of this project (to replace, after asking): ``chosen`` itself when it is new, empty or
+    such an export; else a new ``<project>-training-set`` folder inside it (numbered when taken)."""
+    chosen = Path(chosen)
+    stem = project.folder.root.name.removesuffix("-clipseg-project")
+    candidates = [chosen] + [chosen / f"{stem}-training-set{f'-{n}' if n > 1 else ''}" for n in range(1, 1000)]
+    for folder in candidates:
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            return folder, False
+        if folder.is_dir() and is_earlier_export(project, folder):
+            return folder, True
+    raise ValueError(f"{chosen} holds 1,000 training sets already: choose another folder")
+
+
 def _tidy(out: Path) -> None:
     """Undo what a killed export left beside ``out``: a set moved aside for ``overwrite`` whose
     replacement never arrived is put back, and half-written sets are removed."""
@@ -94,15 +158,14 @@ def export_project(
     ``out`` (see the module docstring).
 
     Raises:
-        FileExistsError: ``out`` exists and ``overwrite`` is False (nothing is written).
-        ValueError: no image is verified yet.
+        FileExistsError: ``out`` holds an earlier export of this project and ``overwrite`` is False.
+        ValueError: ``out`` holds anything else, or no image is verified yet (nothing is written).
     """
     out = Path(out)
     _check_target(project, out)
     if out.parent.is_dir():
         _tidy(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another folder or allow overwriting")
+    _check_contents(project, out, overwrite)
     verified = [name for name in project.names if project.state(name) == "verified"]
     gone = set(project.missing())
     names = [name for name in verified if name not in gone and project.still_there(name)]
@@ -138,6 +201,9 @@ def export_project(
             from ..io.coco import build_coco, write_coco
 
             write_coco(stage / COCO_NAME, build_coco(coco_items, project.classes))
+        mark = {"project": str(project.folder.root.resolve()), "entries": sorted(p.name for p in stage.iterdir())}
+        (stage / MARK).write_text(json.dumps(mark, indent=1), encoding="utf-8")
+        _check_contents(project, out, overwrite)  # again: nothing put there meanwhile is taken with it
         swap_in_folder(stage, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex}", durable=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
