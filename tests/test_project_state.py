@@ -210,3 +210,29 @@ def test_a_full_disk_stops_prelabelling_and_says_so(project, images, small_disk,
         assert "stopped: the disk is full" in err
     reopened = ncs.open_project(None, project.folder.root, read_only=True)
     assert reopened.status()["new"] == len(images[1])  # nothing half-taken in
+
+
+def test_the_image_on_screen_is_renewed_only_when_asked_and_shown_only_when_told(project, images):
+    from napari_clipseg.segmentation.results import run
+
+    _, truth = images
+    project.prelabel()
+    for name in ("disc0", "disc1"):
+        project.verify(name, truth[name])
+    on_screen = project.top()
+    old = project.prelabels(on_screen)  # shown
+    project.on_screen = on_screen
+    project.learn(steps=1, force=True, learning_rate=TINY_LEARNING_RATE)  # kept; re-predicts the others
+    assert project.decoder is not None and project.entry(on_screen).decoder != project.decoder.name
+    renewed = run(project.iter_renew(on_screen))
+    assert renewed is not None and project.entry(on_screen).decoder == project.decoder.name
+    assert run(project.iter_renew(on_screen)) is None  # current now: nothing to do
+    labels = np.where(old > 0, 0, 1).astype(np.uint8)
+    assert project.verify(on_screen, labels) == int(np.count_nonzero(old != labels))  # not shown: the old counts
+    other = project.top()
+    project.prelabels(other)  # shown, then a Learn while it is on screen
+    project.on_screen = other
+    project.learn(steps=1, force=True, learning_rate=TINY_LEARNING_RATE)
+    renewed = run(project.iter_renew(other))
+    assert renewed is not None and renewed.decoder == project.decoder.name
+    assert project.verify(other, project.show(renewed)) == 0  # shown now: the new one counts

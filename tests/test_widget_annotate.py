@@ -114,14 +114,37 @@ def test_learn_as_i_go_learns_in_the_background_and_leaves_the_image_on_screen(
         viewer.layers[LABELS_LAYER].data = truth[panel.current]
         _click(qtbot, panel, panel.next_btn)
     on_screen = panel.current
-    shown = (project.folder.prelabels / on_screen / "clipseg.json").read_bytes()
+    painted = viewer.layers[LABELS_LAYER].data.copy()
+    painted[:6, :6] = 1 - painted[:6, :6]  # a brush stroke, before the Learn ends (its outcome is shown after)
+    viewer.layers[LABELS_LAYER].data = painted
     qtbot.waitUntil(lambda: project.last_learn is not None and not panel.is_running, timeout=4 * TIMEOUT)
     assert any("Learnt from" in text or "stays as it was" in text for _, text in messages), messages
     assert not any(level == "error" for level, _ in messages), messages
-    assert (project.folder.prelabels / on_screen / "clipseg.json").read_bytes() == shown  # never re-predicted
+    np.testing.assert_array_equal(viewer.layers[LABELS_LAYER].data, painted)  # touched labels: never replaced
     assert project.status()["verified"] == 3 and panel.current == on_screen
     for name in [n for n in project.names if project.state(n) == "verified"]:
         np.testing.assert_array_equal(project.verified_labels(name), truth[name])
+    _click(qtbot, panel, panel.next_btn)
+    np.testing.assert_array_equal(project.verified_labels(on_screen), painted)
+
+
+def test_after_a_kept_learn_untouched_labels_on_screen_show_the_new_pre_label(widget, viewer, qtbot, tmp_path):
+    panel, truth = _open(widget, qtbot, tmp_path, auto_learn=True)
+    project = panel.project
+    for _ in range(3):
+        viewer.layers[LABELS_LAYER].data = truth[panel.current]
+        _click(qtbot, panel, panel.next_btn)
+    on_screen = panel.current
+    qtbot.waitUntil(lambda: project.last_learn is not None and not panel.is_running, timeout=4 * TIMEOUT)
+    assert project.last_learn.accepted  # a refiner on top of the decoder, at least: better than random weights
+    record = ncs.read_record(project.folder.prelabels / on_screen / "clipseg.json")
+    assert record["model"]["decoder"]["name"] == project.decoder.name  # the image on screen is not a Learn behind
+    new = np.load(project.folder.prelabels / on_screen / "labels.npy")
+    np.testing.assert_array_equal(viewer.layers[LABELS_LAYER].data, new)  # shown in place
+    assert panel.current == on_screen and _layer_names(viewer) == [IMAGE_LAYER, LABELS_LAYER]
+    _click(qtbot, panel, panel.next_btn)  # accepted as it is: nothing changed against what was shown
+    verified = ncs.read_record(project.folder.verified / on_screen / "clipseg.json")["project"]
+    assert verified["changed"] == 0 and verified["decoder"] == record["model"]["decoder"]["name"]
 
 
 def test_export_from_the_dock_never_destroys_and_says_every_outcome(widget, qtbot, tmp_path, messages, dialogs):

@@ -2,7 +2,10 @@
 
 "Learn as I go" asks for a Learn after every verified image (the project's ``auto_learn``); one
 that is due while another job runs starts when that job ends. A refused Learn is said once (a
-notification), later ones only in the status line: the decoder simply stays.
+notification), later ones only in the status line: the decoder simply stays. After a kept Learn the
+waiting images are re-predicted, then the image on screen too when its pre-label is stale: its
+new pre-label is shown only if the annotator has not touched the labels (``renewed`` decides), so
+the image on screen is never a Learn behind and never loses a brush stroke.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class LearnAsYouGo:
         say: ``(message, level)``: notifications.
         status: The status line.
         counts: Refreshes the counts line.
+        renewed: Gets the new pre-label of the image on screen (a ``PrelabelSnapshot``) after a kept Learn.
     """
 
     def __init__(
@@ -35,8 +39,10 @@ class LearnAsYouGo:
         say: Callable[[str, str], None],
         status: Callable[[str], None],
         counts: Callable[[], None],
+        renewed: Callable[[Any], None],
     ) -> None:
         self._jobs, self._project, self._say, self._status, self._counts = jobs, project, say, status, counts
+        self._renewed = renewed
         self.pending = False
 
     def start(self) -> None:
@@ -45,9 +51,12 @@ class LearnAsYouGo:
 
         def learn_then_repredict() -> Any:
             outcome = yield from project.iter_learn()
+            renewed = None
             if outcome.accepted:
                 yield from project.iter_prelabel()  # leaves project.on_screen alone
-            return outcome
+                on_screen = project.on_screen
+                renewed = (yield from project.iter_renew(on_screen)) if on_screen else None
+            return outcome, renewed
 
         self.pending = False
         self._jobs.start(reported(learn_then_repredict), self._learnt, "Cancelled: the decoder stays as it was.")
@@ -62,7 +71,10 @@ class LearnAsYouGo:
             return
         self.start()
 
-    def _learnt(self, outcome: Any) -> None:
+    def _learnt(self, done: tuple[Any, Any]) -> None:
+        outcome, renewed = done
+        if renewed is not None:
+            self._renewed(renewed)
         if outcome.accepted:
             self._say(f"{outcome.message} The others are re-predicted.", "info")
         elif not outcome.repeated:

@@ -94,7 +94,9 @@ class AnnotatePanel(Container):
             lambda: "cpu",
             slot,
         )
-        self._learning = LearnAsYouGo(self._jobs, lambda: self.project, self._say, self._set_status, self._show_counts)
+        self._learning = LearnAsYouGo(
+            self._jobs, lambda: self.project, self._say, self._set_status, self._show_counts, self._renewed
+        )
         self._connect()
 
     def _create(self) -> None:
@@ -313,6 +315,11 @@ class AnnotatePanel(Container):
         self._layers.show(view, self.project.folder.root)
         shown = "" if view.verified else f", score {view.score:.3f}"
         show_text(self.image_name, f"{view.name} ({'verified' if view.verified else 'pre-labelled'}{shown})")
+
+    def _renewed(self, snapshot: Any) -> None:
+        """After a kept Learn: the new pre-label of the image on screen replaces labels nobody touched."""
+        if self.project is not None and snapshot.name == self.current and self._layers.untouched():
+            self._layers.replace_labels(self.project.show(snapshot))
 
     def _layer(self, name: str) -> Any:
         return self._layers.layer(name)

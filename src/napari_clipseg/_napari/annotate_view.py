@@ -48,10 +48,23 @@ def read_view(project: Project, name: str | None) -> View | None:
 
 
 class AnnotateLayers:
-    """The two layers of the Annotate mode, replaced in place (a new layer only once)."""
+    """The two layers of the Annotate mode, replaced in place (a new layer only once); they know
+    whether the annotator has touched the labels shown (a checksum, as the Segment mode keeps)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
+        self._shown_sum: int | None = None
+
+    def untouched(self) -> bool:
+        """Whether the labels on screen are still those shown (not painted, not replaced)."""
+        layer = self.layer(LABELS_LAYER)
+        return layer is not None and self._shown_sum == _checksum(layer.data)
+
+    def replace_labels(self, labels: np.ndarray) -> None:
+        """New labels for the image on screen, in place (the layer, its mode and selection stay)."""
+        layer = self.layer(LABELS_LAYER)
+        layer.data = labels.astype(np.uint8)
+        self._shown_sum = _checksum(layer.data)
 
     def layer(self, name: str) -> Any:
         return next((layer for layer in self._viewer.layers if layer.name == name), None)
@@ -62,6 +75,7 @@ class AnnotateLayers:
         rgb = view.image.ndim == view.labels.ndim + 1 and view.image.shape[-1] in (3, 4)
         self._put(IMAGE_LAYER, view.image, "image", rgb=rgb)
         layer = self._put(LABELS_LAYER, view.labels.astype(np.uint8), "labels")
+        self._shown_sum = _checksum(layer.data)
         layer.metadata["clipseg-project"] = {"folder": str(project_folder), "name": view.name}
         self._viewer.layers.selection.active = layer
         layer.mode = "paint"
@@ -81,6 +95,12 @@ class AnnotateLayers:
         if kind == "labels":
             return self._viewer.add_labels(data, name=name)
         return self._viewer.add_image(data, name=name, rgb=rgb)
+
+
+def _checksum(labels: np.ndarray) -> int:
+    import zlib
+
+    return zlib.crc32(np.ascontiguousarray(labels))
 
 
 class DiskSteps:

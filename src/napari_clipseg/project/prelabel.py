@@ -117,7 +117,20 @@ class Prelabeller:
         yield Progress(len(todo), len(todo), "done")  # the whole job, also when the image on screen was left out
         return report
 
-    def _part(self, names: list[str], model: Any, done: int, total: int) -> Generator[Progress, None, list[Row]]:
+    def iter_renew(self, name: str) -> Generator[Progress, None, bool]:
+        """Pre-label ``name`` again with the decoder in use although it is on screen (for an annotator
+        who has not touched its labels: the dock checks before it shows the new ones); whether it
+        was (not when its pre-label is current, or it is verified, skipped or gone)."""
+        entry = self.state.entry(name)
+        if entry.state != "pre-labelled" or entry.missing or entry.decoder == self.state.decoder:
+            return False
+        rows = yield from self._part([name], self.model.predictor(self.state.decoder_path), 0, 1, renewing=name)
+        self.state.save()
+        return self.state.entry(name).decoder == self.state.decoder and rows[0].status != "failed"
+
+    def _part(
+        self, names: list[str], model: Any, done: int, total: int, renewing: str | None = None
+    ) -> Generator[Progress, None, list[Row]]:
         from ..datasets.api import iter_segment_dataset
 
         items = [InputFile(Path(self.state.entry(n).path), n) for n in names]
@@ -139,7 +152,7 @@ class Prelabeller:
         report = yield from relay(events, overall)
         rows = [self._said(row) for row in report.rows]
         for row in rows:
-            self._take(row)
+            self._take(row, renewing)
         return rows
 
     def _said(self, row: Row) -> Row:
@@ -165,9 +178,9 @@ class Prelabeller:
         with self.state.lock:
             self.on_screen = name
 
-    def _take(self, row: Row) -> None:
+    def _take(self, row: Row, renewing: str | None = None) -> None:
         """Take one pre-labelled image (a report row) into the state: its folder swapped in,
-        unless the annotator got there first (verified, skipped, or on screen)."""
+        unless the annotator got there first (verified, skipped, or on screen: unless ``renewing`` it)."""
         if row.status == "failed":
             self._failed[row.name] = row.error or "failed"
             return
@@ -175,7 +188,8 @@ class Prelabeller:
         staged, target = self.incoming / row.name, self.state.folder.prelabels / row.name
         with self.state.lock:
             entry = self.state.entry(row.name)
-            taken = entry.state in ("verified", "skipped") or (row.name == self.on_screen and entry.state != "new")
+            on_screen = row.name == self.on_screen and entry.state != "new" and row.name != renewing
+            taken = entry.state in ("verified", "skipped") or on_screen
             if taken or not staged.is_dir():
                 shutil.rmtree(staged, ignore_errors=True)
                 return

@@ -40,7 +40,7 @@ from .model import ProjectModel
 from .prelabel import Prelabeller
 from .queue import ReviewQueue
 from .refine import PixelLearner
-from .snapshot import DamagedPrelabel, ShownPrelabels, read_snapshot
+from .snapshot import DamagedPrelabel, PrelabelSnapshot, ShownPrelabels, read_snapshot
 from .sources import Sources
 from .state import ImageEntry, ProjectState
 from .verify import Verifier
@@ -222,6 +222,20 @@ class Project(ProjectView):
             self._state.forget_prelabel(name)
             self._prelabelled_now(name)
             snapshot = read_snapshot(self._state, name, self.options.min_size)
+        self.shown.remember(snapshot)
+        return snapshot.labels
+
+    def iter_renew(self, name: str) -> Generator[Progress, None, PrelabelSnapshot | None]:
+        """The pre-label of ``name`` made again by the decoder in use although it is on screen, read
+        whole; :meth:`show` it once the annotator's labels are known untouched (else the one shown
+        stays what a verify counts against). None when its pre-label is current, or it was verified."""
+        self._writable()
+        if not (yield from self.prelabeller.iter_renew(name)):
+            return None
+        return read_snapshot(self._state, name, self.options.min_size)
+
+    def show(self, snapshot: PrelabelSnapshot) -> np.ndarray:
+        """``snapshot`` is on screen now (what :meth:`verify` counts changes against); its labels."""
         self.shown.remember(snapshot)
         return snapshot.labels
 

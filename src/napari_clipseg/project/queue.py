@@ -13,6 +13,13 @@ from .reconcile import DAMAGE
 from .score import review_score
 from .state import ImageEntry, ProjectState
 
+#: Review scores closer than this are the same need of review.
+TIE = 0.005
+
+
+def _rank(score: float) -> int:
+    return round(score / TIE)
+
 
 class ReviewQueue:
     """The order in which the pre-labelled images of ``state`` are reviewed."""
@@ -21,17 +28,19 @@ class ReviewQueue:
         self.state = state
 
     def scores(self) -> list[tuple[str, float]]:
-        """Pre-labelled images still to review, highest score first (ties: file order)."""
+        """Pre-labelled images still to review, highest score first (scores within :data:`TIE` of
+        each other tie, and ties go in file order: with the base model nearly every score is the same,
+        and the annotator then meets the folder as it is, not in the order of rounding noise)."""
         scored = [(entry.name, self.score_of(entry)) for entry in self.state.in_state("pre-labelled")]
-        return sorted(scored, key=lambda pair: -pair[1])
+        return sorted(scored, key=lambda pair: -_rank(pair[1]))
 
     def top(self, after: str | None = None) -> str | None:
         """The first image of the queue other than ``after`` (a pass in memory)."""
-        best, best_score = None, -1.0
+        best, best_rank = None, -1
         for entry in self.state.in_state("pre-labelled"):
-            score = self.score_of(entry)
-            if entry.name != after and score > best_score:
-                best, best_score = entry.name, score
+            rank = _rank(self.score_of(entry))
+            if entry.name != after and rank > best_rank:
+                best, best_rank = entry.name, rank
         return best
 
     def score_of(self, entry: ImageEntry) -> float:
