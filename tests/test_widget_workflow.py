@@ -44,6 +44,39 @@ def test_the_dock_fits_napari_default_window_with_the_canvas_usable(make_napari_
     assert [top(w) for w in main_path] == sorted(top(w) for w in main_path)
 
 
+def test_open_sections_scroll_inside_the_dock_and_every_label_is_whole(make_napari_viewer, tiny_model_dir, qtbot):
+    """napari docks a magicgui widget's ``native``: opening Advanced grew napari's window from 630 to
+    ~1010 px (past a 900-px screen) and cut its labels ("Decode", "Precisio"). Now the dock scrolls."""
+    from qtpy.QtWidgets import QLabel
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    widget = ClipSegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="CLIPSeg")
+    window.resize(1400, 630)
+    _settle(qtbot)
+    height = window.height()
+    for mode in ("Segment", "Annotate"):
+        widget._mode.value = mode
+        for section in (widget._advanced, widget._example_section):
+            if not section.expanded and section.native.isVisible():
+                section.header.native.click()
+        _settle(qtbot)
+        assert window.height() == height, mode  # the dock scrolls; the window keeps its size
+        inner, viewport = widget.native.widget(), widget.native.viewport()
+        assert inner.width() <= viewport.width(), mode  # no row runs past the dock's right edge
+        shown = [label for label in inner.findChildren(QLabel) if label.isVisible() and label.text()]
+        cut = [
+            (label.text(), label.width())
+            for label in shown
+            if not label.wordWrap() and label.fontMetrics().horizontalAdvance(label.text()) > label.width()
+        ]
+        assert not cut, (mode, cut)
+    path = "/data/a long folder name/another long folder name/models/clipseg-rd64-refined"
+    widget._source.value = path
+    assert widget._source.tooltip.startswith(path)  # the whole path, whatever part the field shows
+
+
 def test_sections_open_when_used_and_are_remembered(widget, viewer, astronaut, qtbot):
     shapes = viewer.add_shapes([np.array([[10, 10], [10, 90], [90, 90], [90, 10]], float)], name="ex")
     assert not widget._example_section.expanded

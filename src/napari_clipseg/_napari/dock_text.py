@@ -3,8 +3,8 @@
 OUTPUTS = ("classes", "classes + instances")
 #: The dock's two modes: segment the image on screen, or annotate a folder in a project.
 DOCK_MODES = ("Segment", "Annotate")
-#: Widest the dock grows: napari's canvas keeps most of the window.
-DOCK_WIDTH = 200
+#: Widest the dock grows: napari's canvas keeps most of the window, and every label is whole.
+DOCK_WIDTH = 210
 TIPS = {
     "prompts": "One class per line or comma-separated. Enter runs, Shift+Enter adds a line.",
     "min_size": "Remove objects smaller than this many pixels",

@@ -37,21 +37,23 @@ class ExamplePanel(Container):
             tooltip="The image the example is drawn on (empty: the image being segmented)",
         )
         self.class_name = LineEdit(label="Name", value="example")
-        self.visual_weight = FloatSlider(
-            label="Weight",
+        self.visual_weight = FloatSlider(  # no readout box: the value is in the label (the dock is narrow)
+            label="Weight 1.00",
             min=0.0,
             max=1.0,
             step=0.05,
             value=1.0,
+            readout=False,
             tooltip="1: the example alone; lower values mix in the name as a text prompt",
         )
+        self.visual_weight.changed.connect(lambda value: setattr(self.visual_weight, "label", f"Weight {value:.2f}"))
         self.engineering = ComboBox(
             label="Recipe",
             choices=list(RECIPES),
             value=DEFAULT_MODE,
             tooltip="Visual prompt engineering (paper Table 2); the default is the paper's best",
         )
-        self.use_result = PushButton(text="Use result as example")
+        self.use_result = PushButton(text="Use result", tooltip="Use the result (as corrected) as the example")
         self.extend(
             [
                 self.support,

@@ -9,6 +9,7 @@ from typing import Any
 from magicgui.widgets import ComboBox, Container, LineEdit, PushButton
 
 from ..segmentation.model_spec import ModelSpec
+from .dock_fit import fit_labels, once_docked
 
 DECODER_TIP = "A fine-tuned decoder folder (Learn from corrections); empty: the model's own"
 
@@ -20,7 +21,7 @@ class ModelPanel(Container):
     """
 
     def __init__(self, spec: ModelSpec, available: list[str], choose: Callable[[bool], str | None]) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self._choose = choose
         self.source = LineEdit(
             label="Model", value=spec.source, tooltip="Hub id, a transformers folder, or an original .pth checkpoint"
@@ -31,8 +32,14 @@ class ModelPanel(Container):
         self.device = ComboBox(label="Device", choices=devices, value=spec.device if spec.device in devices else "auto")
         self.precision = ComboBox(label="Precision", choices=self._precision_choices)
         self.precision.value = spec.precision if spec.precision in self.precision.choices else "auto"
-        browse = Container(layout="horizontal", labels=False, widgets=[self.browse_file, self.browse_dir], label="")
-        self.extend([self.source, browse, self.decoder, self.device, self.precision])
+        # the buttons on a row of their own, under the Model field (beside a label column they
+        # made the narrow dock's widest row); the two forms' labels are made one width when docked
+        browse = Container(layout="horizontal", labels=False, widgets=[self.browse_file, self.browse_dir])
+        lower = Container(labels=True, widgets=[self.decoder, self.device, self.precision])
+        self.extend([Container(labels=True, widgets=[self.source]), browse, lower])
+        for part in self:
+            part.margins = (0, 0, 0, 0)
+        once_docked(lambda: fit_labels(*self.fields))  # one label column for the two forms
         self.browse_file.changed.connect(partial(self._browse, folder=False))
         self.browse_dir.changed.connect(partial(self._browse, folder=True))
         self.device.changed.connect(self.precision.reset_choices)

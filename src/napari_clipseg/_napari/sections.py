@@ -20,7 +20,7 @@ class Section(Container):
         self.header.native.setFlat(True)
         self.header.native.setStyleSheet("text-align: left; font-weight: bold;")
         self.body = Container(widgets=list(widgets), labels=False)  # labelled controls come in their own forms
-        self.body.margins = (12, 0, 0, 0)
+        self.body.margins = (4, 0, 0, 0)  # a hint of indent: the narrow dock needs the width
         self.margins = (0, 0, 0, 0)
         self.extend([self.header, self.body])
         self.header.changed.connect(lambda *_: self.set_expanded(not self.expanded))

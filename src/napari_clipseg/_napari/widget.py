@@ -37,8 +37,8 @@ from . import layers as _layers  # noqa: E402
 from .annotate_panel import AnnotatePanel  # noqa: E402
 from .batch_action import ask_folder_run, report_message  # noqa: E402
 from .dialogs import Dialogs  # noqa: E402
-from .dock_fit import fit_labels, once_docked, short_dock_title, show_text  # noqa: E402
-from .dock_text import DOCK_MODES, DOCK_WIDTH, OUTPUTS, TIPS, threshold_label  # noqa: E402
+from .dock_fit import ScrollingDock, fit_dock, fit_labels, once_docked, short_dock_title, show_text  # noqa: E402
+from .dock_text import DOCK_MODES, OUTPUTS, TIPS, threshold_label  # noqa: E402
 from .example_panel import ExamplePanel  # noqa: E402
 from .export_action import export_interactively  # noqa: E402
 from .job_control import JobControl, JobSlot  # noqa: E402
@@ -56,13 +56,13 @@ if TYPE_CHECKING:
     import napari
 
 
-class ClipSegWidget(Container):
+class ClipSegWidget(ScrollingDock):
     """Segment the selected image from text prompts or an example (see the module docstring)."""
 
     def __init__(self, viewer: napari.viewer.Viewer, dialogs: Dialogs | None = None) -> None:
         # full-width rows (labelled controls sit in inner forms), scrolling rather than squeezing
         # its rows or growing napari's window when sections are open
-        super().__init__(labels=False, scrollable=True)
+        super().__init__(labels=False)
         settle_heavy_imports()
         from ..modeling.runtime import available_devices
 
@@ -153,12 +153,13 @@ class ClipSegWidget(Container):
 
     def _polish(self, s: Settings) -> None:
         """Compact layout: a short prompt box, wrapped messages, a narrow dock."""
-        self._prompts.native.setPlaceholderText("e.g. nucleus, cell membrane")
+        self._prompts.native.setPlaceholderText("e.g. nucleus")
         self._prompts.native.setMaximumHeight(64)
         for label in (self._status, self._classes):
             label.native.setWordWrap(True)
         self._split.visible = self._output.value == OUTPUTS[1]
-        self.native.setMaximumWidth(DOCK_WIDTH)
+        panels = (self._model, self._options, self._example)
+        fit_dock(self, panels, paths=(self._source, self._decoder, self._annotate.images, self._annotate.folder))
 
     def _set_status(self, text: str) -> None:
         """Show ``text`` in the status line (all its lines; the tooltip holds it too)."""
