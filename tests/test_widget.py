@@ -277,7 +277,11 @@ def test_model_is_loaded_once_and_reloaded_only_when_settings_change(widget, vie
     widget._prompts.value = "rocket"
     click_run(widget, qtbot)
     assert len(loads) == 1
-    widget._device.value = "cpu"  # a different device means a different model instance
+    widget._device.value = "cpu"  # "auto" is this machine's CPU: the same model
+    click_run(widget, qtbot)
+    assert len(loads) == 1
+    other = next(p for p in widget._precision.choices if p != widget._precision.value)
+    widget._precision.value = other  # another precision is another model instance
     click_run(widget, qtbot)
     assert len(loads) == 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import napari_clipseg as ncs
 from conftest import TIMEOUT, disc_images
@@ -128,7 +129,9 @@ def test_learn_as_i_go_learns_in_the_background_and_leaves_the_image_on_screen(
     np.testing.assert_array_equal(project.verified_labels(on_screen), painted)
 
 
-def test_after_a_kept_learn_untouched_labels_on_screen_show_the_new_pre_label(widget, viewer, qtbot, tmp_path):
+def test_after_a_kept_learn_untouched_labels_on_screen_show_the_new_pre_label(
+    widget, viewer, qtbot, tmp_path, monkeypatch
+):
     panel, truth = _open(widget, qtbot, tmp_path, auto_learn=True)
     project = panel.project
     for _ in range(3):
@@ -137,6 +140,11 @@ def test_after_a_kept_learn_untouched_labels_on_screen_show_the_new_pre_label(wi
     on_screen = panel.current
     qtbot.waitUntil(lambda: project.last_learn is not None and not panel.is_running, timeout=4 * TIMEOUT)
     assert project.last_learn.accepted  # a refiner on top of the decoder, at least: better than random weights
+    assert widget._decoder.value == str(project.decoder)  # the Segment mode runs the project's decoder too
+    assert widget._threshold.value == pytest.approx(project.threshold)
+    monkeypatch.setattr(ncs.ModelSpec, "load", lambda *a, **k: pytest.fail("the base was read again"))
+    segment_model = widget._runner.model(widget._model.spec(), project.stop)  # the held base, the new decoder
+    assert segment_model.info.decoder["name"] == project.decoder.name and segment_model.pixel_refiner is not None
     record = ncs.read_record(project.folder.prelabels / on_screen / "clipseg.json")
     assert record["model"]["decoder"]["name"] == project.decoder.name  # the image on screen is not a Learn behind
     new = np.load(project.folder.prelabels / on_screen / "labels.npy")
@@ -178,3 +186,27 @@ def test_export_from_the_dock_never_destroys_and_says_every_outcome(widget, qtbo
     assert sorted(p.name for p in mine.iterdir()) == ["images-training-set", "notes.txt"]
     assert not any(level == "error" for level, _ in messages), messages
     assert panel.status.native.height() == panel.status.native.minimumHeight()  # a fixed height
+
+
+def test_a_project_made_in_the_dock_takes_its_options_and_shares_its_model(
+    widget, qtbot, tmp_path, tiny_model_dir, monkeypatch, messages
+):
+    import os
+
+    loads = []
+    load = ncs.ModelSpec.load
+    monkeypatch.setattr(ncs.ModelSpec, "load", lambda spec, **kw: loads.append(spec) or load(spec, **kw))
+    os.symlink(tiny_model_dir, tmp_path / "linked-model")  # the dock's model by another path than the project's
+    widget._source.value = str(tmp_path / "linked-model")
+    widget._options.tiling.value = "tiled"
+    widget._options.overlap.value = 24
+    widget._options.channels.value = "0, 0, 0"
+    panel, _ = _open(widget, qtbot, tmp_path, auto_learn=False)
+    assert not any(level == "error" for level, _ in messages), messages
+    options = panel.project.options
+    assert (options.mode, options.overlap, list(options.channels)) == ("tiled", 24, [0, 0, 0])
+    assert len(loads) == 1
+    runner = widget._runner  # the Segment mode asks for the model by the dock's path: the one held
+    runner.model(widget._model.spec(), panel.project.stop)
+    runner.model(widget._model.spec().replace(source=str(tiny_model_dir), device="cpu"), panel.project.stop)
+    assert len(loads) == 1

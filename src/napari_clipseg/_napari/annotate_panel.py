@@ -33,6 +33,7 @@ from .annotate_view import (
     DiskSteps,
     ProjectStopper,
     View,
+    counts_text,
     read_view,
 )
 from .dock_fit import fixed_text_box, show_text
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from ..project.project import Project
     from ..segmentation.model_spec import ModelSpec
+    from ..segmentation.options import SegmentOptions
     from .dialogs import Dialogs
 
 KEYS = {"next": "PageDown", "previous": "PageUp"}
@@ -60,6 +62,8 @@ class AnnotatePanel(Container):
         notify: ``(message, level)``: a napari notification (this mode's status box says it too).
         loader: ``loader(spec, stop)`` loads the project's model (the dock's, so both modes share one).
         slot: The dock's job slot (one job at a time in both modes).
+        options: The dock's options for a folder's files (a new project is made with them).
+        use_decoder: ``(folder, threshold)``: the Segment mode runs the project's decoder in use.
     """
 
     def __init__(
@@ -71,10 +75,12 @@ class AnnotatePanel(Container):
         notify: Callable[[str, str], None],
         loader: Callable[..., Any] | None = None,
         slot: JobSlot | None = None,
+        options: Callable[[], SegmentOptions] | None = None,
+        use_decoder: Callable[[str, Any], None] | None = None,
     ) -> None:
         super().__init__(labels=False)
         self._viewer, self._model, self._prompts, self._dialogs = viewer, model, prompts, dialogs
-        self._notify = notify
+        self._notify, self._options, self._use_decoder = notify, options, use_decoder
         self._loader = loader
         self.project: Project | None = None
         self.current: str | None = None
@@ -95,7 +101,7 @@ class AnnotatePanel(Container):
             slot,
         )
         self._learning = LearnAsYouGo(
-            self._jobs, lambda: self.project, self._say, self._set_status, self._show_counts, self._renewed
+            self._jobs, lambda: self.project, self._say, self._set_status, self._after_learn, self._renewed
         )
         self._connect()
 
@@ -170,6 +176,7 @@ class AnnotatePanel(Container):
         """Open the project in the Project folder (created from Images and the dock's prompts if new),
         then pre-label what needs it in the background."""
         from ..errors import ProjectError
+        from ..project.folder import MANIFEST_NAME
         from ..project.open import open_project
 
         if self._jobs.refuse_while_running():
@@ -180,7 +187,9 @@ class AnnotatePanel(Container):
             return
         self.close()
         try:
-            self.project = open_project(images or None, folder, self._prompts() or None, self._model())
+            new = not (Path(folder) / MANIFEST_NAME).is_file()
+            options = self._options() if new and self._options is not None else None
+            self.project = open_project(images or None, folder, self._prompts() or None, self._model(), options=options)
         except (ProjectError, OSError, ValueError) as e:
             self._say(str(e), "error")
             return
@@ -190,6 +199,7 @@ class AnnotatePanel(Container):
         self.project.model.loader = self._loader
         self._history, self.current = [], None
         self._enable_loop(True)
+        self._after_learn()
         self.prelabel_in_background(then_show=True)
 
     def close(self, *_: Any) -> None:
@@ -316,6 +326,12 @@ class AnnotatePanel(Container):
         shown = "" if view.verified else f", score {view.score:.3f}"
         show_text(self.image_name, f"{view.name} ({'verified' if view.verified else 'pre-labelled'}{shown})")
 
+    def _after_learn(self) -> None:
+        """The counts, and the Segment mode on the project's decoder in use (one model, one decoder)."""
+        self._show_counts()
+        if self.project is not None and self.project.decoder is not None and self._use_decoder is not None:
+            self._use_decoder(str(self.project.decoder), self.project.threshold)
+
     def _renewed(self, snapshot: Any) -> None:
         """After a kept Learn: the new pre-label of the image on screen replaces labels nobody touched."""
         if self.project is not None and snapshot.name == self.current and self._layers.untouched():
@@ -350,22 +366,7 @@ class AnnotatePanel(Container):
 
     def _show_counts(self) -> None:
         self._counted = time.monotonic()
-        if self.project is None:
-            show_text(self.counts, "No project open.")
-            return
-        counts, total = self.project.status(), len(self.project.names)
-        text = f"Verified {counts['verified']} of {total}"
-        if counts["new"] and self.is_running:
-            text += f", {counts['new']} being pre-labelled"
-        if counts["skipped"]:
-            text += f", {counts['skipped']} skipped"
-        missing = self.project.missing()
-        if missing:
-            text += f", {len(missing)} gone ({', '.join(missing[:2])}{' …' if len(missing) > 2 else ''})"
-        failed = self.project.failed()
-        if failed:
-            text += f", {len(failed)} failed ({', '.join(sorted(failed)[:2])}{' …' if len(failed) > 2 else ''})"
-        show_text(self.counts, text + ".")
+        show_text(self.counts, counts_text(self.project, self.is_running))
 
     def _say(self, message: str, level: str = "info") -> None:
         """``message`` in this mode's status box and as a napari notification."""

@@ -35,6 +35,25 @@ class View:
     score: float | None
 
 
+def counts_text(project: Project | None, running: bool) -> str:
+    """The counts line: verified of all, and what is being pre-labelled, skipped, gone or failed."""
+    if project is None:
+        return "No project open."
+    counts, total = project.status(), len(project.names)
+    text = f"Verified {counts['verified']} of {total}"
+    if counts["new"] and running:
+        text += f", {counts['new']} being pre-labelled"
+    if counts["skipped"]:
+        text += f", {counts['skipped']} skipped"
+    missing = project.missing()
+    if missing:
+        text += f", {len(missing)} gone ({', '.join(missing[:2])}{' …' if len(missing) > 2 else ''})"
+    failed = project.failed()
+    if failed:
+        text += f", {len(failed)} failed ({', '.join(sorted(failed)[:2])}{' …' if len(failed) > 2 else ''})"
+    return text + "."
+
+
 def read_view(project: Project, name: str | None) -> View | None:
     """What showing ``name`` needs, read from the folder (a worker thread)."""
     from ..io.inputs import open_image

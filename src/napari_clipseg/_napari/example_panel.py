@@ -93,6 +93,16 @@ class ExamplePanel(Container):
         self.class_name.value = names[value - 1] if value <= len(names) else f"label {value}"
         return value
 
+    def pin_source(self, source: tuple[Labels, Any, tuple[int, ...]] | None) -> tuple[str, str]:
+        """:meth:`pin` the selected label of a result ``(labels, image, plane)`` (None: there is
+        none); what to tell the user, and its level."""
+        if source is None:
+            return "Run once (or select a Labels layer) first: its selected label becomes the example.", "warning"
+        layer, image, index = source
+        value = self.pin(layer, int(layer.selected_label), image, index)
+        where = f" (plane {list(index)})" if index else ""
+        return f"Example: label {value} of '{layer.name}'{where}. Pick the next plane or image and press Run.", "info"
+
     @property
     def active(self) -> bool:
         return self.support.value is not None

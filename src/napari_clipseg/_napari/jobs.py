@@ -49,6 +49,7 @@ class ModelRunner:
     def __init__(self) -> None:
         self.predictor: ClipSegPredictor | None = None
         self.key: ModelSpec | None = None
+        self._base: tuple[ModelSpec, Any] | None = None  # the base model held (a decoder goes on a copy)
         self._stop_load = threading.Event()
         self._model_lock = threading.Lock()
 
@@ -112,7 +113,14 @@ class ModelRunner:
 
     def _load(self, key: ModelSpec, stop: threading.Event | None = None) -> Generator[Progress, None, ClipSegPredictor]:
         """The predictor of ``key``, loaded when another spec is held (``stop``: the flag a Cancel
-        sets; the runner's own by default)."""
+        sets; the runner's own by default). Specs are compared with their paths and device resolved (a
+        relative or linked path is the model a project names by its absolute path), and another decoder on
+        the base held is put on it without reading the towers again (a project's learnt decoder in
+        the Segment mode)."""
+        from ..modeling.runtime import resolve_device
+        from ..segmentation.model_spec import with_decoder_folder
+
+        key = key.absolute().replace(device=str(resolve_device(key.device)))  # "auto" is this machine's device
         stop = stop or self._stop_load
         yield Progress(0, 1, "loading model" if key != self.key else "model ready")
         if key != self.key or self.predictor is None:
@@ -120,8 +128,12 @@ class ModelRunner:
 
             from ..segmentation.predictor import ClipSegPredictor
 
-            model = key.load(tqdm_class=napari_progress, stop=stop)  # downloads show in the activity dock
-            model.info.weights.digest(stop)  # the record's hash, here where Cancel reaches it
+            base = key.replace(decoder=None)
+            if self._base is None or self._base[0] != base:
+                model = base.load(tqdm_class=napari_progress, stop=stop)  # downloads show in the activity dock
+                model.info.weights.digest(stop)  # the record's hash, here where Cancel reaches it
+                self._base = (base, model)
+            model = self._base[1] if key.decoder is None else with_decoder_folder(self._base[1], key.decoder)
             self.predictor, self.key = ClipSegPredictor(model), key
         return self.predictor
 

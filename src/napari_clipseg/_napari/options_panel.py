@@ -140,6 +140,23 @@ class OptionsPanel(Container):
             )
         return axis
 
+    def base_options(self, threshold: float, min_size: int) -> SegmentOptions:
+        """The options of every run (this panel's tiling, overlap and scale; the main controls'
+        threshold and minimum size); :meth:`apply` adds a layer's, :meth:`folder_options` a folder's."""
+        return SegmentOptions(
+            mode=self.tiling.value,
+            overlap=int(self.overlap.value),
+            scale=float(self.scale.value),
+            threshold=threshold,
+            min_size=min_size,
+        )
+
+    def folder_options(self, options: SegmentOptions) -> SegmentOptions:
+        """``options`` with this panel's channels and channel axis for a folder's files (a pre-label
+        run, a new project; ValueError for unusable channel text)."""
+        axis = int(self.channel_axis.value)
+        return options.replace(channels=parse_channels(self.channels.value), channel_axis=axis if axis >= 0 else None)
+
     def apply(self, options: SegmentOptions, layer: Any) -> SegmentOptions:
         """``options`` with this panel's choices for ``layer`` (ValueError for unusable channel text)."""
         return options.replace(

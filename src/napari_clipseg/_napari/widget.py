@@ -117,8 +117,10 @@ class ClipSegWidget(ScrollingDock):
             lambda: self._prompts.value,
             self.dialogs,
             self._notify,
-            loader=self._runner.model,  # one model for both modes
+            loader=self._runner.model,  # one model, one set of options for both modes
             slot=self._slot,
+            options=lambda: self._options.folder_options(self._run_options()),
+            use_decoder=self._use_decoder,
         )
         self._options = OptionsPanel(self._viewer)
         self._options.restore(s)
@@ -223,14 +225,7 @@ class ClipSegWidget(ScrollingDock):
             self._image.value = active
 
     def _run_options(self) -> SegmentOptions:
-        """The options set in the main controls (the panel adds its own for a layer)."""
-        return SegmentOptions(
-            mode=self._options.tiling.value,
-            overlap=int(self._options.overlap.value),
-            scale=float(self._options.scale.value),
-            threshold=float(self._threshold.value),
-            min_size=int(self._min_size.value),
-        )
+        return self._options.base_options(float(self._threshold.value), int(self._min_size.value))
 
     def _settings(self, export_folder: str | None = None) -> Settings:
         sections = {"example": self._example_section, "advanced": self._advanced}
@@ -284,14 +279,9 @@ class ClipSegWidget(ScrollingDock):
         source = self._results.example_source(
             self._viewer.layers.selection.active, self._image.value, self._viewer.dims.current_step
         )
-        if source is None:
-            self._say("Run once (or select a Labels layer) first: its selected label becomes the example.", "warning")
-            return
-        layer, image, index = source
-        value = self._example.pin(layer, int(layer.selected_label), image, index)
-        self._example_section.set_expanded(True)
-        where = f" (plane {list(index)})" if index else ""
-        self._say(f"Example: label {value} of '{layer.name}'{where}. Pick the next plane or image and press Run.")
+        if source is not None:
+            self._example_section.set_expanded(True)
+        self._say(*self._example.pin_source(source))
 
     def run(self, _value: Any = None) -> None:
         """Start a run for the current inputs (refused while one is running)."""
@@ -307,7 +297,11 @@ class ClipSegWidget(ScrollingDock):
         """Pre-label every image of a folder with the dock's prompts and settings, in the worker."""
         if self._jobs.refuse_while_running():
             return
-        options, instances = self._run_options(), self._instance_settings()
+        try:
+            options, instances = self._options.folder_options(self._run_options()), self._instance_settings()
+        except ValueError as e:
+            self._say(str(e), "warning")
+            return
         chosen = ask_folder_run(self, self._prompts.value, options, instances, self._export_format.value)
         if isinstance(chosen, str):
             self._say(chosen, "warning")
@@ -326,15 +320,18 @@ class ClipSegWidget(ScrollingDock):
             return
         self._say(describe(*found))
 
-        def on_result(result: Any) -> None:
-            def use(folder: str) -> None:  # the next run loads it, at the threshold it chose
-                self._decoder.value = folder
-                self._threshold.value = result.threshold
-
+        def on_result(result: Any) -> None:  # if kept, the next run loads it, at the threshold it chose
+            use = partial(self._use_decoder, threshold=result.threshold)
             self._say(*offer_decoder(self.dialogs, self.native, result, use))
 
         job = partial(self._runner.finetune_job, self._model.spec(), *found)
         self._jobs.start(job, on_result, "Cancelled: no decoder was made.")
+
+    def _use_decoder(self, folder: str, threshold: Any) -> None:
+        """The Segment mode runs this decoder (a project's in use, or one just fine-tuned), at its threshold."""
+        self._decoder.value = folder
+        if isinstance(threshold, float):
+            self._threshold.value = threshold
 
     @property
     def is_running(self) -> bool:

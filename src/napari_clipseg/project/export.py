@@ -135,6 +135,12 @@ def choose_export_folder(project: VerifiedSet, chosen: str | os.PathLike) -> tup
     raise ValueError(f"{chosen} holds 1,000 training sets already: choose another folder")
 
 
+def _mark(project: VerifiedSet, stage: Path) -> None:
+    """Write the :data:`MARK` of a finished set: this project, and every entry the export wrote."""
+    mark = {"project": str(project.folder.root.resolve()), "entries": sorted(p.name for p in stage.iterdir())}
+    (stage / MARK).write_text(json.dumps(mark, indent=1), encoding="utf-8")
+
+
 def _tidy(out: Path) -> None:
     """Undo what a killed export left beside ``out``: a set moved aside for ``overwrite`` whose
     replacement never arrived is put back, and half-written sets are removed."""
@@ -201,8 +207,7 @@ def export_project(
             from ..io.coco import build_coco, write_coco
 
             write_coco(stage / COCO_NAME, build_coco(coco_items, project.classes))
-        mark = {"project": str(project.folder.root.resolve()), "entries": sorted(p.name for p in stage.iterdir())}
-        (stage / MARK).write_text(json.dumps(mark, indent=1), encoding="utf-8")
+        _mark(project, stage)
         _check_contents(project, out, overwrite)  # again: nothing put there meanwhile is taken with it
         swap_in_folder(stage, out, out.parent / f".{out.name}.old-{uuid.uuid4().hex}", durable=True)
     finally:

@@ -8,7 +8,6 @@ re-predicting after a Learn, or learning itself, reads it instead of running the
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -67,11 +66,9 @@ class ProjectModel:
             return base
         with self._lock:
             if self._tuned is None or self._tuned[0] != str(decoder):
-                from ..modeling.decoder_files import apply_decoder
-                from ..segmentation.refiner import attach_refiner
+                from ..segmentation.model_spec import with_decoder_folder
 
-                model = base.with_decoder(copy.deepcopy(base.decoder))
-                self._tuned = (str(decoder), attach_refiner(apply_decoder(model, decoder), decoder))
+                self._tuned = (str(decoder), with_decoder_folder(base, decoder))
             return self._tuned[1]
 
     def spec_with(self, decoder: Path | None) -> ModelSpec:

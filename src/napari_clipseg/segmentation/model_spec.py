@@ -171,6 +171,24 @@ class ModelSpec:
         return with_chosen_precision(model, self.precision, stop)
 
 
+def with_decoder_folder(base: ClipSeg, folder: str | os.PathLike) -> ClipSeg:
+    """A copy of the loaded ``base`` (kept as it is, at its precision) with the decoder in ``folder``
+    and its pixel refiner, if it keeps one: what loading the base again with ``decoder=folder``
+    gives, without reading the towers' weights again.
+
+    Raises:
+        DecoderMismatchError: the decoder was made for other base weights.
+        RefinerError: its refiner's files are damaged.
+    """
+    import copy
+
+    from ..modeling.decoder_files import apply_decoder
+    from .refiner import attach_refiner
+
+    model = base.with_decoder(copy.deepcopy(base.decoder))
+    return attach_refiner(apply_decoder(model, folder), folder)
+
+
 def with_chosen_precision(
     model: ClipSeg, precision: str | torch.dtype | None = "auto", stop: threading.Event | None = None
 ) -> ClipSeg:
