@@ -135,6 +135,29 @@ def choose_export_folder(project: VerifiedSet, chosen: str | os.PathLike) -> tup
     raise ValueError(f"{chosen} holds 1,000 training sets already: choose another folder")
 
 
+def _exportable(project: VerifiedSet) -> list[str]:
+    """The verified images whose files are still those verified (the others are left out, said).
+
+    Raises:
+        ValueError: none is.
+    """
+    verified = [name for name in project.names if project.state(name) == "verified"]
+    gone = set(project.missing())
+    names = [name for name in verified if name not in gone and project.still_there(name)]
+    left_out = sorted(set(verified) - set(names))
+    if left_out:  # gone or rewritten since they were verified: never exported with other pixels
+        logger.warning(
+            "left out of the export, their images are gone or changed since they were verified: %s", ", ".join(left_out)
+        )
+    if not names:
+        raise ValueError(
+            "no image of the project is verified yet: nothing to export"
+            if not verified
+            else f"every verified image is gone or changed on disk ({', '.join(left_out[:3])}): nothing to export"
+        )
+    return names
+
+
 def _mark(project: VerifiedSet, stage: Path) -> None:
     """Write the :data:`MARK` of a finished set: this project, and every entry the export wrote."""
     mark = {"project": str(project.folder.root.resolve()), "entries": sorted(p.name for p in stage.iterdir())}
@@ -172,20 +195,7 @@ def export_project(
     if out.parent.is_dir():
         _tidy(out)
     _check_contents(project, out, overwrite)
-    verified = [name for name in project.names if project.state(name) == "verified"]
-    gone = set(project.missing())
-    names = [name for name in verified if name not in gone and project.still_there(name)]
-    left_out = sorted(set(verified) - set(names))
-    if left_out:  # gone or rewritten since they were verified: never exported with other pixels
-        logger.warning(
-            "left out of the export, their images are gone or changed since they were verified: %s", ", ".join(left_out)
-        )
-    if not names:
-        raise ValueError(
-            "no image of the project is verified yet: nothing to export"
-            if not verified
-            else f"every verified image is gone or changed on disk ({', '.join(left_out[:3])}): nothing to export"
-        )
+    names = _exportable(project)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
