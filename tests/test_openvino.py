@@ -55,6 +55,20 @@ def test_the_engine_gives_the_eager_float32_taps_and_logits(tiny_model, openvino
     assert "_vision_engine" not in fast.with_precision("int8").__dict__
 
 
+def test_an_unwritable_cache_converts_without_keeping_it_and_says_so_once(tiny_model, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(openvino_engine, "_UNWRITABLE", set())
+    blocked = tmp_path / "a-file"  # a read-only home: nothing can be written under it
+    blocked.write_text("")
+    pixels = torch.randn(1, 3, 352, 352, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger="napari_clipseg.modeling.openvino_engine"):
+        for _ in range(2):
+            engine = _engine(tiny_model, blocked)
+            with torch.inference_mode():
+                eager, _ = backbone.vision_taps(tiny_model.clip.visual, pixels, tiny_model.config.extract_layers)
+                assert relative_error(eager[-1], engine.taps(pixels)[-1]) < 1e-5
+    assert caplog.text.count("cannot keep the converted vision tower") == 1
+
+
 def test_the_converted_tower_is_cached_by_its_weights_and_survives_a_damaged_entry(
     tiny_model, openvino_on, monkeypatch, caplog
 ):

@@ -117,7 +117,7 @@ def test_an_unwritable_cache_folder_only_costs_a_new_timing(monkeypatch, tmp_pat
     monkeypatch.setattr(speed, "_speedups", {})
     with caplog.at_level(logging.WARNING, logger="napari_clipseg.precision.timing"):
         assert speed.speedups(("int8",)) == pytest.approx({"int8": 3.0})
-    assert "could not remember" in caplog.text
+    assert "cannot keep this machine's measurements" in caplog.text
 
 
 def test_the_real_timing_measures_every_candidate():
@@ -451,3 +451,32 @@ def test_a_fifo_or_a_huge_file_in_place_of_the_timing_is_never_read(monkeypatch,
     assert found.figures == {"a": 1.0} and found.now and "not a regular file" in caplog.text
     (tmp_path / "precision-checks.json").write_bytes(b" " * (measurements.MAX_BYTES + 1))
     assert measurements.remembered("precision-checks.json", "k", lambda: {"a": 2.0}, ["a"]).figures == {"a": 2.0}
+
+
+def test_an_explicit_slower_path_is_said_on_the_command_line(timed, tiny_model_dir, tmp_path, capsys):
+    """An explicit ``--precision int8`` where this machine timed int8 slower loads with a word on stderr."""
+    import tifffile
+
+    from napari_clipseg.cli import main
+
+    timed({"int8": 0.8})
+    tifffile.imwrite(tmp_path / "image.tif", np.zeros((64, 64), np.uint8))
+    out = tmp_path / "labels.tif"
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "image.tif"),
+                "-p",
+                "x",
+                "-m",
+                str(tiny_model_dir),
+                "--precision",
+                "int8",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "int8 is not faster than float32 on this CPU" in capsys.readouterr().err

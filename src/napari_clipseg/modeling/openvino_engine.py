@@ -118,6 +118,10 @@ def cache_key(visual: nn.Module, layers: tuple[int, ...], side: int, stop: threa
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
+#: Cache folders found unwritable in this session (said once each).
+_UNWRITABLE: set[str] = set()
+
+
 def _convert(visual: nn.Module, layers: tuple[int, ...], side: int, target: Path) -> None:
     """Export the tower with torch.export and write OpenVINO's graph to ``target`` (all or nothing)."""
     import openvino as ov
@@ -195,7 +199,17 @@ def vision_engine(
             check_stop(stop)
             return _engine(compiled, visual, layers, side, precision)
     logger.info("converting the vision tower for OpenVINO (once per model; kept in %s)", folder)
-    _converted(visual, layers, side, folder, stop)
+    try:
+        _converted(visual, layers, side, folder, stop)
+    except OSError as e:  # an unwritable cache (read-only home, shared install): converted, not kept
+        if str(cache) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(cache))
+            logger.warning("cannot keep the converted vision tower in %s (%s): it is converted on every load", cache, e)
+        with tempfile.TemporaryDirectory(prefix="napari-clipseg-openvino-") as scratch:
+            _converted(visual, layers, side, Path(scratch) / "tower", stop)
+            check_stop(stop)
+            compiled = _compile(Path(scratch) / "tower" / GRAPH_NAME, threads, precision)
+        return _engine(compiled, visual, layers, side, precision)
     check_stop(stop)
     return _engine(_compile(folder / GRAPH_NAME, threads, precision), visual, layers, side, precision)
 

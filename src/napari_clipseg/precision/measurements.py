@@ -105,11 +105,19 @@ def remembered(
     return Measured(figures, True, path)
 
 
+#: Cache folders found unwritable in this session (said once each).
+_UNWRITABLE: set[str] = set()
+
+
 def _remember(path: Path, known: dict) -> None:
     from ..atomic import write_json
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, known, overwrite=True)  # whole or not at all, also with several workers
-    except OSError as error:  # a read-only home: measure again next session
-        logger.warning("could not remember a measurement in %s: %s", path, error)
+    except OSError as error:  # a read-only home: measure again next session (said once per folder)
+        if str(path.parent) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(path.parent))
+            logger.warning(
+                "cannot keep this machine's measurements in %s (%s): measured again each session", path.parent, error
+            )
