@@ -36,7 +36,7 @@ def fit_dock(dock: ScrollingDock, panels: tuple[Container, ...] = (), paths: tup
     width, which pushed the rows past the dock and cut the labels), and the forms ``panels`` have no
     margins of their own. The path fields ``paths`` get their whole path as tooltip (:func:`path_tooltips`)."""
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QSlider
+    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QSizePolicy, QSlider
 
     dock.margins = (2, 2, 4, 2)
     for panel in panels:
@@ -45,6 +45,8 @@ def fit_dock(dock: ScrollingDock, panels: tuple[Container, ...] = (), paths: tup
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setMinimumWidth(0)  # magicgui sets the widest row's width when a row is added
     area.setMaximumWidth(DOCK_WIDTH)
+    inner = area.widget()  # as wide as the dock shows, whatever a wrapped status line asks for
+    inner.setSizePolicy(QSizePolicy.Policy.Ignored, inner.sizePolicy().verticalPolicy())
     for combo in area.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(4)
