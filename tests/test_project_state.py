@@ -236,3 +236,20 @@ def test_the_image_on_screen_is_renewed_only_when_asked_and_shown_only_when_told
     renewed = run(project.iter_renew(other))
     assert renewed is not None and renewed.decoder == project.decoder.name
     assert project.verify(other, project.show(renewed)) == 0  # shown now: the new one counts
+
+
+def test_a_model_naming_a_decoder_the_project_learnt_reopens_it(project, images, spec):
+    """The dock's Segment mode runs the project's decoder in use; the dock's model then names it."""
+    _, truth = images
+    project.prelabel()
+    for name in ("disc0", "disc1"):
+        project.verify(name, truth[name])
+    project.learn(steps=1, force=True, learning_rate=TINY_LEARNING_RATE, repredict=False)
+    learnt, root = project.decoder, project.folder.root
+    project.close()
+    with ncs.open_project(None, root, model=spec.replace(decoder=str(learnt))) as again:
+        assert again.decoder == learnt and again.current_spec().decoder == str(learnt)
+    elsewhere = root.parent / "elsewhere"  # a decoder folder outside the project: another model
+    elsewhere.mkdir()
+    with pytest.raises(ProjectMismatchError, match="another model"):
+        ncs.open_project(None, root, model=spec.replace(decoder=str(elsewhere)))

@@ -20,8 +20,13 @@ def _layer_names(viewer):
 
 def _click(qtbot, panel, button):
     """Click a loop button and wait for its disk step (verify, read the next image) to be shown."""
+    _step(qtbot, panel, button.native.click)
+
+
+def _step(qtbot, panel, act):
+    """Do ``act`` (a click, a key) and wait for its disk step to be shown."""
     before = (panel.current, len(panel._history))
-    button.native.click()
+    act()
     qtbot.waitUntil(lambda: not panel._disk.busy and (panel.current, len(panel._history)) != before, timeout=TIMEOUT)
 
 
@@ -210,3 +215,45 @@ def test_a_project_made_in_the_dock_takes_its_options_and_shares_its_model(
     runner.model(widget._model.spec(), panel.project.stop)
     runner.model(widget._model.spec().replace(source=str(tiny_model_dir), device="cpu"), panel.project.stop)
     assert len(loads) == 1
+
+
+def _press(viewer, key: str) -> None:
+    """Press one of the loop's keys as napari dispatches it (the viewer's keymap)."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    viewer.keymap[coerce_keybinding(key)](viewer)
+
+
+def test_a_days_work_through_the_dock_and_its_keys(widget, viewer, qtbot, tmp_path, messages, dialogs):
+    """Open, verify 8 images with Learn as I go by the keys, export to a new folder, close, reopen."""
+    from napari_clipseg._napari.annotate_panel import KEYS
+
+    panel, truth = _open(widget, qtbot, tmp_path, auto_learn=True)
+    project = panel.project
+    from napari.utils.key_bindings import coerce_keybinding
+
+    assert all(coerce_keybinding(key) in viewer.keymap for key in KEYS.values())
+    _press(viewer, KEYS["labels"])  # a look at the image under the labels, and back
+    assert not viewer.layers[LABELS_LAYER].visible
+    _press(viewer, KEYS["labels"])
+    skipped = panel.current
+    _step(qtbot, panel, lambda: _press(viewer, KEYS["skip"]))
+    assert project.state(skipped) == "skipped"
+    while panel.current is not None:
+        viewer.layers[LABELS_LAYER].data = truth[panel.current]
+        _step(qtbot, panel, lambda: _press(viewer, KEYS["next"]))
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=4 * TIMEOUT)
+    assert project.status()["verified"] == N_IMAGES - 1 and project.last_learn is not None
+    assert "Every image is verified or skipped." in panel.image_name.value
+    (tmp_path / "sets").mkdir()
+    dialogs.folders.append(str(tmp_path / "sets"))
+    panel.export_btn.native.click()
+    qtbot.waitUntil(lambda: not panel._disk.busy, timeout=TIMEOUT)
+    assert panel.status.value.startswith(f"Exported {N_IMAGES - 1} verified images to {tmp_path / 'sets'}")
+    assert len([p for p in (tmp_path / "sets").iterdir() if p.is_dir()]) == N_IMAGES - 1
+    panel.close()
+    panel.open_btn.native.click()  # the next morning: the loop continues where it stopped
+    assert panel.project is not None, messages[-1]
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=TIMEOUT)
+    assert f"Verified {N_IMAGES - 1} of {N_IMAGES}" in panel.counts.value
+    assert not any(level == "error" for level, _ in messages), messages

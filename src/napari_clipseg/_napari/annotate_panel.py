@@ -48,7 +48,9 @@ if TYPE_CHECKING:
     from ..segmentation.options import SegmentOptions
     from .dialogs import Dialogs
 
-KEYS = {"next": "PageDown", "previous": "PageUp"}
+#: The loop's keys (docs/usage.md, "Keys of the loop"): none of napari's own. napari's own "=" and
+#: "-" already step the label to paint, and "M" takes a new one.
+KEYS = {"next": "PageDown", "previous": "PageUp", "skip": "Shift-PageDown", "learn": "Alt-Enter", "labels": "Alt-T"}
 
 
 class AnnotatePanel(Container):
@@ -114,9 +116,11 @@ class AnnotatePanel(Container):
         self.counts = Label(value="No project open.")
         self.image_name = Label(value="")
         self.previous_btn = PushButton(text="◀", tooltip=f"Previous image ({KEYS['previous']})")
-        self.skip_btn = PushButton(text="Skip", tooltip="Leave this image out (it is not verified)")
+        self.skip_btn = PushButton(text="Skip", tooltip=f"Leave this image out, not verified ({KEYS['skip']})")
         self.next_btn = PushButton(text="Next ▶", tooltip=f"Verify the labels on screen and go on ({KEYS['next']})")
-        self.learn_btn = PushButton(text="Learn", tooltip="Learn from the verified images, re-predict the others")
+        self.learn_btn = PushButton(
+            text="Learn", tooltip=f"Learn from the verified images, re-predict the others ({KEYS['learn']})"
+        )
         self.auto_learn = CheckBox(
             value=True,
             text="Learn as I go",
@@ -162,8 +166,9 @@ class AnnotatePanel(Container):
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_learn.changed.connect(self._set_auto_learn)
         self.export_btn.changed.connect(self.export)
-        self._viewer.bind_key(KEYS["next"], lambda _viewer: self.next(), overwrite=True)
-        self._viewer.bind_key(KEYS["previous"], lambda _viewer: self.previous(), overwrite=True)
+        actions = {"next": self.next, "previous": self.previous, "skip": self.skip, "learn": self.learn}
+        for name, action in {**actions, "labels": self._layers.toggle_labels}.items():
+            self._viewer.bind_key(KEYS[name], lambda _viewer, action=action: action(), overwrite=True)
         self.native.destroyed.connect(self.close)
 
     @property

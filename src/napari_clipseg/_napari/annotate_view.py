@@ -79,6 +79,12 @@ class AnnotateLayers:
         layer = self.layer(LABELS_LAYER)
         return layer is not None and self._shown_sum == _checksum(layer.data)
 
+    def toggle_labels(self) -> None:
+        """Hide or show the labels on screen (to look at the image under them)."""
+        layer = self.layer(LABELS_LAYER)
+        if layer is not None:
+            layer.visible = not layer.visible
+
     def replace_labels(self, labels: np.ndarray) -> None:
         """New labels for the image on screen, in place (the layer, its mode and selection stay)."""
         layer = self.layer(LABELS_LAYER)

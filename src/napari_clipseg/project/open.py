@@ -288,7 +288,8 @@ def _open(
 
 
 def _same_model(root: Path, was: ModelSpec, spec: ModelSpec | None) -> ModelSpec:
-    """The project's model, on the device and at the precision asked for (this machine's choice).
+    """The project's model, on the device and at the precision asked for (this machine's choice);
+    ``spec`` may name a decoder the project learnt (the dock's Segment mode runs it): the same model.
 
     Raises:
         ProjectMismatchError: ``spec`` names other weights than the project was made with.
@@ -296,6 +297,9 @@ def _same_model(root: Path, was: ModelSpec, spec: ModelSpec | None) -> ModelSpec
     if spec is None:
         return was
     spec = spec.absolute()  # ./model/, a symbolic link to it, or its absolute path: one model
+    learnt = (root / "decoders").resolve()
+    if spec.decoder is not None and learnt in Path(spec.decoder).parents:  # a decoder this project learnt
+        spec = spec.replace(decoder=was.decoder)  # on the base it was made with (the dock runs it)
     same_weights = was.replace(device=spec.device, precision=spec.precision)
     if spec != same_weights:
         differences = "; ".join(same_weights.differences(spec))
