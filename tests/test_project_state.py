@@ -253,3 +253,21 @@ def test_a_model_naming_a_decoder_the_project_learnt_reopens_it(project, images,
     elsewhere.mkdir()
     with pytest.raises(ProjectMismatchError, match="another model"):
         ncs.open_project(None, root, model=spec.replace(decoder=str(elsewhere)))
+
+
+def test_the_annotator_sets_the_threshold_of_the_decoder_in_use(project, images):
+    from napari_clipseg.project.score import review_score
+
+    project.prelabel()
+    name = project.top()
+    probabilities = project.probabilities(name)
+    project.set_threshold(0.3)
+    assert project.threshold == 0.3
+    np.testing.assert_array_equal(project.prelabels(name), labels_from_probabilities(probabilities, 0.3))
+    assert dict(project.queue())[name] == pytest.approx(review_score(probabilities, 0.3))  # scored again
+    with pytest.raises(ValueError, match="threshold"):
+        project.set_threshold(1.5)
+    root = project.folder.root
+    project.close()
+    with ncs.open_project(None, root) as again:  # kept with the project
+        assert again.threshold == 0.3

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LEARNING_RATE
+from napari_clipseg.errors import ProjectError
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.segmentation import refiner as refiner_module
 from napari_clipseg.segmentation.refiner import (
@@ -41,6 +42,8 @@ def test_a_learn_keeps_a_refiner_when_it_is_better_and_the_waiting_images_get_it
     folder = project.decoder
     assert (folder / "refiner.safetensors").is_file() and project.decoders[-1]["refiner"] is True
     assert project.threshold == 0.5  # its maps are the refiner's
+    with pytest.raises(ProjectError, match="pixel refiner: its maps are calibrated"):
+        project.set_threshold(0.3)
     for name in ("disc6", "disc7"):
         record = json.loads((project.folder.prelabels / name / "clipseg.json").read_text())
         assert record["model"]["decoder"]["name"] == folder.name

@@ -226,7 +226,7 @@ def _press(viewer, key: str) -> None:
 
 def test_a_days_work_through_the_dock_and_its_keys(widget, viewer, qtbot, tmp_path, messages, dialogs):
     """Open, verify 8 images with Learn as I go by the keys, export to a new folder, close, reopen."""
-    from napari_clipseg._napari.annotate_panel import KEYS
+    from napari_clipseg._napari.dock_text import KEYS
 
     panel, truth = _open(widget, qtbot, tmp_path, auto_learn=True)
     project = panel.project
@@ -257,3 +257,22 @@ def test_a_days_work_through_the_dock_and_its_keys(widget, viewer, qtbot, tmp_pa
     qtbot.waitUntil(lambda: not panel.is_running, timeout=TIMEOUT)
     assert f"Verified {N_IMAGES - 1} of {N_IMAGES}" in panel.counts.value
     assert not any(level == "error" for level, _ in messages), messages
+
+
+def test_the_annotate_threshold_sets_the_projects_and_relabels_untouched_labels(widget, viewer, qtbot, tmp_path):
+    from napari_clipseg.segmentation.postprocess import labels_from_probabilities
+
+    panel, _ = _open(widget, qtbot, tmp_path, auto_learn=False)
+    project, slider = panel.project, panel.threshold.slider
+    assert slider.enabled and slider.value == pytest.approx(project.threshold)
+    probabilities = project.probabilities(panel.current)
+    slider.value = 0.2  # released there
+    assert project.threshold == pytest.approx(0.2) and slider.label == "Threshold 0.20"
+    shown = labels_from_probabilities(probabilities, 0.2)
+    np.testing.assert_array_equal(viewer.layers[LABELS_LAYER].data, shown)  # untouched: they follow
+    painted = shown.copy()
+    painted[:5, :5] = 1 - painted[:5, :5]
+    viewer.layers[LABELS_LAYER].data = painted
+    slider.value = 0.6
+    assert project.threshold == pytest.approx(0.6)
+    np.testing.assert_array_equal(viewer.layers[LABELS_LAYER].data, painted)  # touched: never replaced

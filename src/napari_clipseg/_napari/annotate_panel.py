@@ -27,6 +27,7 @@ from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, 
 
 from .annotate_export import ExportTrainingSet
 from .annotate_learn import LearnAsYouGo
+from .annotate_threshold import ThresholdControl
 from .annotate_view import (
     LABELS_LAYER,
     AnnotateLayers,
@@ -37,6 +38,7 @@ from .annotate_view import (
     read_view,
 )
 from .dock_fit import fixed_text_box, show_text
+from .dock_text import KEYS
 from .job_control import JobControl, JobSlot
 from .jobs import reported
 
@@ -47,10 +49,6 @@ if TYPE_CHECKING:
     from ..segmentation.model_spec import ModelSpec
     from ..segmentation.options import SegmentOptions
     from .dialogs import Dialogs
-
-#: The loop's keys (docs/usage.md, "Keys of the loop"): none of napari's own. napari's own "=" and
-#: "-" already step the label to paint, and "M" takes a new one.
-KEYS = {"next": "PageDown", "previous": "PageUp", "skip": "Shift-PageDown", "learn": "Alt-Enter", "labels": "Alt-T"}
 
 
 class AnnotatePanel(Container):
@@ -91,6 +89,7 @@ class AnnotatePanel(Container):
         self._disk = DiskSteps(lambda text: self._say(text, "error"), lambda: self._set_status("Saving…"))
         self._layers = AnnotateLayers(viewer)
         self._export = ExportTrainingSet(dialogs, lambda: self.native, self._disk, self._say)
+        self.threshold = ThresholdControl(lambda: self.project, lambda: self.current, self._layers, self._say)
         self._verified_text = ""
         self._create()
         self._jobs = JobControl(
@@ -138,6 +137,7 @@ class AnnotatePanel(Container):
                 self.open_btn,
                 self.counts,
                 self.image_name,
+                Container(labels=True, widgets=[self.threshold.slider]),
                 row(widgets=[self.previous_btn, self.skip_btn, self.next_btn]),
                 row(widgets=[self.learn_btn, self.cancel_btn]),
                 self.auto_learn,
@@ -334,6 +334,7 @@ class AnnotatePanel(Container):
     def _after_learn(self) -> None:
         """The counts, and the Segment mode on the project's decoder in use (one model, one decoder)."""
         self._show_counts()
+        self.threshold.show(self.project)
         if self.project is not None and self.project.decoder is not None and self._use_decoder is not None:
             self._use_decoder(str(self.project.decoder), self.project.threshold)
 

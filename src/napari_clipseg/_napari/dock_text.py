@@ -1,8 +1,11 @@
-"""The dock's fixed words and sizes: its modes, output choices, tooltips and the threshold label."""
+"""The dock's fixed words and sizes: its modes, keys, output choices, tooltips and the threshold label."""
 
 OUTPUTS = ("classes", "classes + instances")
 #: The dock's two modes: segment the image on screen, or annotate a folder in a project.
 DOCK_MODES = ("Segment", "Annotate")
+#: The Annotate mode's keys (docs/usage.md, "Keys of the loop"): none of napari's own. napari's own
+#: "=" and "-" already step the label to paint, and "M" takes a new one.
+KEYS = {"next": "PageDown", "previous": "PageUp", "skip": "Shift-PageDown", "learn": "Alt-Enter", "labels": "Alt-T"}
 #: Widest the dock grows: napari's canvas keeps most of the window, and every label is whole.
 DOCK_WIDTH = 210
 TIPS = {

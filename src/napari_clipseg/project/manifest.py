@@ -85,6 +85,7 @@ class Manifest:
         store_bytes: The feature store's budget (None: the default).
         learns: The learning log: one entry per Learn, kept or refused (when, how many images
             were verified, the held-out IoU before and after, seconds, the version kept).
+        base_threshold: The base model's threshold as the annotator set it (None: the options').
     """
 
     prompts: list[Any]
@@ -97,6 +98,7 @@ class Manifest:
     dropped: tuple[str, ...] = ()
     store_bytes: int | None = None
     learns: tuple[dict[str, Any], ...] = ()
+    base_threshold: Threshold | None = None
 
     def replace(self, **changes: Any) -> Manifest:
         return dataclasses.replace(self, **changes)
@@ -119,6 +121,7 @@ class Manifest:
             "dropped": list(self.dropped),
             "store_bytes": self.store_bytes,
             "learns": list(self.learns),
+            "base_threshold": self.base_threshold,
         }
 
     @classmethod
@@ -126,7 +129,7 @@ class Manifest:
         """The manifest of a checked ``project.json`` (:func:`~.folder.check_manifest`), schema 1 or 2.
 
         Before each decoder kept its threshold, one project-level ``threshold`` was the current
-        decoder's: it is given to that decoder's record here."""
+        decoder's: it is given to that decoder's record here (the base's, when none was in use)."""
         decoders = tuple(DecoderRecord.from_dict(d) for d in data.get("decoders") or ())
         current = data.get("decoder")
         legacy = as_threshold(data.get("threshold"))
@@ -146,4 +149,5 @@ class Manifest:
             dropped=tuple(str(n) for n in data.get("dropped") or ()),
             store_bytes=data.get("store_bytes"),
             learns=tuple(e for e in data.get("learns") or () if isinstance(e, dict)),
+            base_threshold=as_threshold(data.get("base_threshold")) or (None if current else legacy),
         )

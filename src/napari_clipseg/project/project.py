@@ -281,6 +281,18 @@ class Project(ProjectView):
             self.prelabel()
         return float(outcome.iou if outcome.accepted else outcome.current_iou)
 
+    def set_threshold(self, threshold: Threshold) -> None:
+        """Pre-label at ``threshold`` with the decoder in use from now on: shown, scored and recorded
+        at it. Refused for a decoder with a pixel refiner (its maps are calibrated: 0.5)."""
+        from ..segmentation.options import SegmentOptions
+
+        self._writable()
+        record = self._state.manifest.record(self._state.decoder)
+        if record is not None and record.refiner:
+            raise ProjectError("this decoder has a pixel refiner: its maps are calibrated, the threshold stays 0.5")
+        SegmentOptions(threshold=threshold)  # checked as a run checks it (ValueError)
+        self._state.set_threshold(self._state.decoder, threshold)
+
     def use_decoder(self, name: str | None) -> None:
         """Use the decoder ``name`` (``001``; None: the base model's); re-predict with :meth:`prelabel`."""
         self._writable()

@@ -173,14 +173,19 @@ class StateView:
         record = self._manifest.record(decoder)
         if record is None or not record.refiner:
             return self.decoder_threshold(decoder)
-        base = self._base_threshold
+        base = self._base()
         return (REFINED_THRESHOLD,) * len(base) if isinstance(base, tuple | list) else REFINED_THRESHOLD
 
     def decoder_threshold(self, decoder: str | None) -> Threshold:
         """The threshold of the decoder's own maps (None: the base model's, the options')."""
         record = self._manifest.record(decoder)
-        chosen = record.threshold if record is not None and record.threshold is not None else self._base_threshold
+        chosen = record.threshold if record is not None and record.threshold is not None else self._base()
         return tuple(float(t) for t in chosen) if isinstance(chosen, tuple | list) else float(chosen)
+
+    def _base(self) -> Threshold:
+        """The base model's threshold: as the annotator set it, else the options'."""
+        chosen = self._manifest.base_threshold
+        return chosen if chosen is not None else self._base_threshold
 
 
 class ProjectState(StateView):
@@ -230,6 +235,23 @@ class ProjectState(StateView):
             if decoder is not None:
                 changes.update(decoders=(*self._manifest.decoders, decoder), decoder=decoder.folder)
             self._manifest = self._manifest.replace(**changes)
+            self.save()
+
+    def set_threshold(self, decoder: str | None, threshold: Threshold) -> None:
+        """The threshold of the decoder named ``decoder`` (None: the base model's) from now on; its
+        pre-labels are scored again when the queue asks (their labels follow at once: :mod:`.snapshot`)."""
+        with self.lock:
+            record = self._manifest.record(decoder)
+            if record is None:
+                self._manifest = self._manifest.replace(base_threshold=threshold)
+            else:
+                decoders = (
+                    dataclasses.replace(d, threshold=threshold) if d is record else d for d in self._manifest.decoders
+                )
+                self._manifest = self._manifest.replace(decoders=tuple(decoders))
+            for entry in self.entries():
+                if entry.state == "pre-labelled" and entry.decoder == (record.name if record else None):
+                    self._put(entry.replace(score=None))
             self.save()
 
     def use_decoder(self, decoder: DecoderRecord | None) -> None:
