@@ -158,6 +158,14 @@ def test_after_a_kept_learn_untouched_labels_on_screen_show_the_new_pre_label(
     _click(qtbot, panel, panel.next_btn)  # accepted as it is: nothing changed against what was shown
     verified = ncs.read_record(project.folder.verified / on_screen / "clipseg.json")["project"]
     assert verified["changed"] == 0 and verified["decoder"] == record["model"]["decoder"]["name"]
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=4 * TIMEOUT)
+    choice = panel.decoders.decoder  # the project's decoders, the one in use chosen
+    assert choice.value == project.decoder.name and "" in choice.choices and choice.enabled
+    choice.value = ""  # back to the base model: in use, the waiting images re-predicted with it
+    assert project.decoder is None and widget._decoder.value == ""
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=4 * TIMEOUT)
+    waiting = [n for n in project.names if project.state(n) == "pre-labelled" and n != panel.current]
+    assert waiting and all(project.entry(n).decoder is None for n in waiting)
 
 
 def test_export_from_the_dock_never_destroys_and_says_every_outcome(widget, qtbot, tmp_path, messages, dialogs):
@@ -263,7 +271,7 @@ def test_the_annotate_threshold_sets_the_projects_and_relabels_untouched_labels(
     from napari_clipseg.segmentation.postprocess import labels_from_probabilities
 
     panel, _ = _open(widget, qtbot, tmp_path, auto_learn=False)
-    project, slider = panel.project, panel.threshold.slider
+    project, slider = panel.project, panel.decoders.slider
     assert slider.enabled and slider.value == pytest.approx(project.threshold)
     probabilities = project.probabilities(panel.current)
     slider.value = 0.2  # released there

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, PushButton, TextEdit
 
+from .annotate_decoder import DecoderControls
 from .annotate_export import ExportTrainingSet
 from .annotate_learn import LearnAsYouGo
-from .annotate_threshold import ThresholdControl
 from .annotate_view import (
     LABELS_LAYER,
     AnnotateLayers,
@@ -89,18 +89,13 @@ class AnnotatePanel(Container):
         self._disk = DiskSteps(lambda text: self._say(text, "error"), lambda: self._set_status("Saving…"))
         self._layers = AnnotateLayers(viewer)
         self._export = ExportTrainingSet(dialogs, lambda: self.native, self._disk, self._say)
-        self.threshold = ThresholdControl(lambda: self.project, lambda: self.current, self._layers, self._say)
+        self.decoders = DecoderControls(
+            lambda: self.project, lambda: self.current, self._layers, self._say, self._after_decoder_change
+        )
         self._verified_text = ""
         self._create()
-        self._jobs = JobControl(
-            ProjectStopper(lambda: self.project),
-            (self.learn_btn, self.cancel_btn),
-            self.progress,
-            self._say,
-            self._set_status,
-            lambda: "cpu",
-            slot,
-        )
+        stopper, buttons = ProjectStopper(lambda: self.project), (self.learn_btn, self.cancel_btn)
+        self._jobs = JobControl(stopper, buttons, self.progress, self._say, self._set_status, lambda: "cpu", slot)
         self._learning = LearnAsYouGo(
             self._jobs, lambda: self.project, self._say, self._set_status, self._after_learn, self._renewed
         )
@@ -137,7 +132,7 @@ class AnnotatePanel(Container):
                 self.open_btn,
                 self.counts,
                 self.image_name,
-                Container(labels=True, widgets=[self.threshold.slider]),
+                self.decoders.widgets,
                 row(widgets=[self.previous_btn, self.skip_btn, self.next_btn]),
                 row(widgets=[self.learn_btn, self.cancel_btn]),
                 self.auto_learn,
@@ -334,9 +329,13 @@ class AnnotatePanel(Container):
     def _after_learn(self) -> None:
         """The counts, and the Segment mode on the project's decoder in use (one model, one decoder)."""
         self._show_counts()
-        self.threshold.show(self.project)
-        if self.project is not None and self.project.decoder is not None and self._use_decoder is not None:
-            self._use_decoder(str(self.project.decoder), self.project.threshold)
+        self.decoders.show(self.project)
+        if self.project is not None and self._use_decoder is not None:
+            self._use_decoder(self.project.current_spec().decoder or "", self.project.threshold)
+
+    def _after_decoder_change(self) -> None:
+        self._after_learn()
+        self.prelabel_in_background()
 
     def _renewed(self, snapshot: Any) -> None:
         """After a kept Learn: the new pre-label of the image on screen replaces labels nobody touched."""
