@@ -39,6 +39,7 @@ def _open(widget, qtbot, tmp_path, auto_learn):
     panel.images.value = str(tmp_path / "images")
     panel.open_btn.native.click()
     qtbot.waitUntil(lambda: panel.current is not None, timeout=TIMEOUT)  # pre-labelled, then the first shown
+    assert not panel._disk.busy  # free from the moment the image is shown: the first Next is never dropped
     return panel, truth
 
 

@@ -162,15 +162,17 @@ class DiskSteps:
         from napari.qt.threading import create_worker
 
         worker = create_worker(step, _ignore_errors=True)
-        worker.returned.connect(done)
-        worker.errored.connect(lambda e: self._error(f"{failed}{e}"))
-        worker.finished.connect(self._finished)
+        # free before its result is shown: a click on what it shows (Next) is never dropped
+        worker.returned.connect(lambda result: (self._finished(worker), done(result)))
+        worker.errored.connect(lambda e: (self._finished(worker), self._error(f"{failed}{e}")))
+        worker.finished.connect(lambda: self._finished(worker))
         self._worker = worker
         self._started()
         worker.start()
 
-    def _finished(self) -> None:
-        self._worker = None
+    def _finished(self, worker: Any) -> None:
+        if self._worker is worker:  # not a step started since
+            self._worker = None
 
 
 class ProjectStopper:
