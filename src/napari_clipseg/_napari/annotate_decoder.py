@@ -63,7 +63,8 @@ class DecoderControls:
     def show(self, project: Project | None) -> None:
         """``project``'s decoders, the one in use chosen, and its threshold (disabled where it cannot change)."""
         threshold = project.threshold if project is not None else None
-        fixed = _refined(project) or not isinstance(threshold, float)
+        refined = project is not None and project.refined
+        fixed = refined or not isinstance(threshold, float)
         self._showing = True
         try:
             self.decoder.reset_choices()
@@ -77,7 +78,7 @@ class DecoderControls:
         self.slider.enabled = project is not None and not fixed
         self.slider.tooltip = (
             "The decoder in use has a pixel refiner: its maps are calibrated (0.5)"
-            if _refined(project)
+            if refined
             else "One threshold per class: set with the Python API"
             if project is not None and fixed
             else "The threshold of the decoder in use: the pre-labels follow (on release)"
@@ -124,10 +125,3 @@ def _decoder_choices(project: Project | None) -> list[tuple[str, str]]:
         name = Path(record["folder"]).name
         choices.append((f"{name}{iou}{' + refiner' if record.get('refiner') else ''}", name))
     return choices
-
-
-def _refined(project: Project | None) -> bool:
-    """Whether the decoder in use keeps a pixel refiner."""
-    if project is None or project.decoder is None:
-        return False
-    return any(Path(d["folder"]).name == project.decoder.name and d.get("refiner") for d in project.decoders)

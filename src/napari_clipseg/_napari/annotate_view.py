@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .job_control import SYNC
+from .layers import checksum
 
 if TYPE_CHECKING:
     import napari
@@ -68,16 +69,16 @@ def read_view(project: Project, name: str | None) -> View | None:
 
 class AnnotateLayers:
     """The two layers of the Annotate mode, replaced in place (a new layer only once); they know
-    whether the annotator has touched the labels shown (a checksum, as the Segment mode keeps)."""
+    whether the annotator has touched the labels shown (:func:`~.layers.checksum`, as the Segment mode keeps)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
-        self._shown_sum: int | None = None
+        self._shown_sum: str | None = None
 
     def untouched(self) -> bool:
         """Whether the labels on screen are still those shown (not painted, not replaced)."""
         layer = self.layer(LABELS_LAYER)
-        return layer is not None and self._shown_sum == _checksum(layer.data)
+        return layer is not None and self._shown_sum == checksum(layer.data, [()])
 
     def toggle_labels(self) -> None:
         """Hide or show the labels on screen (to look at the image under them)."""
@@ -89,7 +90,7 @@ class AnnotateLayers:
         """New labels for the image on screen, in place (the layer, its mode and selection stay)."""
         layer = self.layer(LABELS_LAYER)
         layer.data = labels.astype(np.uint8)
-        self._shown_sum = _checksum(layer.data)
+        self._shown_sum = checksum(layer.data, [()])
 
     def layer(self, name: str) -> Any:
         return next((layer for layer in self._viewer.layers if layer.name == name), None)
@@ -100,7 +101,7 @@ class AnnotateLayers:
         rgb = view.image.ndim == view.labels.ndim + 1 and view.image.shape[-1] in (3, 4)
         self._put(IMAGE_LAYER, view.image, "image", rgb=rgb)
         layer = self._put(LABELS_LAYER, view.labels.astype(np.uint8), "labels")
-        self._shown_sum = _checksum(layer.data)
+        self._shown_sum = checksum(layer.data, [()])
         layer.metadata["clipseg-project"] = {"folder": str(project_folder), "name": view.name}
         self._viewer.layers.selection.active = layer
         layer.mode = "paint"
@@ -120,12 +121,6 @@ class AnnotateLayers:
         if kind == "labels":
             return self._viewer.add_labels(data, name=name)
         return self._viewer.add_image(data, name=name, rgb=rgb)
-
-
-def _checksum(labels: np.ndarray) -> int:
-    import zlib
-
-    return zlib.crc32(np.ascontiguousarray(labels))
 
 
 class DiskSteps:

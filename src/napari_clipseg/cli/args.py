@@ -101,8 +101,10 @@ def add_run_options(seg: argparse.ArgumentParser) -> None:
 def _decoder_threshold(folder: str | None) -> float | None:
     """The threshold a fine-tuned decoder chose on its held-out images (read from its JSON, torch-free);
     0.5 when a pixel refiner is kept beside it (its maps are the refiner's, calibrated)."""
-    if folder is not None and (Path(folder) / "refiner.json").is_file():
-        return 0.5
+    from ..segmentation.refiner import META_NAME, THRESHOLD
+
+    if folder is not None and (Path(folder) / META_NAME).is_file():
+        return THRESHOLD
     try:
         threshold = json.loads((Path(folder) / DECODER_META_NAME).read_text(encoding="utf-8")).get("threshold")
     except (OSError, ValueError, TypeError, AttributeError):

@@ -297,7 +297,7 @@ def _same_model(root: Path, was: ModelSpec, spec: ModelSpec | None) -> ModelSpec
     if spec is None:
         return was
     spec = spec.absolute()  # ./model/, a symbolic link to it, or its absolute path: one model
-    learnt = (root / "decoders").resolve()
+    learnt = ProjectFolder(root).decoders.resolve()
     if spec.decoder is not None and learnt in Path(spec.decoder).parents:  # a decoder this project learnt
         spec = spec.replace(decoder=was.decoder)  # on the base it was made with (the dock runs it)
     same_weights = was.replace(device=spec.device, precision=spec.precision)

@@ -106,6 +106,12 @@ class ProjectView:
     decoders = property(lambda self: [d.to_dict() for d in self._state.manifest.decoders], doc="Every decoder learnt.")
 
     @property
+    def refined(self) -> bool:
+        """Whether the decoder in use keeps a pixel refiner (its maps are calibrated: a fixed threshold)."""
+        record = self._state.manifest.record(self._state.decoder)
+        return record is not None and record.refiner
+
+    @property
     def threshold(self) -> Threshold:
         """The threshold of the decoder in use (one, or one per class)."""
         return self._state.threshold_of(self._state.decoder)
@@ -284,14 +290,15 @@ class Project(ProjectView):
     def set_threshold(self, threshold: Threshold) -> None:
         """Pre-label at ``threshold`` with the decoder in use from now on: shown, scored and recorded
         at it. Refused for a decoder with a pixel refiner (its maps are calibrated: 0.5)."""
-        from ..segmentation.options import SegmentOptions
+        from ..segmentation.options import check_threshold
+        from .state import REFINED_THRESHOLD
 
         self._writable()
-        record = self._state.manifest.record(self._state.decoder)
-        if record is not None and record.refiner:
-            raise ProjectError("this decoder has a pixel refiner: its maps are calibrated, the threshold stays 0.5")
-        SegmentOptions(threshold=threshold)  # checked as a run checks it (ValueError)
-        self._state.set_threshold(self._state.decoder, threshold)
+        if self.refined:
+            raise ProjectError(
+                f"this decoder has a pixel refiner: its maps are calibrated, the threshold stays {REFINED_THRESHOLD}"
+            )
+        self._state.set_threshold(self._state.decoder, check_threshold(threshold, len(self.classes)))
 
     def use_decoder(self, name: str | None) -> None:
         """Use the decoder ``name`` (``001``; None: the base model's); re-predict with :meth:`prelabel`."""

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..segmentation.refiner import THRESHOLD as REFINED_THRESHOLD  # a refined map's (calibrated)
 from .folder import STATES, ProjectFolder
 from .manifest import DecoderRecord, Manifest, Threshold
 from .pins import Pin
 
 #: Seconds between two writes of the manifest while pre-labels are taken in.
 SAVE_EVERY = 5.0
-#: The threshold of a refined map (:mod:`.refine`).
-REFINED_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
