@@ -12,6 +12,7 @@ The work is split in two so a predictor can cache the prompt-independent half:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ClipSegConfig
@@ -31,12 +32,37 @@ def _head(config: ClipSegConfig) -> nn.Module:
     )
 
 
+def composite_block(block: nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` in inference, op by op (projections, ``scaled_dot_product_attention``, the
+    post-norms) instead of torch's fused fast path (``torch._transformer_encoder_layer_fwd``).
+
+    Same arithmetic and weights; the fused kernel's softmax makes denormal numbers on the large
+    activations CLIPSeg's FiLM produces, which Intel CPUs run through slow microcode (issue 35:
+    9.2 ms against 2.7 ms a block on a Xeon). :mod:`napari_clipseg.precision.decoder_path`
+    chooses between the two by timing both on the model's own activations.
+    """
+    attention = block.self_attn
+    batch, tokens, width = x.shape
+    heads = attention.num_heads
+    q, k, v = F.linear(x, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, width)
+    x = block.norm1(x + attention.out_proj(mixed))
+    return block.norm2(x + block.linear2(F.relu(block.linear1(x))))
+
+
 class ClipSegDecoder(nn.Module):
     """FiLM-conditioned transformer decoder over CLIP vision taps.
 
     Blocks are ``nn.TransformerEncoderLayer`` with the original's semantics (post-norm, ReLU,
-    dropout 0.1 in training only); call ``.eval()`` for inference.
+    dropout 0.1 in training only); call ``.eval()`` for inference. In inference they run op by op
+    (:func:`composite_block`) unless :attr:`fused_blocks` is set, where this CPU ran torch's fused
+    fast path faster on this model's activations (:mod:`napari_clipseg.precision.decoder_path`).
     """
+
+    #: Run the blocks on torch's fused fast path in inference: chosen by measurement on the first
+    #: decode of a predictor (None until then, which runs them op by op).
+    fused_blocks: bool | None = None
 
     def __init__(self, config: ClipSegConfig) -> None:
         super().__init__()
@@ -83,7 +109,7 @@ class ClipSegDecoder(nn.Module):
             a = r if a is None else r + a
             if i == self.conditional_layer:
                 a = self.film_mul(conditional)[:, None] * a + self.film_add(conditional)[:, None]
-            a = block(a)
+            a = block(a) if self.training or self.fused_blocks else composite_block(block, a)
         batch = max(a.shape[0], conditional.shape[0])  # no FiLM step (conditional_layer >= depth)
         a = a.expand(batch, -1, -1)
         a = a[:, 1:].transpose(1, 2).reshape(batch, -1, *grid)  # drop CLS, tokens -> feature map

@@ -194,7 +194,12 @@ class ClipSegPredictor:
         maps = []
         with self.inference():
             for chunk in conditionals.split(DECODE_BATCH):
-                logits = self.model.decoder.decode(features.reduced, chunk.to(features.reduced[0].dtype), features.grid)
+                chunk = chunk.to(features.reduced[0].dtype)
+                if self.model.decoder.fused_blocks is None:  # once: this machine's faster kernel path
+                    from ..precision.decoder_path import choose_block_path
+
+                    choose_block_path(self.model.decoder, features.reduced, chunk, features.grid)
+                logits = self.model.decoder.decode(features.reduced, chunk, features.grid)
                 maps.append(resize(logits[:, None].float(), shape)[:, 0])
         return torch.cat(maps)
 
