@@ -94,7 +94,8 @@ def test_strips_give_the_whole_planes_features_and_channels_are_checked(monkeypa
     head = make_head(feature_count(3, 2), 2)
     refiner = PixelRefiner(head.eval(), ["a", "b"], channels=3)
     whole = refiner.probabilities(pixel_features(plane, probabilities))
-    monkeypatch.setattr(refiner_module, "STRIP", 64)  # strips of 64 rows with 40 rows on each side
+    monkeypatch.setattr(refiner_module, "STRIP_PIXELS", 64 * 40)  # strips of 64 rows, 40 more on each side
+    monkeypatch.setattr(refiner_module, "CHUNK", 1000)  # the head on pieces of rows
     np.testing.assert_allclose(refiner.refine_plane(plane, probabilities, (0.0, 1.0)), whole, atol=1e-5)
     with pytest.raises(RefinerError, match="learnt on 3 channel"):
         refiner.refine_plane(plane[..., 0], probabilities, (0.0, 1.0))
@@ -143,3 +144,49 @@ def test_a_decoder_loaded_anywhere_brings_its_refiner(project, images, spec, tmp
     record = json.loads((tmp_path / "out" / "disc6" / "clipseg.json").read_text())
     assert record["model"]["decoder"]["refiner"]["file"] == "refiner.safetensors"
     assert ncs.segment(image, ["something else"], model=model).shape == image.shape[:2]  # other classes: no refiner
+
+
+def _map_with_objects(sizes_and_places, shape=(40, 40)):
+    """A one-class map at 0.9 over squares (side, row, column), 0.1 elsewhere."""
+    p = np.full((1, *shape), 0.1, np.float32)
+    for side, row, column in sizes_and_places:
+        p[0, row : row + side, column : column + side] = 0.9
+    return p
+
+
+def test_specks_smaller_than_the_learnt_size_fall_below_the_threshold():
+    from napari_clipseg.segmentation.refiner import THRESHOLD, lower_specks
+
+    p = _map_with_objects([(2, 2, 2), (8, 20, 20)])  # a 4-px speck and a 64-px object
+    kept = lower_specks(p.copy(), 0)
+    np.testing.assert_array_equal(kept, p)
+    cleaned = lower_specks(p.copy(), 5)
+    assert cleaned[0, 2:4, 2:4].max() < THRESHOLD and (cleaned[0, 20:28, 20:28] == p[0, 20:28, 20:28]).all()
+
+
+def test_the_speck_size_is_the_one_with_fewest_corrections_on_the_verified_images():
+    from napari_clipseg.project.refine import fewest_corrections
+
+    maps = [_map_with_objects([(2, 2, 2), (3, 30, 5), (8, 20, 20)])]
+    clean = (_map_with_objects([(8, 20, 20)])[0] > 0.5).astype(np.uint8)
+    assert fewest_corrections(maps, [clean]) == 10  # both specks go; 5 would leave the 9-px one
+    with_small = (maps[0][0] > 0.5).astype(np.uint8)  # the annotator kept them: nothing is removed
+    assert fewest_corrections(maps, [with_small]) == 0
+
+
+def test_the_speck_size_is_kept_with_the_refiner(tmp_path):
+    PixelRefiner(make_head(feature_count(1, 1), 1), ["disc"], 1, min_size=20).save(tmp_path)
+    assert load_refiner(tmp_path).min_size == 20
+    meta = json.loads((tmp_path / refiner_module.META_NAME).read_text())
+    del meta["min_size"]  # a refiner written before the speck size keeps every object
+    (tmp_path / refiner_module.META_NAME).write_text(json.dumps(meta))
+    assert load_refiner(tmp_path).min_size == 0
+
+
+def test_specks_are_judged_plane_by_plane_in_a_stack():
+    from napari_clipseg.segmentation.refiner import THRESHOLD, lower_specks
+
+    plane = _map_with_objects([(2, 2, 2), (8, 20, 20)])[0]
+    stack = np.stack([plane, plane])[None]  # the speck spans two planes: 8 voxels, 4 per plane
+    cleaned = lower_specks(stack.copy(), 5)
+    assert cleaned[0, :, 2:4, 2:4].max() < THRESHOLD and (cleaned[0, :, 20:28, 20:28] > THRESHOLD).all()

@@ -4,8 +4,10 @@ A Learn (:mod:`.learn`) first trains the decoder; then :class:`PixelLearner` lea
 top of the decoder that will be in use (the new one if it was kept, else the current one), from
 the newest :data:`TRAIN_IMAGES` training images' decoder maps at the image's resolution and their
 verified labels. It is kept only when decoder + refiner beats the decoder alone on the held-out
-newest verified images at the image's resolution, and it is stored in the decoder's folder
-(``decoders/NNN/refiner.*``). Loading that decoder attaches it
+newest verified images at the image's resolution, with the speck size that leaves the fewest
+object corrections there (:func:`fewest_corrections`); then it is learnt again from the held-out
+images too (the procedure was judged, and early Learns have one or two images to spare) and
+stored in the decoder's folder (``decoders/NNN/refiner.*``). Loading that decoder attaches it
 (:func:`~napari_clipseg.segmentation.refiner.attach_refiner`), so the pipeline refines every
 pre-label it makes, here or on a cluster's workers, and the record names it.
 """
@@ -13,6 +15,7 @@ pre-label it makes, here or on a cluster's workers, and the record names it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -22,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation.effort import object_corrections, objects
 from ..evaluation.metrics import class_scores, mean_ignoring_nan
 from ..segmentation.options import SegmentOptions
 from ..segmentation.postprocess import labels_from_probabilities
-from ..segmentation.refiner import PixelRefiner
+from ..segmentation.refiner import SPECK_SIZES, PixelRefiner, lower_specks
 from .model import ProjectModel
 from .state import REFINED_THRESHOLD
 from .training import Planes, planes_of
@@ -90,41 +94,57 @@ class PixelLearner:
         current_threshold: Any,
     ) -> PixelOutcome:
         """Learn on ``train`` and judge on ``held`` (``(name, path)`` pairs) the refiner of the decoder
-        with ``decoder_state`` (None: the current one, in ``current``)."""
-        from ..learning.pixels import learn_refiner, sample_plane
+        with ``decoder_state`` (None: the current one, in ``current``). A refiner that is kept is
+        learnt again from both, with the speck size chosen on ``held``."""
+        from ..learning.pixels import learn_refiner
 
         predictor = self._predictor(decoder_state, current)
         rng = np.random.default_rng(0)
         samples, channels = [], 1
         for name, path in list(train)[-TRAIN_IMAGES:]:
             planes = planes_of(path, self.options)
-            probabilities = self._maps(predictor, planes)
-            labels, channels = self.labels_of(name), planes.channels
-            for index in planes.planes:
-                where = (slice(None), *index)
-                samples.append(
-                    sample_plane(
-                        np.asarray(planes.data[index]), probabilities[where], labels[index], len(self.classes), rng,
-                        planes.value_range,
-                    )
-                )  # fmt: skip
+            samples += self._samples(planes, self._maps(predictor, planes), self.labels_of(name), rng)
+            channels = planes.channels
         refiner = learn_refiner(samples, self.classes, channels, self.stop)
         # the maps shown now: those of the decoder in use (refined when it has a refiner); the plain
         # maps already are, when the decoder was kept as it is and has no refiner
         in_use = self.model.with_decoder(current)
         same = decoder_state is None and getattr(in_use, "pixel_refiner", None) is None
         current_predictor = None if same else self.model.predictor(current)
-        plain, with_refiner, now = [], [], []
+        plain, maps, truths, now, held_samples = [], [], [], [], []
         for name, path in held:
             labels, planes = self.labels_of(name), planes_of(path, self.options)
             probabilities = self._maps(predictor, planes)
             plain.append(_iou(labels_from_probabilities(probabilities, decoder_threshold), labels))
-            refined_labels = labels_from_probabilities(refined(refiner, planes, probabilities), REFINED_THRESHOLD)
-            with_refiner.append(_iou(refined_labels, labels))
+            maps.append(refined(refiner, planes, probabilities))
+            truths.append(labels)
             shown = probabilities if current_predictor is None else self._maps(current_predictor, planes)
             now.append(_iou(labels_from_probabilities(shown, current_threshold), labels))
+            held_samples += self._samples(planes, probabilities, labels, rng)
+        min_size = fewest_corrections(maps, truths)
+        with_refiner = [
+            _iou(labels_from_probabilities(lower_specks(m, min_size), REFINED_THRESHOLD), t)
+            for m, t in zip(maps, truths, strict=True)
+        ]
         scores = [float(mean_ignoring_nan(v)) for v in (plain, with_refiner, now)]
-        return PixelOutcome(refiner if scores[1] > scores[0] else None, *scores)
+        if scores[1] <= scores[0]:
+            return PixelOutcome(None, *scores)
+        refiner = learn_refiner(samples + held_samples, self.classes, channels, self.stop)
+        return PixelOutcome(dataclasses.replace(refiner, min_size=min_size), *scores)
+
+    def _samples(
+        self, planes: Planes, probabilities: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> list[Any]:
+        """The sampled pixels of every plane of one verified image."""
+        from ..learning.pixels import sample_plane
+
+        return [
+            sample_plane(
+                np.asarray(planes.data[index]), probabilities[(slice(None), *index)], labels[index], len(self.classes),
+                rng, planes.value_range,
+            )
+            for index in planes.planes
+        ]  # fmt: skip
 
     def _predictor(self, decoder_state: dict[str, Any] | None, current: Path | None) -> Any:
         """A predictor of the decoder alone (``decoder_state``, else the one in ``current``): no refiner."""
@@ -148,6 +168,18 @@ class PixelLearner:
 
         result = run(iter_segment(planes.image, self.classes, predictor, planes.options))
         return np.asarray(result.probabilities, dtype=np.float32)
+
+
+def fewest_corrections(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> int:
+    """The speck size of :data:`~napari_clipseg.segmentation.refiner.SPECK_SIZES` whose refined
+    labels need the fewest object corrections against the verified ``truths`` (the smallest of equals)."""
+    costs = []
+    for size in SPECK_SIZES:
+        labelled = [labels_from_probabilities(lower_specks(m.copy(), size), REFINED_THRESHOLD) for m in maps]
+        costs.append(
+            sum(object_corrections(objects(p), objects(t)).cost for p, t in zip(labelled, truths, strict=True))
+        )
+    return SPECK_SIZES[int(np.argmin(costs))]
 
 
 def _iou(predicted: np.ndarray, truth: np.ndarray) -> float:
