@@ -480,3 +480,37 @@ def test_an_explicit_slower_path_is_said_on_the_command_line(timed, tiny_model_d
         == 0
     )
     assert "int8 is not faster than float32 on this CPU" in capsys.readouterr().err
+
+
+GUARD_HELD_TO_AVX2 = """
+import sys, numpy as np, torch, napari_clipseg as ncs
+from napari_clipseg.segmentation.guard import guard_figures, passes
+assert torch.backends.cpu.get_cpu_capability() == "AVX2", torch.backends.cpu.get_cpu_capability()
+image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+maps = []
+for precision in ("float32", "int8"):
+    predictor = ncs.ClipSegPredictor(ncs.load_model(sys.argv[1], dtype=precision))
+    predictor.set_image(image)
+    maps.append(predictor.predict(["cell", "membrane"]))
+figures = guard_figures(*maps)
+assert figures["max_abs"] > 0 and passes(figures), figures
+"""
+
+
+def test_int8_stays_within_the_guard_held_to_avx2(tiny_model_dir, tmp_path):
+    """The guard on the other kind of CPU in the tests' reach: every kernel library held to AVX2."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+        CACHE_ENV: str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", GUARD_HELD_TO_AVX2, str(tiny_model_dir)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -42,8 +42,12 @@ logger = logging.getLogger(__name__)
 #: first prompt on a new image, bench_predictor.py; issue #14).
 EMULATED_BF16_SLOWDOWN = 5.8
 
-#: Approximate paths that passed the accuracy guard (precision_guard.LIMITS) on this project's
-#: measurements (benchmarks/bench_predictor.py; docs/performance.md): "auto" may pick only these.
+#: Approximate paths "auto" may consider (each passed the accuracy guard, guard.LIMITS, on the
+#: in-domain images of benchmarks/bench_predictor.py on an AMD EPYC, natively and held to AVX2).
+#: Passing there is not enough: on the out-of-domain photos of today's guard model int8 flips
+#: 0.85-1.09 % of pixels and bfloat16 0.34-0.50 % (docs/performance.md), and a Xeon flipped 1.08 %
+#: in int8 (issue 35). So ``load_model`` checks the picked path on the loaded weights, on the machine
+#: that runs them (:mod:`napari_clipseg.segmentation.precision_check`), and runs float32 where it fails.
 GUARD_PASSED = frozenset({"int8", "bfloat16"})
 
 #: Timed candidates that are another engine for a precision (not precisions themselves).
