@@ -88,7 +88,7 @@ def run_strategy(
     from napari_clipseg.evaluation.effort import effort
 
     started, cpu = time.perf_counter(), time.process_time()
-    changed, steps, objects_cost, bands = 0, [], 0.0, []
+    changed, steps, objects_cost, bands, per_image = 0, [], 0.0, [], []
     every = {"a_base": 0, "b_every_k": k, "c_auto_learn": 1}[strategy]
     with tempfile.TemporaryDirectory() as folder:
         prompt = "nucleus" if "nuclei" in images.name else "disc"
@@ -115,7 +115,9 @@ def run_strategy(
             worked = effort(project.prelabels(name), truth[name][1], corrected_instances=(ids or {}).get(name))
             objects_cost += worked["objects_cost"]
             bands.append(worked["boundary_iou"])
-            changed += project.verify(name, truth[name][1])
+            moved = project.verify(name, truth[name][1])
+            changed += moved
+            per_image.append({"name": name, "changed_pixels": int(moved), "object_cost": worked["objects_cost"]})
         project.close()
     return {
         "changed_pixels": int(changed),
@@ -125,6 +127,7 @@ def run_strategy(
         "wall_s": time.perf_counter() - started,
         "base_rank_correlation": base_rho,
         "learn_steps": steps,
+        "per_image": per_image,
     }
 
 

@@ -6,6 +6,9 @@
    (``napari_clipseg.segmentation.guard``) on the same images.
 3. Throughput of the image tower + decoder in tiles per second for 352-px tiles at batch 1, 8, 32,
    in float32, float16 and bfloat16.
+4. The roofline table of ``bench_roofline.py`` on the GPU (each stage's FLOPs, milliseconds and
+   share of a large matrix product's rate there; the decoder's two kernel paths), and the first
+   prompt on a new image (image tower + text + decoder) at each precision.
 
 Run: ``python benchmarks/gpu_check.py``; writes benchmarks/results/gpu_check.json. Exits with a
 message when no CUDA device is present.
@@ -24,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_clipseg as ncs
-from _common import guard_images, guard_model, guard_table, write_results
+from _common import guard_images, guard_model, guard_table, median_seconds, write_results
+from bench_roofline import measure, show
 from napari_clipseg.segmentation.guard import guard_figures, passes
 
 
@@ -43,6 +47,19 @@ def _tiles_per_second(model, batch: int, seconds: float = 4.0) -> float:
         else:
             done += batch
     return done / (time.perf_counter() - started)
+
+
+def _first_prompt_ms(model) -> float:
+    """A new image and a new prompt (never cached): image tower, text tower and decoder, milliseconds."""
+    rng = np.random.default_rng(1)
+    predictor = ncs.ClipSegPredictor(model, cache_bytes=0)
+
+    def once():
+        predictor.set_image(rng.integers(0, 255, (352, 352, 3), dtype=np.uint8))
+        predictor.predict([f"a prompt {rng.integers(1 << 30)}"])
+        torch.cuda.synchronize()
+
+    return median_seconds(once, 9) * 1000
 
 
 def main() -> None:
@@ -64,6 +81,10 @@ def main() -> None:
         precision: {batch: _tiles_per_second(model.with_precision(precision), batch) for batch in (1, 8, 32)}
         for precision in ("float32", "float16", "bfloat16")
     }
+    roofline = measure(15, "cuda")
+    show("CUDA, float32", roofline)
+    first_prompt = {p: _first_prompt_ms(model.with_precision(p)) for p in ("float32", "float16", "bfloat16")}
+    print("first prompt on a new image (ms):", first_prompt)
     write_results(
         "gpu_check",
         {
@@ -73,6 +94,8 @@ def main() -> None:
             "guard_vs_gpu_float32": reduced,
             "passes_guard": {p: all(passes(g) for g in figures.values()) for p, figures in reduced.items()},
             "tiles_per_second_352px": throughput,
+            "roofline_float32": roofline,
+            "first_prompt_ms": first_prompt,
         },
     )
 
