@@ -190,3 +190,26 @@ def test_specks_are_judged_plane_by_plane_in_a_stack():
     stack = np.stack([plane, plane])[None]  # the speck spans two planes: 8 voxels, 4 per plane
     cleaned = lower_specks(stack.copy(), 5)
     assert cleaned[0, :, 2:4, 2:4].max() < THRESHOLD and (cleaned[0, :, 20:28, 20:28] > THRESHOLD).all()
+
+
+class _RecordingPlane:
+    """A lazy plane (as a dask or zarr one): says which rows were read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.ndim, self.dtype, self.rows_read = data, data.shape, data.ndim, data.dtype, []
+
+    def __getitem__(self, key):
+        self.rows_read.append(key.stop - key.start)
+        return self.data[key]
+
+
+def test_a_lazy_plane_is_read_a_strip_at_a_time(monkeypatch):
+    rng = np.random.default_rng(3)
+    plane = rng.integers(0, 4000, (300, 30), dtype=np.uint16)
+    probabilities = rng.random((1, 300, 30)).astype(np.float32)
+    refiner = PixelRefiner(make_head(feature_count(1, 1), 1).eval(), ["a"], 1)
+    whole = refiner.refine_plane(plane, probabilities, (0.0, 4000.0))
+    monkeypatch.setattr(refiner_module, "STRIP_PIXELS", 64 * 30)
+    lazy = _RecordingPlane(plane)
+    np.testing.assert_allclose(refiner.refine_plane(lazy, probabilities, (0.0, 4000.0)), whole, atol=1e-5)
+    assert max(lazy.rows_read) <= 64 + 2 * refiner_module.MARGIN and sum(lazy.rows_read) < 3 * 300

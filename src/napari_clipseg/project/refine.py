@@ -45,7 +45,7 @@ def refined(refiner: PixelRefiner, planes: Planes, probabilities: np.ndarray) ->
     out = np.array(probabilities, dtype=np.float32)
     for index in planes.planes:
         where = (slice(None), *index)
-        out[where] = refiner.refine_plane(np.asarray(planes.data[index]), out[where], planes.value_range)
+        out[where] = refiner.refine_plane(planes.data[index], out[where], planes.value_range)
     return out
 
 

@@ -231,7 +231,7 @@ def _segment_planes(
             where = (slice(None), *index)
             probabilities[where] = torch.sigmoid(plane_logits).numpy()
             if refiner is not None:  # where, at the image's own pixels (:mod:`.refiner`)
-                probabilities[where] = refiner.refine_plane(np.asarray(data[index]), probabilities[where], value_range)
+                probabilities[where] = refiner.refine_plane(data[index], probabilities[where], value_range)
         done += len(group)
         yield Progress(done, len(planes), f"plane {done} of {len(planes)}" if group[0] else "decoded")
     return probabilities

@@ -144,8 +144,8 @@ class PixelRefiner:
         return np.moveaxis(out.numpy().reshape(*features.shape[:-1], len(self.classes)), -1, 0)
 
     def refine_plane(self, plane: np.ndarray, probabilities: np.ndarray, value_range: Any = None) -> np.ndarray:
-        """The refined ``(P, Y, X)`` probabilities of one plane, strip by strip (module docstring)."""
-        plane = in_unit_range(plane, value_range)
+        """The refined ``(P, Y, X)`` probabilities of one plane, strip by strip (module docstring).
+        ``plane`` may be lazy (a dask or zarr plane): only a strip and its margins are read at a time."""
         channels = plane.shape[-1] if plane.ndim == 3 else 1
         if channels != self.channels:
             raise RefinerError(f"this pixel refiner was learnt on {self.channels} channel(s); the image has {channels}")
@@ -153,7 +153,8 @@ class PixelRefiner:
         out = np.empty((len(self.classes), *plane.shape[:2]), dtype=np.float32)
         for start in range(0, rows, strip):
             low, high = max(0, start - MARGIN), min(rows, start + strip + MARGIN)
-            features = pixel_features(plane[low:high], np.asarray(probabilities)[:, low:high])
+            piece = in_unit_range(np.asarray(plane[low:high]), value_range)
+            features = pixel_features(piece, np.asarray(probabilities)[:, low:high])
             inner = slice(start - low, start - low + min(strip, rows - start))
             out[:, start : start + strip] = self.probabilities(features[inner])
         return lower_specks(out, self.min_size)
