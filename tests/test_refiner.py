@@ -58,7 +58,10 @@ def test_a_refiner_that_is_not_better_is_not_kept(project, images, monkeypatch):
     _, truth = images
     _verify(project, truth, ["disc0", "disc1", "disc2"])
 
-    def useless(samples, classes, channels, stop, seed=0):  # predicts the background everywhere
+    tried = []
+
+    def useless(samples, classes, channels, stop, seed=0, context=True):  # predicts the background everywhere
+        tried.append(context)
         head = make_head(feature_count(channels, len(classes)), len(classes))
         for parameter in head.parameters():
             parameter.data.zero_()
@@ -70,6 +73,7 @@ def test_a_refiner_that_is_not_better_is_not_kept(project, images, monkeypatch):
     outcome = project.last_learn
     assert outcome.pixels is not None and not outcome.pixels.kept
     assert outcome.message.count("pixel refiner was not better") == 1  # said once, with its IoU
+    assert tried == [True, False]  # with the decoder's maps, then on the image's pixels alone
     assert not list(project.folder.decoders.glob("*/refiner.*"))
 
 
@@ -213,3 +217,36 @@ def test_a_lazy_plane_is_read_a_strip_at_a_time(monkeypatch):
     lazy = _RecordingPlane(plane)
     np.testing.assert_allclose(refiner.refine_plane(lazy, probabilities, (0.0, 4000.0)), whole, atol=1e-5)
     assert max(lazy.rows_read) <= 64 + 2 * refiner_module.MARGIN and sum(lazy.rows_read) < 3 * 300
+
+
+def test_a_refiner_on_the_pixels_alone_ignores_the_decoders_maps():
+    from napari_clipseg.learning.pixels import learn_refiner, sample_plane
+
+    rng = np.random.default_rng(4)
+    plane = _map_with_objects([(10, 5, 5), (12, 20, 18)])[0]  # bright squares on a dark plane
+    truth = (plane > 0.5).astype(np.uint8)
+    misleading = rng.random((1, 40, 40)).astype(np.float32)
+    samples = [sample_plane(plane, misleading, truth, 1, rng)]
+    refiner = learn_refiner(samples, ["square"], 1, None, context=False)
+    one = refiner.refine_plane(plane, misleading, (0.0, 1.0))
+    other = refiner.refine_plane(plane, rng.random((1, 40, 40)).astype(np.float32), (0.0, 1.0))
+    np.testing.assert_allclose(one, other, atol=1e-6)
+    assert class_scores((one[0] > 0.5).astype(np.uint8), truth, 1)["iou"] > 0.9
+
+
+def test_a_refiner_works_on_the_dtypes_own_scale_and_an_older_one_on_the_images_stretch(tmp_path):
+    rng = np.random.default_rng(5)
+    plane = rng.integers(0, 4000, (40, 40), dtype=np.uint16)
+    maps = rng.random((1, 40, 40)).astype(np.float32)
+    head = make_head(feature_count(1, 1), 1).eval()
+    new, old = PixelRefiner(head, ["a"], 1), PixelRefiner(head, ["a"], 1, scale="image")
+    raw = new.probabilities(pixel_features(plane.astype(np.float32), maps))
+    stretched = new.probabilities(pixel_features(np.clip(plane / 4000.0, 0, 1).astype(np.float32), maps))
+    np.testing.assert_allclose(new.refine_plane(plane, maps, (0.0, 4000.0)), raw, atol=1e-5)  # the range is not used
+    np.testing.assert_allclose(old.refine_plane(plane, maps, (0.0, 4000.0)), stretched, atol=1e-5)
+    new.save(tmp_path)
+    assert load_refiner(tmp_path).scale == "dtype"
+    meta = json.loads((tmp_path / refiner_module.META_NAME).read_text())
+    del meta["intensity"]  # a refiner of schema version 1: learnt on the model input's stretch
+    (tmp_path / refiner_module.META_NAME).write_text(json.dumps(meta))
+    assert load_refiner(tmp_path).scale == "image"

@@ -39,15 +39,15 @@ def sample_plane(
     labels: np.ndarray,
     classes: int,
     rng: np.random.Generator,
-    value_range: tuple[float, float] | None = None,
 ) -> PixelSamples:
-    """The sampled pixels of one verified plane (see the module docstring)."""
+    """The sampled pixels of one verified plane (see the module docstring), its intensities on the
+    dtype's own scale (:func:`~napari_clipseg.segmentation.refiner.in_unit_range`)."""
     from skimage.segmentation import find_boundaries
 
     labels = np.asarray(labels)
     window = tuple(slice(0, min(n, WINDOW)) for n in labels.shape)  # a bound on memory for huge planes
     features = pixel_features(
-        in_unit_range(plane, value_range)[window], np.asarray(probabilities)[(slice(None), *window)]
+        in_unit_range(np.asarray(plane[window])), np.asarray(probabilities)[(slice(None), *window)]
     )
     labels = labels[window].astype(np.int64)
     flat = labels.ravel()
@@ -62,9 +62,16 @@ def sample_plane(
 
 
 def learn_refiner(
-    samples: Sequence[PixelSamples], classes: list[str], channels: int, stop: object, seed: int = 0
+    samples: Sequence[PixelSamples],
+    classes: list[str],
+    channels: int,
+    stop: object,
+    seed: int = 0,
+    context: bool = True,
 ) -> PixelRefiner:
-    """A refiner trained on ``samples`` (see the module docstring); ``stop`` (an Event) cancels."""
+    """A refiner trained on ``samples`` (see the module docstring); ``stop`` (an Event) cancels.
+    ``context=False``: a head on the image's features alone, whose weights on the decoder's maps
+    are zero (the same file format; it ignores them)."""
     torch.manual_seed(seed)
     x = torch.from_numpy(np.concatenate([s.features for s in samples]).astype(np.float32))
     y = torch.from_numpy(np.concatenate([s.labels for s in samples]))
@@ -72,6 +79,9 @@ def learn_refiner(
     head.mean.copy_(x.mean(dim=0))
     head.scale.copy_(x.std(dim=0).clamp(min=1e-3))
     x = (x - head.mean) / head.scale
+    maps = slice(feature_count(channels, 0), None)  # the decoder's maps follow the image's features
+    if not context:
+        x[:, maps] = 0.0
     counts = torch.bincount(y, minlength=len(classes) + 1).float()
     weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * len(counts)), torch.zeros_like(counts))
     optimiser = torch.optim.Adam(head.parameters(), lr=RATE)
@@ -86,4 +96,7 @@ def learn_refiner(
         optimiser.step()
         for group in optimiser.param_groups:  # halve the rate twice, for a steady end
             group["lr"] = RATE * (0.5 ** (3 * step // STEPS))
+    if not context:
+        with torch.no_grad():
+            head[0].weight[:, maps] = 0.0
     return PixelRefiner(head.eval(), list(classes), channels)

@@ -5,9 +5,12 @@ top of the decoder that will be in use (the new one if it was kept, else the cur
 the newest :data:`TRAIN_IMAGES` training images' decoder maps at the image's resolution and their
 verified labels. It is kept only when decoder + refiner beats the decoder alone on the held-out
 newest verified images at the image's resolution, with the speck size that leaves the fewest
-object corrections there (:func:`fewest_corrections`); then it is learnt again from the held-out
-images too (the procedure was judged, and early Learns have one or two images to spare) and
-stored in the decoder's folder (``decoders/NNN/refiner.*``). Loading that decoder attaches it
+object corrections there (:func:`fewest_corrections`). When the decoder's maps mislead it (an
+early Learn: the decoder fits its few training images so well that a head learns to trust its
+map, which an unseen image's map does not deserve), a head on the image's features alone is
+judged the same way instead (``context=False``: it ignores the decoder's maps). A kept refiner is
+learnt again from the held-out images too (the procedure was judged, and early Learns have one or
+two images to spare) and stored in the decoder's folder (``decoders/NNN/refiner.*``). Loading that decoder attaches it
 (:func:`~napari_clipseg.segmentation.refiner.attach_refiner`), so the pipeline refines every
 pre-label it makes, here or on a cluster's workers, and the record names it.
 """
@@ -94,8 +97,7 @@ class PixelLearner:
         current_threshold: Any,
     ) -> PixelOutcome:
         """Learn on ``train`` and judge on ``held`` (``(name, path)`` pairs) the refiner of the decoder
-        with ``decoder_state`` (None: the current one, in ``current``). A refiner that is kept is
-        learnt again from both, with the speck size chosen on ``held``."""
+        with ``decoder_state`` (None: the current one, in ``current``); see the module docstring."""
         from ..learning.pixels import learn_refiner
 
         predictor = self._predictor(decoder_state, current)
@@ -105,32 +107,30 @@ class PixelLearner:
             planes = planes_of(path, self.options)
             samples += self._samples(planes, self._maps(predictor, planes), self.labels_of(name), rng)
             channels = planes.channels
-        refiner = learn_refiner(samples, self.classes, channels, self.stop)
         # the maps shown now: those of the decoder in use (refined when it has a refiner); the plain
         # maps already are, when the decoder was kept as it is and has no refiner
         in_use = self.model.with_decoder(current)
         same = decoder_state is None and getattr(in_use, "pixel_refiner", None) is None
         current_predictor = None if same else self.model.predictor(current)
-        plain, maps, truths, now, held_samples = [], [], [], [], []
+        plain, now, checks, held_samples = [], [], [], []
         for name, path in held:
             labels, planes = self.labels_of(name), planes_of(path, self.options)
             probabilities = self._maps(predictor, planes)
             plain.append(_iou(labels_from_probabilities(probabilities, decoder_threshold), labels))
-            maps.append(refined(refiner, planes, probabilities))
-            truths.append(labels)
             shown = probabilities if current_predictor is None else self._maps(current_predictor, planes)
             now.append(_iou(labels_from_probabilities(shown, current_threshold), labels))
+            checks.append((planes, probabilities, labels))
             held_samples += self._samples(planes, probabilities, labels, rng)
-        min_size = fewest_corrections(maps, truths)
-        with_refiner = [
-            _iou(labels_from_probabilities(lower_specks(m, min_size), REFINED_THRESHOLD), t)
-            for m, t in zip(maps, truths, strict=True)
-        ]
-        scores = [float(mean_ignoring_nan(v)) for v in (plain, with_refiner, now)]
-        if scores[1] <= scores[0]:
-            return PixelOutcome(None, *scores)
-        refiner = learn_refiner(samples + held_samples, self.classes, channels, self.stop)
-        return PixelOutcome(dataclasses.replace(refiner, min_size=min_size), *scores)
+        plain_iou, current_iou = float(mean_ignoring_nan(plain)), float(mean_ignoring_nan(now))
+        for context in (True, False):  # without the decoder's maps only where they mislead the head
+            head = learn_refiner(samples, self.classes, channels, self.stop, context=context)
+            refiner_iou, min_size = judged(head, checks)
+            if refiner_iou > plain_iou:
+                break
+        if refiner_iou <= plain_iou:
+            return PixelOutcome(None, plain_iou, refiner_iou, current_iou)
+        refiner = learn_refiner(samples + held_samples, self.classes, channels, self.stop, context=context)
+        return PixelOutcome(dataclasses.replace(refiner, min_size=min_size), plain_iou, refiner_iou, current_iou)
 
     def _samples(
         self, planes: Planes, probabilities: np.ndarray, labels: np.ndarray, rng: np.random.Generator
@@ -138,13 +138,11 @@ class PixelLearner:
         """The sampled pixels of every plane of one verified image."""
         from ..learning.pixels import sample_plane
 
+        count = len(self.classes)
         return [
-            sample_plane(
-                np.asarray(planes.data[index]), probabilities[(slice(None), *index)], labels[index], len(self.classes),
-                rng, planes.value_range,
-            )
+            sample_plane(planes.data[index], probabilities[(slice(None), *index)], labels[index], count, rng)
             for index in planes.planes
-        ]  # fmt: skip
+        ]
 
     def _predictor(self, decoder_state: dict[str, Any] | None, current: Path | None) -> Any:
         """A predictor of the decoder alone (``decoder_state``, else the one in ``current``): no refiner."""
@@ -168,6 +166,19 @@ class PixelLearner:
 
         result = run(iter_segment(planes.image, self.classes, predictor, planes.options))
         return np.asarray(result.probabilities, dtype=np.float32)
+
+
+def judged(refiner: PixelRefiner, checks: Sequence[tuple[Planes, np.ndarray, np.ndarray]]) -> tuple[float, int]:
+    """The held-out IoU of ``refiner`` over ``checks`` (planes, decoder maps, verified labels), with
+    the speck size that leaves the fewest object corrections there (:func:`fewest_corrections`)."""
+    maps = [refined(refiner, planes, probabilities) for planes, probabilities, _ in checks]
+    truths = [labels for _, _, labels in checks]
+    min_size = fewest_corrections(maps, truths)
+    ious = [
+        _iou(labels_from_probabilities(lower_specks(m, min_size), REFINED_THRESHOLD), t)
+        for m, t in zip(maps, truths, strict=True)
+    ]
+    return float(mean_ignoring_nan(ious)), min_size
 
 
 def fewest_corrections(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> int:
