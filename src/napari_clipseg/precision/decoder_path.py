@@ -54,7 +54,8 @@ def choose_block_path(
         )  # fmt: skip
         fused, composite = float(found.figures["fused_ms"]), float(found.figures["composite_ms"])
         _chosen[key] = fused * MIN_GAIN < composite
-        logger.info(
+        logger.log(  # said when timed; a remembered choice is only logged for debugging
+            logging.INFO if found.now else logging.DEBUG,
             "decoder blocks: %s here (a decode: fused %.1f ms, op by op %.1f ms)",
             "fused" if _chosen[key] else "op by op", fused, composite,
         )  # fmt: skip
