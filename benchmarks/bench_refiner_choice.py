@@ -41,7 +41,7 @@ from bench_loop import _instance_f1, _nuclei_ids, discs, stardist_nuclei
 from napari_clipseg.evaluation.effort import effort
 from napari_clipseg.evaluation.metrics import class_scores
 from napari_clipseg.learning.pixels import learn_refiner, sample_plane
-from napari_clipseg.segmentation.refiner import feature_count, in_unit_range, pixel_features
+from napari_clipseg.segmentation.refiner import feature_count, pixel_features, refiner_intensities
 
 Maps = dict[str, np.ndarray]
 
@@ -102,7 +102,7 @@ def candidates(data: dict, maps: Maps, train: list[str], test: list[str]) -> dic
             learner = make().fit(x[:, columns], y)
             out = {}
             for n in test:
-                features = pixel_features(in_unit_range(data[n][0], None), maps[n])[..., columns]
+                features = pixel_features(refiner_intensities(data[n][0], None), maps[n])[..., columns]
                 flat = features.reshape(-1, features.shape[-1])
                 out[n] = learner.predict_proba(flat)[:, 1].reshape(data[n][0].shape) > 0.5
             return out
@@ -116,7 +116,7 @@ def candidates(data: dict, maps: Maps, train: list[str], test: list[str]) -> dic
     def filtered(kind: str) -> Maps:
         out = {}
         for n in test:
-            guide = torch.from_numpy(in_unit_range(data[n][0], None).astype(np.float32))[None, None]
+            guide = torch.from_numpy(refiner_intensities(data[n][0], None).astype(np.float32))[None, None]
             p = torch.from_numpy(maps[n][None].astype(np.float32))
             if kind == "guided":  # on the logits, so the filter works where the decision is made
                 smooth = torch.sigmoid(kornia.filters.guided_blur(guide, torch.logit(p.clamp(1e-4, 1 - 1e-4)), 5, 1e-2))

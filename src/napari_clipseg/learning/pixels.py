@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import RunCancelled
-from ..segmentation.refiner import PixelRefiner, feature_count, in_unit_range, make_head, pixel_features
+from ..segmentation.refiner import PixelRefiner, feature_count, make_head, pixel_features, refiner_intensities
 
 #: Pixels sampled per verified plane, and the training schedule.
 SAMPLES = 6000
@@ -41,13 +41,13 @@ def sample_plane(
     rng: np.random.Generator,
 ) -> PixelSamples:
     """The sampled pixels of one verified plane (see the module docstring), its intensities on the
-    dtype's own scale (:func:`~napari_clipseg.segmentation.refiner.in_unit_range`)."""
+    dtype's own scale (:func:`~napari_clipseg.segmentation.refiner.refiner_intensities`)."""
     from skimage.segmentation import find_boundaries
 
     labels = np.asarray(labels)
     window = tuple(slice(0, min(n, WINDOW)) for n in labels.shape)  # a bound on memory for huge planes
     features = pixel_features(
-        in_unit_range(np.asarray(plane[window])), np.asarray(probabilities)[(slice(None), *window)]
+        refiner_intensities(np.asarray(plane[window])), np.asarray(probabilities)[(slice(None), *window)]
     )
     labels = labels[window].astype(np.int64)
     flat = labels.ravel()

@@ -32,13 +32,13 @@ REPEATS = 3
 _chosen: dict[str, bool] = {}
 
 
-def path_key(decoder: torch.nn.Module, device: torch.device) -> str:
-    """What the choice depends on: the machine (CPU or GPU, torch, threads) and the blocks' shape."""
+def path_key(decoder: torch.nn.Module, device: torch.device, precision: str = "float32") -> str:
+    """What the choice depends on: the machine (GPU, or CPU, torch and threads), the precision the
+    blocks run at (autocast's) and their shape."""
     block = decoder.blocks[0]
-    where = (
-        machine_key(()) if device.type == "cpu" else f"{torch.cuda.get_device_name(device)} | torch {torch.__version__}"
-    )
-    return f"{where} | decoder width {block.linear1.in_features}, {block.self_attn.num_heads} heads"
+    gpu = device.type == "cuda"
+    where = f"{torch.cuda.get_device_name(device)} | torch {torch.__version__}" if gpu else machine_key(())
+    return f"{where} | {precision} | decoder width {block.linear1.in_features}, {block.self_attn.num_heads} heads"
 
 
 def choose_block_path(
@@ -46,7 +46,10 @@ def choose_block_path(
 ) -> bool:
     """Set ``decoder.fused_blocks`` for this machine, timing both paths on these activations the
     first time (see the module docstring); returns it."""
-    key = path_key(decoder, reduced[0].device)
+    device = reduced[0].device
+    autocast = torch.is_autocast_enabled(device.type)
+    precision = str(torch.get_autocast_dtype(device.type)).removeprefix("torch.") if autocast else "float32"
+    key = path_key(decoder, device, precision)
     if key not in _chosen:
         found = remembered(
             "decoder-path.json", key, lambda: time_block_paths(decoder, reduced, conditional, grid),
@@ -70,7 +73,7 @@ def time_block_paths(
     busy moment hits both."""
     times: dict[str, list[float]] = {"fused": [], "composite": []}
     before = decoder.fused_blocks
-    sync = torch.cuda.synchronize if reduced[0].device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if reduced[0].device.type == "cuda" else (lambda: None)  # time the work
     try:
         with torch.inference_mode():
             for repeat in range(REPEATS + 1):

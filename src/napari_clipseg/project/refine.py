@@ -10,9 +10,9 @@ early Learn: the decoder fits its few training images so well that a head learns
 map, which an unseen image's map does not deserve), a head on the image's features alone is
 judged the same way instead (``context=False``: it ignores the decoder's maps). A kept refiner is
 learnt again from the held-out images too (the procedure was judged, and early Learns have one or
-two images to spare) and stored in the decoder's folder (``decoders/NNN/refiner.*``). Loading that decoder attaches it
-(:func:`~napari_clipseg.segmentation.refiner.attach_refiner`), so the pipeline refines every
-pre-label it makes, here or on a cluster's workers, and the record names it.
+two images to spare) and stored in the decoder's folder (``decoders/NNN/refiner.*``). Loading
+that decoder attaches it (:func:`~napari_clipseg.segmentation.refiner.attach_refiner`), so the
+pipeline refines every pre-label it makes, here or on a cluster's workers, and the record names it.
 """
 
 from __future__ import annotations

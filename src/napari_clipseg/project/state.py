@@ -121,7 +121,7 @@ class StateView:
         self._manifest = manifest
         self._entries = {entry.name: entry for entry in entries}
         self._counts = Counter(entry.state for entry in self._entries.values())
-        self._base_threshold = SegmentOptions.from_dict(manifest.options).threshold
+        self._options_threshold = SegmentOptions.from_dict(manifest.options).threshold
         self._saved = 0.0
         self._held = 0
 
@@ -184,7 +184,7 @@ class StateView:
     def _base(self) -> Threshold:
         """The base model's threshold: as the annotator set it, else the options'."""
         chosen = self._manifest.base_threshold
-        return chosen if chosen is not None else self._base_threshold
+        return chosen if chosen is not None else self._options_threshold
 
 
 class ProjectState(StateView):

@@ -61,7 +61,7 @@ class RefinerError(RecordError):
     """A refiner file that cannot be used (damaged, or made for other classes or channels)."""
 
 
-def in_unit_range(plane: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+def refiner_intensities(plane: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """A plane as float32 on its dtype's own scale (uint8 /255, other types as they are; NaN and inf
     0), the refiner's intensities: one scale for every image of a project, as ilastik's features
     (the head standardises them). ``value_range`` stretches it as the model input does instead
@@ -135,7 +135,7 @@ class PixelRefiner:
     channels: int
     min_size: int = 0
     #: The intensities it was learnt on: "dtype" (the dtype's own scale) or "image" (stretched
-    #: between the image's percentiles: refiners of schema version 1; :func:`in_unit_range`).
+    #: between the image's percentiles: refiners of schema version 1; :func:`refiner_intensities`).
     scale: str = "dtype"
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
@@ -160,7 +160,7 @@ class PixelRefiner:
         out = np.empty((len(self.classes), *plane.shape[:2]), dtype=np.float32)
         for start in range(0, rows, strip):
             low, high = max(0, start - MARGIN), min(rows, start + strip + MARGIN)
-            piece = in_unit_range(np.asarray(plane[low:high]), value_range if self.scale == "image" else None)
+            piece = refiner_intensities(np.asarray(plane[low:high]), value_range if self.scale == "image" else None)
             features = pixel_features(piece, np.asarray(probabilities)[:, low:high])
             inner = slice(start - low, start - low + min(strip, rows - start))
             out[:, start : start + strip] = self.probabilities(features[inner])
