@@ -128,9 +128,14 @@ def test_learn_improves_the_prelabels_of_the_others_and_never_touches_verified(p
         np.testing.assert_array_equal(project.verified_labels(name), truth[name])
 
 
-def test_learning_needs_two_verified_images(project, images):
-    with pytest.raises(ProjectError, match="at least 2"):
+def test_learning_needs_a_verified_image_and_a_decoder_two(project, images):
+    _, truth = images
+    with pytest.raises(ProjectError, match="verify at least 1 image before learning"):
         project.learn()
+    project.prelabel()
+    project.verify("disc0", truth["disc0"])
+    with pytest.raises(ProjectError, match="verify at least 2 images before learning"):
+        project.learn(refiner=False)  # a decoder needs an image held out
 
 
 def test_export_writes_the_verified_set_all_or_none(project, images, tmp_path, tiny_model_dir):

@@ -52,6 +52,55 @@ def test_a_learn_keeps_a_refiner_when_it_is_better_and_the_waiting_images_get_it
         assert after > before[name] + 0.3 and after > 0.7
 
 
+def test_the_first_verified_image_teaches_a_refiner_judged_on_its_halves(images, tmp_path, spec):
+    import napari_clipseg as ncs
+
+    folder, truth = images
+    with ncs.open_project(folder, tmp_path / "p", prompts=["disc"], model=spec, auto_learn=1) as project:
+        project.prelabel()
+        before = class_scores(project.prelabels("disc7"), truth["disc7"], 1)["iou"]
+        project.verify("disc0", truth["disc0"])
+        assert project.learn_due  # Learn as I go learns from the first image
+        assert project.next() != "disc0"  # runs that Learn and re-predicts the waiting images
+        outcome = project.last_learn
+        assert outcome.pixels.halves and outcome.pixels.kept and outcome.accepted
+        assert outcome.message.startswith("Learnt a pixel refiner from the first verified image")
+        assert project.decoders[-1]["refiner"] and project.decoders[-1]["images"] == ["disc0"]
+        assert class_scores(project.prelabels("disc7"), truth["disc7"], 1)["iou"] > max(before + 0.3, 0.7)
+        name = project.next()
+        project.verify(name, truth[name])
+        project.learn(steps=5, learning_rate=TINY_LEARNING_RATE)  # two images: the decoder learns too
+        assert not project.last_learn.pixels.halves and project.last_learn.result.steps > 0
+
+
+def test_a_first_image_refiner_not_better_on_the_other_half_is_not_kept(project, images, monkeypatch):
+    from napari_clipseg.learning import pixels
+
+    _, truth = images
+    _verify(project, truth, ["disc0"])
+    tried = []
+
+    def useless(samples, classes, channels, stop, seed=0, context=True):
+        tried.append(context)
+        return _background_everywhere(samples, classes, channels, stop)
+
+    monkeypatch.setattr(pixels, "learn_refiner", useless)
+    project.learn()
+    outcome = project.last_learn
+    assert tried == [False, False]  # a head per half, on the image's pixels alone
+    assert outcome.pixels.halves and not outcome.pixels.kept and not outcome.accepted
+    assert "not better on its halves" in outcome.message and project.decoder is None
+    assert not list(project.folder.decoders.glob("*/refiner.*"))
+
+
+def _background_everywhere(samples, classes, channels, stop, seed=0, context=True):
+    head = make_head(feature_count(channels, len(classes)), len(classes))
+    for parameter in head.parameters():
+        parameter.data.zero_()
+    head[-1].bias.data[0] = 10.0
+    return PixelRefiner(head.eval(), list(classes), channels)
+
+
 def test_a_refiner_that_is_not_better_is_not_kept(project, images, monkeypatch):
     from napari_clipseg.learning import pixels
 
@@ -60,13 +109,9 @@ def test_a_refiner_that_is_not_better_is_not_kept(project, images, monkeypatch):
 
     tried = []
 
-    def useless(samples, classes, channels, stop, seed=0, context=True):  # predicts the background everywhere
+    def useless(samples, classes, channels, stop, seed=0, context=True):
         tried.append(context)
-        head = make_head(feature_count(channels, len(classes)), len(classes))
-        for parameter in head.parameters():
-            parameter.data.zero_()
-        head[-1].bias.data[0] = 10.0
-        return PixelRefiner(head.eval(), list(classes), channels)
+        return _background_everywhere(samples, classes, channels, stop)
 
     monkeypatch.setattr(pixels, "learn_refiner", useless)
     project.learn(steps=2, learning_rate=1e-12)

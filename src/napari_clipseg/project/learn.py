@@ -10,7 +10,10 @@ newest verified images are held out (:func:`~napari_clipseg.learning.train.split
 current decoder pre-labelled them and no decoder has trained on them. The new decoder replaces the
 current one only when it is better there; otherwise the current decoder stays, and that is an
 outcome of the loop, not an error. Verified images that label nothing are refused before any
-training (a decoder learnt from them could only predict nothing).
+training (a decoder learnt from them could only predict nothing). With a single verified image
+there is nothing to hold out: that Learn learns the pixel refiner alone, each half of the image
+judged on the other (:meth:`~.refine.PixelLearner.learn_within`), so the second image of the queue
+is already refined.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ class LearnOutcome:
 
     @property
     def message(self) -> str:
+        if self.pixels is not None and self.pixels.halves:  # one verified image: the refiner alone
+            p = self.pixels
+            if self._refined:
+                return (
+                    f"Learnt a pixel refiner from the first verified image (each half judged on the other): IoU "
+                    f"{p.current_iou:.2f} -> {p.refined_iou:.2f}. The decoder learns from the second image on."
+                )
+            return (
+                f"The pixel refiner learnt from the first verified image was not better on its halves (IoU "
+                f"{p.refined_iou:.2f}, now {p.current_iou:.2f}): verify another image, and the next Learn tries again."
+            )
         if not self._refined:
             refused = self.pixels is not None and not self.pixels.kept
             return self.result.message + (
@@ -135,6 +149,7 @@ class Learner:
         self.state, self.model, self.sources, self.prompts = state, model, sources, prompts
         self.options, self.stop, self.pixels = options, stop, pixels
         self.refusals = 0
+        self.versions = DecoderVersions(state)
         self._images: dict[str, VerifiedImage] = {}
 
     @property
@@ -142,10 +157,10 @@ class Learner:
         return [p if isinstance(p, str) else p.label for p in self.prompts]
 
     def due(self, every: int) -> bool:
-        """Whether ``every`` images were verified since the last Learn (and two are, at least)."""
+        """Whether ``every`` images were verified since the last Learn."""
         verified = list(self.state.in_state("verified"))
         learnt_at = self.state.manifest.learnt_at
-        return bool(every) and len(verified) >= 2 and sum((e.verified_at or 0) > learnt_at for e in verified) >= every
+        return bool(every) and sum((e.verified_at or 0) > learnt_at for e in verified) >= every
 
     def iter_learn(self, settings: dict[str, Any]) -> Generator[Progress, None, LearnOutcome]:
         """One Learn (see :meth:`~.project.Project.iter_learn`)."""
@@ -157,10 +172,15 @@ class Learner:
         if not all(isinstance(p, str) for p in self.prompts):
             raise ProjectError("learning from corrections needs text prompts (this project has an example prompt)")
         verified = [e for e in self.state.in_state("verified") if self.sources.still_there(e.name)]
-        if len(verified) < 2:
-            raise ProjectError(f"verify at least 2 images before learning ({len(verified)} verified)")
+        least = 1 if with_refiner else 2  # one image teaches the refiner alone; a decoder needs one held out
+        if len(verified) < least:
+            raise ProjectError(
+                f"verify at least {least} image{'s' * (least > 1)} before learning ({len(verified)} verified)"
+            )
         predictor = self.model.predictor(self.state.decoder_path)
-        images = yield from self._read(verified, predictor)
+        images = yield from self._read(verified, predictor, least)
+        if len(images) == 1:
+            return (yield from self._learn_within(images[0], predictor, chosen, started))
         learnt_at = self.state.manifest.learnt_at
         train, held = split_newest(sorted(images, key=lambda v: v.verified_at), chosen.holdout)
         pool = [(ex, NEW_WEIGHT if v.verified_at > learnt_at else 1.0) for v in train for ex in v.examples]
@@ -181,12 +201,40 @@ class Learner:
         pixels = None
         if with_refiner:
             yield Progress(0, 1, "learning the pixel refiner")
-            current = self.state.decoder_threshold(self.state.decoder)
+            own, shown = self.state.decoder_threshold(self.state.decoder), self.state.threshold_of(self.state.decoder)
             pairs = [[(v.name, self.state.entry(v.name).path) for v in part] for part in (train, held)]
             decoder_state = result.state if result.accepted else None
-            threshold = result.threshold if result.accepted else current
-            pixels = self.pixels.learn(decoder_state, self.state.decoder_path, *pairs, threshold, current)
-        record = self._keep(result, pixels, predictor.model.decoder)
+            threshold = result.threshold if result.accepted else own
+            pixels = self.pixels.learn(decoder_state, self.state.decoder_path, *pairs, threshold, shown)
+        return self._commit(result, pixels, predictor, images, started)
+
+    def _learn_within(
+        self, image: VerifiedImage, predictor: Any, chosen: FineTuneSettings, started: float
+    ) -> Generator[Progress, None, LearnOutcome]:
+        """The Learn of a single verified image: the pixel refiner alone (see the module docstring)."""
+        from ..learning.train import FineTuneResult
+        from ..modeling.decoder_files import base_identity
+
+        yield Progress(0, 1, "learning the pixel refiner from the first verified image")
+        decoder = self.state.decoder
+        own, shown = self.state.decoder_threshold(decoder), self.state.threshold_of(decoder)
+        pair = (image.name, self.state.entry(image.name).path)
+        pixels = self.pixels.learn_within(self.state.decoder_path, pair, own, shown)
+        iou = pixels.current_iou
+        kept = FineTuneResult({}, self.classes, base_identity(predictor.model), chosen, iou, iou, 0, False)
+        result = dataclasses.replace(kept, training=[image.name], threshold=own)
+        return self._commit(result, pixels, predictor, [image], started)
+
+    def _commit(
+        self,
+        result: FineTuneResult,
+        pixels: PixelOutcome | None,
+        predictor: Any,
+        images: list[VerifiedImage],
+        started: float,
+    ) -> LearnOutcome:
+        """Keep what the Learn made when it is better, log it, and say what it did."""
+        record = self.versions.keep(result, pixels, predictor.model.decoder)
         self.refusals = 0 if record is not None else self.refusals + 1
         decoder = record.folder if record else self.state.manifest.decoder
         outcome = LearnOutcome(result, record is not None, decoder, None, pixels, self.refusals >= 2)
@@ -203,9 +251,11 @@ class Learner:
         threshold = self.state.threshold_of(self.state.decoder)  # the one in use now, kept or not
         return dataclasses.replace(outcome, threshold=threshold, elapsed=log["seconds"])
 
-    def _read(self, verified: list[ImageEntry], predictor: Any) -> Generator[Progress, None, list[VerifiedImage]]:
+    def _read(
+        self, verified: list[ImageEntry], predictor: Any, least: int
+    ) -> Generator[Progress, None, list[VerifiedImage]]:
         """The verified images that can be read (a damaged one is left out, said); refused when
-        fewer than two, or when none labels anything."""
+        fewer than ``least``, or when none labels anything."""
         yield Progress(0, len(verified), "reading the verified images")
         images = []
         for number, entry in enumerate(verified, start=1):
@@ -215,8 +265,10 @@ class Learner:
                 logger.warning("left out of the Learn: the verified labels of %s cannot be read (%s)", entry.name, e)
             if number % 16 == 0:
                 yield Progress(number, len(verified), f"read {number} of {len(verified)} verified images")
-        if len(images) < 2:
-            raise ProjectError(f"verify at least 2 readable images before learning ({len(images)} can be read)")
+        if len(images) < least:
+            raise ProjectError(
+                f"verify at least {least} readable image{'s' * (least > 1)} before learning ({len(images)} can be read)"
+            )
         if not any(v.labelled for v in images):
             raise ProjectError(
                 f"the {len(images)} verified images label nothing (every pixel is background): a decoder learnt "
@@ -237,7 +289,14 @@ class Learner:
         self._images[entry.name] = image
         return image
 
-    def _keep(self, result: FineTuneResult, pixels: PixelOutcome | None, current: Any) -> DecoderRecord | None:
+
+class DecoderVersions:
+    """The decoder versions a project keeps (``decoders/NNN``, each with its refiner if one is kept)."""
+
+    def __init__(self, state: ProjectState) -> None:
+        self.state = state
+
+    def keep(self, result: FineTuneResult, pixels: PixelOutcome | None, current: Any) -> DecoderRecord | None:
         """A new decoder version (the decoder learnt if it was accepted, else the one in use, with
         the refiner if it was kept) saved as the next ``decoders/NNN``, when it is better."""
         from ..modeling.decoder_files import save_decoder

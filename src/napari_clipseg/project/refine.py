@@ -10,7 +10,13 @@ early Learn: the decoder fits its few training images so well that a head learns
 map, which an unseen image's map does not deserve), a head on the image's features alone is
 judged the same way instead (``context=False``: it ignores the decoder's maps). A kept refiner is
 learnt again from the held-out images too (the procedure was judged, and early Learns have one or
-two images to spare) and stored in the decoder's folder (``decoders/NNN/refiner.*``). Loading
+two images to spare) and stored in the decoder's folder (``decoders/NNN/refiner.*``).
+
+The first verified image already teaches a refiner (:meth:`PixelLearner.learn_within`), as one
+image teaches ilastik: no decoder can be judged on one image, but a refiner can be judged on half
+of it. Each half (along the image's last axis) teaches a head on the image's features alone (the
+decoder's maps of one image cannot teach how far to trust its maps of others), judged on the other
+half; the refiner is kept, learnt from the whole image, when it beats the decoder there. Loading
 that decoder attaches it (:func:`~napari_clipseg.segmentation.refiner.attach_refiner`), so the
 pipeline refines every pre-label it makes, here or on a cluster's workers, and the record names it.
 """
@@ -60,6 +66,7 @@ class PixelOutcome:
     plain_iou: float  # the decoder alone
     refined_iou: float  # decoder + the new refiner
     current_iou: float  # the decoder in use now, with its refiner if it has one
+    halves: bool = False  # learnt from one image, each half judged on the other (no held-out image)
 
     @property
     def kept(self) -> bool:
@@ -97,9 +104,9 @@ class PixelLearner:
         current_threshold: Any,
     ) -> PixelOutcome:
         """Learn on ``train`` and judge on ``held`` (``(name, path)`` pairs) the refiner of the decoder
-        with ``decoder_state`` (None: the current one, in ``current``); see the module docstring."""
-        from ..learning.pixels import learn_refiner
-
+        with ``decoder_state`` (None: the current one, in ``current``); see the module docstring.
+        ``decoder_threshold`` is the new decoder's (its maps alone), ``current_threshold`` that of
+        the maps shown now."""
         predictor = self._predictor(decoder_state, current)
         rng = np.random.default_rng(0)
         samples, channels = [], 1
@@ -122,14 +129,58 @@ class PixelLearner:
             checks.append((planes, probabilities, labels))
             held_samples += self._samples(planes, probabilities, labels, rng)
         plain_iou, current_iou = float(mean_ignoring_nan(plain)), float(mean_ignoring_nan(now))
-        for context in (True, False):  # without the decoder's maps only where they mislead the head
-            head = learn_refiner(samples, self.classes, channels, self.stop, context=context)
-            refiner_iou, min_size = judged(head, checks)
+        return self._choose([samples], [checks], plain_iou, current_iou, samples + held_samples, channels)
+
+    def learn_within(
+        self, current: Path | None, image: tuple[str, str], decoder_threshold: Any, current_threshold: Any
+    ) -> PixelOutcome:
+        """The refiner of the decoder in ``current`` from one verified image (``(name, path)``),
+        each half judged on the other (see the module docstring)."""
+        name, path = image
+        labels, planes = self.labels_of(name), planes_of(path, self.options)
+        probabilities = self._maps(self._predictor(None, current), planes)
+        refined_now = getattr(self.model.with_decoder(current), "pixel_refiner", None) is not None
+        shown = self._maps(self.model.predictor(current), planes) if refined_now else probabilities
+        folds, shown_folds = halves(planes, probabilities, labels), halves(planes, shown, labels)
+        plain_iou = float(
+            mean_ignoring_nan([_iou(labels_from_probabilities(p, decoder_threshold), t) for _, p, t in folds])
+        )
+        current_iou = float(
+            mean_ignoring_nan([_iou(labels_from_probabilities(p, current_threshold), t) for _, p, t in shown_folds])
+        )
+        rng = np.random.default_rng(0)
+        taught = [self._samples(*fold, rng) for fold in folds]
+        whole = self._samples(planes, probabilities, labels, rng)
+        # the pixels alone: maps of one image cannot teach how far to trust the maps of another
+        checks = [folds[1:], folds[:1]]
+        outcome = self._choose(taught, checks, plain_iou, current_iou, whole, planes.channels, (False,))
+        return dataclasses.replace(outcome, halves=True)
+
+    def _choose(
+        self,
+        taught: Sequence[list[Any]],
+        checks: Sequence[Sequence[tuple[Planes, np.ndarray, np.ndarray]]],
+        plain_iou: float,
+        current_iou: float,
+        everything: list[Any],
+        channels: int,
+        contexts: tuple[bool, ...] = (True, False),
+    ) -> PixelOutcome:
+        """Heads learnt on each of ``taught`` and judged on the ``checks`` beside it, for each of
+        ``contexts`` in turn (with the decoder's maps, then without: where they mislead); the first
+        better than the decoder alone there is learnt again from ``everything`` and kept."""
+        from ..learning.pixels import learn_refiner
+
+        for context in contexts:
+            heads = [learn_refiner(samples, self.classes, channels, self.stop, context=context) for samples in taught]
+            refiner_iou, min_size = judged(
+                [(head, check) for head, part in zip(heads, checks, strict=True) for check in part]
+            )
             if refiner_iou > plain_iou:
                 break
         if refiner_iou <= plain_iou:
             return PixelOutcome(None, plain_iou, refiner_iou, current_iou)
-        refiner = learn_refiner(samples + held_samples, self.classes, channels, self.stop, context=context)
+        refiner = learn_refiner(everything, self.classes, channels, self.stop, context=context)
         return PixelOutcome(dataclasses.replace(refiner, min_size=min_size), plain_iou, refiner_iou, current_iou)
 
     def _samples(
@@ -168,11 +219,11 @@ class PixelLearner:
         return np.asarray(result.probabilities, dtype=np.float32)
 
 
-def judged(refiner: PixelRefiner, checks: Sequence[tuple[Planes, np.ndarray, np.ndarray]]) -> tuple[float, int]:
-    """The held-out IoU of ``refiner`` over ``checks`` (planes, decoder maps, verified labels), with
+def judged(pairs: Sequence[tuple[PixelRefiner, tuple[Planes, np.ndarray, np.ndarray]]]) -> tuple[float, int]:
+    """The held-out IoU of each refiner on its check (planes, decoder maps, verified labels), with
     the speck size that leaves the fewest object corrections there (:func:`fewest_corrections`)."""
-    maps = [refined(refiner, planes, probabilities) for planes, probabilities, _ in checks]
-    truths = [labels for _, _, labels in checks]
+    maps = [refined(refiner, planes, probabilities) for refiner, (planes, probabilities, _) in pairs]
+    truths = [labels for _, (_, _, labels) in pairs]
     min_size = fewest_corrections(maps, truths)
     ious = [
         _iou(labels_from_probabilities(lower_specks(m, min_size), REFINED_THRESHOLD), t)
@@ -191,6 +242,39 @@ def fewest_corrections(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray])
             sum(object_corrections(objects(p), objects(t)).cost for p, t in zip(labelled, truths, strict=True))
         )
     return SPECK_SIZES[int(np.argmin(costs))]
+
+
+def halves(
+    planes: Planes, probabilities: np.ndarray, labels: np.ndarray
+) -> list[tuple[Planes, np.ndarray, np.ndarray]]:
+    """The two halves of an image along its last spatial axis: each its planes (cut lazily: a
+    plane is read when it is refined or sampled), decoder maps and verified labels. The cut is at
+    the median column of the labelled pixels (within the middle half of the image), so each half
+    holds about half of the objects: one object in a corner gives both halves a part of it."""
+    labels = np.asarray(labels)
+    width = labels.shape[-1]
+    columns = np.nonzero(labels > 0)[-1]
+    middle = int(np.median(columns)) if len(columns) else width // 2
+    cut_at = int(np.clip(middle, width // 4, width - width // 4))
+    return [
+        (
+            dataclasses.replace(planes, data=_Cut(planes.data, cut)),
+            np.asarray(probabilities)[..., cut],
+            np.asarray(labels)[..., cut],
+        )
+        for cut in (slice(0, cut_at), slice(cut_at, width))
+    ]
+
+
+class _Cut:
+    """The planes of ``data`` cut to ``columns`` (the last spatial axis; colour channels stay)."""
+
+    def __init__(self, data: Any, columns: slice) -> None:
+        self.data, self.columns = data, columns
+
+    def __getitem__(self, index: tuple[int, ...]) -> np.ndarray:
+        plane = np.asarray(self.data[index])
+        return plane[:, self.columns]
 
 
 def _iou(predicted: np.ndarray, truth: np.ndarray) -> float:
