@@ -40,6 +40,8 @@ from .sources import Sources
 from .state import ImageEntry, ProjectState
 
 if TYPE_CHECKING:  # torch is imported by the first Learn, not by opening a project
+    import torch
+
     from ..learning.core import Example
     from ..learning.train import FineTuneResult
     from .refine import PixelLearner, PixelOutcome
@@ -206,7 +208,7 @@ class Learner:
             decoder_state = result.state if result.accepted else None
             threshold = result.threshold if result.accepted else own
             pixels = self.pixels.learn(decoder_state, self.state.decoder_path, *pairs, threshold, shown)
-        return self._commit(result, pixels, predictor, images, started)
+        return self._commit(result, pixels, predictor.model.decoder, images, started)
 
     def _learn_within(
         self, image: VerifiedImage, predictor: Any, chosen: FineTuneSettings, started: float
@@ -220,21 +222,23 @@ class Learner:
         own, shown = self.state.decoder_threshold(decoder), self.state.threshold_of(decoder)
         pair = (image.name, self.state.entry(image.name).path)
         pixels = self.pixels.learn_within(self.state.decoder_path, pair, own, shown)
-        iou = pixels.current_iou
-        kept = FineTuneResult({}, self.classes, base_identity(predictor.model), chosen, iou, iou, 0, False)
-        result = dataclasses.replace(kept, training=[image.name], threshold=own)
-        return self._commit(result, pixels, predictor, [image], started)
+        iou, base = pixels.current_iou, base_identity(predictor.model)
+        unchanged = FineTuneResult(
+            {}, self.classes, base, chosen, iou, iou, 0, False, training=[image.name], threshold=own
+        )
+        return self._commit(unchanged, pixels, predictor.model.decoder, [image], started)
 
     def _commit(
         self,
         result: FineTuneResult,
         pixels: PixelOutcome | None,
-        predictor: Any,
+        current: torch.nn.Module,
         images: list[VerifiedImage],
         started: float,
     ) -> LearnOutcome:
-        """Keep what the Learn made when it is better, log it, and say what it did."""
-        record = self.versions.keep(result, pixels, predictor.model.decoder)
+        """Keep what the Learn made when it is better (``current``: the decoder in use), log it,
+        and say what it did."""
+        record = self.versions.keep(result, pixels, current)
         self.refusals = 0 if record is not None else self.refusals + 1
         decoder = record.folder if record else self.state.manifest.decoder
         outcome = LearnOutcome(result, record is not None, decoder, None, pixels, self.refusals >= 2)

@@ -114,21 +114,16 @@ class PixelLearner:
             planes = planes_of(path, self.options)
             samples += self._samples(planes, self._maps(predictor, planes), self.labels_of(name), rng)
             channels = planes.channels
-        # the maps shown now: those of the decoder in use (refined when it has a refiner); the plain
-        # maps already are, when the decoder was kept as it is and has no refiner
-        in_use = self.model.with_decoder(current)
-        same = decoder_state is None and getattr(in_use, "pixel_refiner", None) is None
-        current_predictor = None if same else self.model.predictor(current)
-        plain, now, checks, held_samples = [], [], [], []
+        current_predictor = self._shown_predictor(decoder_state, current)
+        checks, shown_checks, held_samples = [], [], []
         for name, path in held:
             labels, planes = self.labels_of(name), planes_of(path, self.options)
             probabilities = self._maps(predictor, planes)
-            plain.append(_iou(labels_from_probabilities(probabilities, decoder_threshold), labels))
             shown = probabilities if current_predictor is None else self._maps(current_predictor, planes)
-            now.append(_iou(labels_from_probabilities(shown, current_threshold), labels))
             checks.append((planes, probabilities, labels))
+            shown_checks.append((planes, shown, labels))
             held_samples += self._samples(planes, probabilities, labels, rng)
-        plain_iou, current_iou = float(mean_ignoring_nan(plain)), float(mean_ignoring_nan(now))
+        plain_iou, current_iou = _mean_iou(checks, decoder_threshold), _mean_iou(shown_checks, current_threshold)
         return self._choose([samples], [checks], plain_iou, current_iou, samples + held_samples, channels)
 
     def learn_within(
@@ -139,15 +134,11 @@ class PixelLearner:
         name, path = image
         labels, planes = self.labels_of(name), planes_of(path, self.options)
         probabilities = self._maps(self._predictor(None, current), planes)
-        refined_now = getattr(self.model.with_decoder(current), "pixel_refiner", None) is not None
-        shown = self._maps(self.model.predictor(current), planes) if refined_now else probabilities
-        folds, shown_folds = halves(planes, probabilities, labels), halves(planes, shown, labels)
-        plain_iou = float(
-            mean_ignoring_nan([_iou(labels_from_probabilities(p, decoder_threshold), t) for _, p, t in folds])
-        )
-        current_iou = float(
-            mean_ignoring_nan([_iou(labels_from_probabilities(p, current_threshold), t) for _, p, t in shown_folds])
-        )
+        current_predictor = self._shown_predictor(None, current)
+        shown = probabilities if current_predictor is None else self._maps(current_predictor, planes)
+        folds = halves(planes, probabilities, labels)
+        plain_iou = _mean_iou(folds, decoder_threshold)
+        current_iou = _mean_iou(halves(planes, shown, labels), current_threshold)
         rng = np.random.default_rng(0)
         taught = [self._samples(*fold, rng) for fold in folds]
         whole = self._samples(planes, probabilities, labels, rng)
@@ -210,6 +201,13 @@ class PixelLearner:
         predictor.stop = self.stop
         return predictor
 
+    def _shown_predictor(self, decoder_state: dict[str, Any] | None, current: Path | None) -> Any:
+        """A predictor of the maps shown now (the decoder in use, refined when it has a refiner);
+        None when they are the plain maps already: the decoder kept as it is, without a refiner."""
+        in_use = self.model.with_decoder(current)
+        same = decoder_state is None and getattr(in_use, "pixel_refiner", None) is None
+        return None if same else self.model.predictor(current)
+
     def _maps(self, predictor: Any, planes: Planes) -> np.ndarray:
         """The decoder's probabilities of an image at its resolution (as pre-labelling makes them)."""
         from ..segmentation.pipeline import iter_segment
@@ -251,17 +249,13 @@ def halves(
     plane is read when it is refined or sampled), decoder maps and verified labels. The cut is at
     the median column of the labelled pixels (within the middle half of the image), so each half
     holds about half of the objects: one object in a corner gives both halves a part of it."""
-    labels = np.asarray(labels)
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     width = labels.shape[-1]
     columns = np.nonzero(labels > 0)[-1]
     middle = int(np.median(columns)) if len(columns) else width // 2
     cut_at = int(np.clip(middle, width // 4, width - width // 4))
     return [
-        (
-            dataclasses.replace(planes, data=_Cut(planes.data, cut)),
-            np.asarray(probabilities)[..., cut],
-            np.asarray(labels)[..., cut],
-        )
+        (dataclasses.replace(planes, data=_Cut(planes.data, cut)), probabilities[..., cut], labels[..., cut])
         for cut in (slice(0, cut_at), slice(cut_at, width))
     ]
 
@@ -275,6 +269,11 @@ class _Cut:
     def __getitem__(self, index: tuple[int, ...]) -> np.ndarray:
         plane = np.asarray(self.data[index])
         return plane[:, self.columns]
+
+
+def _mean_iou(checks: Sequence[tuple[Planes, np.ndarray, np.ndarray]], threshold: Any) -> float:
+    """The mean IoU of the maps of ``checks`` (planes, maps, verified labels) at ``threshold``."""
+    return float(mean_ignoring_nan([_iou(labels_from_probabilities(m, threshold), t) for _, m, t in checks]))
 
 
 def _iou(predicted: np.ndarray, truth: np.ndarray) -> float:
